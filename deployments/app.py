@@ -1,0 +1,39 @@
+"""The Serve application builder that `serve run` / `serve deploy` point at (import_path)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from deployments.embedding import EmbeddingDeployment
+from deployments.ingress import Ingress
+from deployments.settings import ServiceSettings
+from registry import load_catalog
+
+# Catalog family `deployment` name -> Serve deployment. A new family adds one line here.
+FAMILY_DEPLOYMENTS = {
+    "embedding": EmbeddingDeployment,
+}
+
+
+class AppArgs(BaseModel):
+    """`args:` of the application in serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog_path: str | None = Field(None, description="Catalog file; default registry/catalog.yaml.")
+    deployments: list[str] = Field(
+        default_factory=lambda: list(FAMILY_DEPLOYMENTS),
+        description=f"Family deployments to run; any of {sorted(FAMILY_DEPLOYMENTS)}.",
+    )
+
+
+def build_app(args: AppArgs) -> Application:
+    """Load and check the catalog (failing here, at start, if it is broken) and bind the deployments."""
+    settings = ServiceSettings()
+    catalog = load_catalog(args.catalog_path or settings.catalog_path)
+    unknown = sorted(set(args.deployments) - set(FAMILY_DEPLOYMENTS))
+    if unknown:
+        raise ValueError(f"Unknown deployments {unknown}; this build has {sorted(FAMILY_DEPLOYMENTS)}")
+    families = {name: FAMILY_DEPLOYMENTS[name].bind(catalog, settings) for name in args.deployments}
+    return Ingress.bind(catalog, settings, families)

@@ -1,0 +1,73 @@
+"""EmbeddingDeployment: sentence embeddings with dynamic batching across requests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from ray import serve
+
+from deployments.model_loading import LoadedModels, pick_device
+from deployments.settings import ServiceSettings
+from registry import Catalog, ModelEntry
+
+MAX_BATCH_SIZE = 32
+
+
+@dataclass
+class Embeddings:
+    """Vectors for one request's texts, in order, with the tokens each text was read as."""
+
+    model: str
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.vectors[0]) if self.vectors else 0
+
+
+# max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
+@serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
+class EmbeddingDeployment:
+    def __init__(self, catalog: Catalog, settings: ServiceSettings):
+        self._catalog = catalog
+        self._device = pick_device()
+        self._models = LoadedModels(settings, self._load)
+
+    async def embed(self, model: str, texts: list[str]) -> Embeddings:
+        """Embed `texts` with catalog model `model`; requests arriving together share one forward pass."""
+        return await self._embed_batch((model, texts))
+
+    def loaded_models(self) -> list[str]:
+        return self._models.loaded()
+
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.005)
+    async def _embed_batch(self, requests: list[tuple[str, list[str]]]) -> list[Embeddings]:
+        results: list[Embeddings | None] = [None] * len(requests)
+        for model_id in dict.fromkeys(model for model, _ in requests):
+            indices = [i for i, (model, _) in enumerate(requests) if model == model_id]
+            encoder = await self._models.get(self._catalog.models[model_id])
+            texts = [text for i in indices for text in requests[i][1]]
+            vectors, counts = await asyncio.to_thread(_encode, encoder, texts)
+            start = 0
+            for i in indices:
+                n = len(requests[i][1])
+                results[i] = Embeddings(model_id, vectors[start:start + n], counts[start:start + n])
+                start += n
+        return results
+
+    def _load(self, entry: ModelEntry, paths: dict[str, str]):
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(paths["weights"], device=self._device, local_files_only=True)
+        if entry.specs.max_input_tokens:
+            encoder.max_seq_length = entry.specs.max_input_tokens
+        return encoder
+
+
+def _encode(encoder, texts: list[str]) -> tuple[list[list[float]], list[int]]:
+    """Normalized vectors (as OpenAI's are) and the number of tokens read per text."""
+    vectors = encoder.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    token_ids = encoder.tokenizer(texts, truncation=True, max_length=encoder.max_seq_length)["input_ids"]
+    return vectors.tolist(), [len(ids) for ids in token_ids]

@@ -1,0 +1,102 @@
+"""GET /health, /models and /models/{name}: the catalog as seeds 001 and 002 show it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from deployments.errors import ModelNotFound
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.services import Services, get_services
+from registry import ModelEntry
+
+router = APIRouter(tags=["catalog"])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def model_view(services: Services, entry: ModelEntry) -> dict[str, Any]:
+    """One catalog entry with seed 002's field names (specs flattened to the top level)."""
+    catalog = services.catalog
+    family = catalog.families[entry.family]
+    task = catalog.tasks[family.task]
+    return {
+        "id": entry.id,
+        "display_name": entry.display_name,
+        "description": entry.description or family.description,
+        "family": entry.family,
+        "variant": entry.variant,
+        "aliases": entry.aliases,
+        "task": family.task,
+        "category": task.category,
+        "hf_model_id": entry.hub.repo_id,
+        "revision": entry.hub.revision,
+        "companions": [c.model_dump(include={"repo_id", "revision", "role"}) for c in entry.companions],
+        "capabilities": entry.capabilities,
+        "file_types": family.file_types,
+        "deployment": family.deployment,
+        "is_default": task.default_model == entry.id,
+        "is_family_default": family.default_model == entry.id,
+        "is_active": services.is_served(entry),
+        **entry.specs.model_dump(exclude_none=True),
+    }
+
+
+@router.get("/health")
+async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
+    return {
+        "success": True,
+        "status": "healthy",
+        "timestamp": _now(),
+        "deployments": sorted(services.deployments),
+    }
+
+
+@router.get("/models")
+async def list_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    catalog = services.catalog
+    models = [model_view(services, entry) for entry in catalog.models.values()]
+    tasks = {
+        name: {
+            "category": task.category,
+            "default_model": task.default_model,
+            "current_model": task.default_model,
+            "models": [m.id for m in catalog.models_for_task(name)],
+            "served": any(services.is_served(m) for m in catalog.models_for_task(name)),
+        }
+        for name, task in catalog.tasks.items()
+    }
+    return {
+        "success": True,
+        "timestamp": _now(),
+        "total_models": len(models),
+        "available_models": [m["id"] for m in models],
+        "models": models,
+        "models_info": {m["id"]: m for m in models},
+        "specialized_models": {name: info["models"] for name, info in tasks.items()},
+        "tasks": tasks,
+        "families": {
+            name: {"task": f.task, "default_model": f.default_model, "deployment": f.deployment}
+            for name, f in catalog.families.items()
+        },
+    }
+
+
+@router.get("/models/{name}", responses=ERROR_RESPONSES)
+async def get_model(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    """A model by id, alias or hub repo id; or a family (seed 000: /models/demucs) with its variants."""
+    catalog = services.catalog
+    family = catalog.families.get(name)
+    if family is not None:
+        variants = [model_view(services, m) for m in catalog.models.values() if m.family == name]
+        return {"success": True, "family": name, **family.model_dump(), "variants": variants}
+    try:
+        entry = catalog.resolve(name)
+    except LookupError as missing:
+        raise ModelNotFound(f"{missing} (families: {', '.join(catalog.families)})") from None
+    download = await services.manager.status.remote(entry.id)
+    return {"success": True, "model": model_view(services, entry), "download": download}

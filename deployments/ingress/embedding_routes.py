@@ -1,0 +1,114 @@
+"""POST /api/embedding (seed 003) and POST /v1/embeddings (OpenAI shape)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deployments.embedding import Embeddings
+from deployments.errors import InvalidRequest
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.services import Services, get_services
+
+TASK = "text-embedding"
+router = APIRouter(tags=["embeddings"], responses=ERROR_RESPONSES)
+
+
+def _texts(value: Any, handler, field: str) -> str | list[str]:
+    """Parse a string or a list of strings, with a message that says which item is wrong."""
+    try:
+        parsed = handler(value)
+    except ValidationError:
+        raise ValueError(f"{field} must be a string or a list of strings") from None
+    items = [parsed] if isinstance(parsed, str) else parsed
+    if not items:
+        raise ValueError(f"{field} must not be an empty list")
+    blank = [i for i, text in enumerate(items) if not text.strip()]
+    if blank:
+        where = field if isinstance(parsed, str) else f"{field}[{blank[0]}]"
+        raise ValueError(f"{where} must not be empty")
+    return parsed
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | list[str] = Field(description="One text, or a list of texts embedded in order.")
+    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default all-minilm-l6-v2.")
+
+    @field_validator("text", mode="wrap")
+    @classmethod
+    def _check_text(cls, value, handler):
+        return _texts(value, handler, "text")
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | list[str] = Field(description="Text or list of texts (token arrays are not accepted).")
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, gt=0, description="Must equal the model's own dimensions.")
+    user: str | None = None
+
+    @field_validator("input", mode="wrap")
+    @classmethod
+    def _check_input(cls, value, handler):
+        return _texts(value, handler, "input")
+
+
+async def _embed(services: Services, model: str | None, texts: list[str]) -> Embeddings:
+    entry = services.model_for(TASK, model)
+    limit = entry.specs.max_inputs
+    if limit and len(texts) > limit:
+        raise InvalidRequest(
+            f"Too many inputs: {len(texts)}; model '{entry.id}' accepts at most {limit} per request"
+        )
+    return await services.deployment_for(entry).embed.remote(entry.id, texts)
+
+
+@router.post("/api/embedding")
+async def create_embedding(body: EmbeddingRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
+    started = time.perf_counter()
+    single = isinstance(body.text, str)
+    result = await _embed(services, body.model, [body.text] if single else body.text)
+    vectors = {"embedding": result.vectors[0]} if single else {"embeddings": result.vectors}
+    return {
+        "success": True,
+        "model": result.model,
+        "dimensions": result.dimensions,
+        **vectors,
+        "usage": {"prompt_tokens": sum(result.token_counts), "total_tokens": sum(result.token_counts)},
+        "processing_time": round(time.perf_counter() - started, 4),
+    }
+
+
+@router.post("/v1/embeddings")
+async def create_openai_embeddings(
+    body: OpenAIEmbeddingRequest, services: Services = Depends(get_services)
+) -> dict[str, Any]:
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    result = await _embed(services, body.model, texts)
+    if body.dimensions is not None and body.dimensions != result.dimensions:
+        raise InvalidRequest(
+            f"dimensions={body.dimensions} is not supported by model '{result.model}', "
+            f"which returns {result.dimensions}-dimensional vectors"
+        )
+
+    def encode(vector: list[float]) -> list[float] | str:
+        if body.encoding_format == "float":
+            return vector
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+
+    tokens = sum(result.token_counts)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(result.vectors)],
+        "model": result.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

@@ -1,0 +1,96 @@
+"""Pydantic schema of the model catalog: strict, so a typo in the data file fails at start."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubRepo(StrictModel):
+    """One Hugging Face Hub repository to download, pinned to a revision."""
+
+    repo_id: str = Field(description="Hub repository id, e.g. 'facebook/musicgen-small'.")
+    revision: str = Field("main", description="Branch, tag or 40-hex commit to download.")
+    repo_type: Literal["model", "dataset"] = "model"
+    role: str = Field("weights", description="What the files are for: weights, vocoder, speaker-embeddings...")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id_has_owner(cls, value: str) -> str:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError(f"repo_id must look like 'owner/name', got {value!r}")
+        return value
+
+
+class ModelSpecs(StrictModel):
+    """Numbers a model is known by. Any of them can be overridden by environment variable."""
+
+    sample_rate: int | None = Field(None, gt=0, description="Audio sample rate in or out, Hz.")
+    audio_channels: int | None = Field(None, gt=0)
+    max_duration_seconds: float | None = Field(None, gt=0, description="Longest audio a request may ask for.")
+    recommended_duration_seconds: float | None = Field(None, gt=0)
+    tokens_per_second: int | None = Field(None, gt=0, description="Audio tokens generated per second.")
+    chunk_length_seconds: float | None = Field(None, gt=0, description="Window a model hears at once.")
+    vram_requirement_gb: float | None = Field(None, ge=0, description="GPU memory needed to load and run.")
+    dimensions: int | None = Field(None, gt=0, description="Embedding vector length.")
+    max_inputs: int | None = Field(None, gt=0, description="Most texts accepted in one request.")
+    max_input_tokens: int | None = Field(None, gt=0, description="Tokens read per input; longer is truncated.")
+    context_length: int | None = Field(None, gt=0, description="Prompt plus generated tokens.")
+    stems: list[str] | None = Field(None, description="Sources a separation model outputs.")
+
+
+class TaskConfig(StrictModel):
+    category: Literal["audio", "text", "vision"]
+    default_model: str = Field(description="Model used when a request names none.")
+
+
+class FamilyConfig(StrictModel):
+    task: str
+    deployment: str = Field(description="Serve deployment that runs this family (see deployments/app.py).")
+    default_model: str
+    file_types: list[str] = Field(default_factory=list, description="Upload extensions accepted, lower case.")
+    description: str = ""
+
+
+class ModelEntry(StrictModel):
+    """One servable model: a variant of a family, downloadable from the hub."""
+
+    id: str = Field(pattern=NAME_PATTERN, description="Catalog name used in requests.")
+    family: str
+    variant: str = Field(description="Short name within the family, as in seed 000's model_variant.")
+    display_name: str
+    description: str = ""
+    aliases: list[str] = Field(default_factory=list, description="Other names requests may use.")
+    hub: HubRepo
+    companions: list[HubRepo] = Field(default_factory=list, description="Extra repos the model needs.")
+    capabilities: list[str] = Field(default_factory=list)
+    specs: ModelSpecs = ModelSpecs()
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities_are_names(cls, value: list[str]) -> list[str]:
+        bad = [c for c in value if not re.fullmatch(r"[a-z0-9-]+", c)]
+        if bad:
+            raise ValueError(f"capabilities must be lower-case-dashed names, got {bad}")
+        return value
+
+    @property
+    def repos(self) -> list[HubRepo]:
+        return [self.hub, *self.companions]
+
+
+class CatalogFile(StrictModel):
+    """The catalog data file as written, before cross-references are checked."""
+
+    version: Literal[1]
+    tasks: dict[str, TaskConfig]
+    families: dict[str, FamilyConfig]
+    models: list[dict] = Field(description="Validated one by one so errors name the entry.")

@@ -1,0 +1,218 @@
+"""TestHub: enough of the Hugging Face Hub HTTP API for huggingface_hub's snapshot/hf_hub downloads.
+
+Endpoints: GET /api/models/{repo}[/revision/{rev}], GET /api/models/{repo}/tree/{rev}[/{path}],
+HEAD/GET /{repo}/resolve/{rev}/{file} (Range supported). Every file is advertised as an LFS file
+with its sha256, as the real hub does for weights. Full-file GETs are counted per (repo, file) so
+tests can prove a model was fetched once.
+
+Run standalone (for benchmarks):  python -m tests.hub.server --port 0 REPO_ID=FOLDER ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class HubFile:
+    path: str
+    source: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class HubRepo:
+    repo_id: str
+    sha: str
+    files: dict[str, HubFile]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class TestHub:
+    """Serves folders as hub repos; start() binds 127.0.0.1 on a free port."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        self.repos: dict[str, HubRepo] = {}
+        self.downloads: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def add_repo(self, repo_id: str, folder: str | Path) -> HubRepo:
+        folder = Path(folder)
+        files = {}
+        for source in sorted(p for p in folder.rglob("*") if p.is_file()):
+            rel = source.relative_to(folder).as_posix()
+            files[rel] = HubFile(rel, source, source.stat().st_size, _sha256(source))
+        sha = hashlib.sha1("".join(f"{f.path}:{f.sha256}" for f in files.values()).encode()).hexdigest()
+        self.repos[repo_id] = repo = HubRepo(repo_id, sha, files)
+        return repo
+
+    def file_downloads(self, repo_id: str) -> dict[str, int]:
+        """Full-file GETs served per file of a repo (files never fetched show 0)."""
+        with self._lock:
+            return {path: self.downloads[(repo_id, path)] for path in self.repos[repo_id].files}
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "hub not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self, port: int = 0) -> "TestHub":
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="test-hub", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _count(self, repo_id: str, path: str) -> None:
+        with self._lock:
+            self.downloads[(repo_id, path)] += 1
+
+
+REPO = r"(?P<repo>[^/]+/[^/]+)"
+ROUTES = [
+    ("info", re.compile(rf"^/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?$")),
+    ("tree", re.compile(rf"^/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")),
+    ("resolve", re.compile(rf"^/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")),
+]
+
+
+def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def do_HEAD(self) -> None:
+            self._dispatch(send_body=False)
+
+        def do_GET(self) -> None:
+            self._dispatch(send_body=True)
+
+        def _dispatch(self, send_body: bool) -> None:
+            path = urlsplit(self.path).path
+            for kind, pattern in ROUTES:
+                match = pattern.match(path)
+                if match:
+                    break
+            else:
+                return self._error(404, "Not found", None)
+            repo = hub.repos.get(unquote(match["repo"]))
+            if repo is None:
+                return self._error(404, "Repository not found", "RepoNotFound")
+            revision = unquote(match["rev"] or "main")
+            if revision not in ("main", repo.sha):
+                return self._error(404, f"Revision {revision} not found", "RevisionNotFound")
+            if kind == "info":
+                return self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.sha, "private": False,
+                                   "siblings": [{"rfilename": p} for p in repo.files]}, repo, send_body)
+            if kind == "tree":
+                prefix = unquote(match["path"] or "").strip("/")
+                entries = [
+                    {"type": "file", "oid": f.sha256[:40], "size": f.size, "path": f.path,
+                     "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134}}
+                    for f in repo.files.values() if not prefix or f.path.startswith(prefix + "/")
+                ]
+                return self._json(entries, repo, send_body)
+            hub_file = repo.files.get(unquote(match["path"]))
+            if hub_file is None:
+                return self._error(404, "Entry not found", "EntryNotFound", repo)
+            self._file(repo, hub_file, send_body)
+
+        def _file(self, repo: HubRepo, hub_file: HubFile, send_body: bool) -> None:
+            start, end = 0, hub_file.size - 1
+            byte_range = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            if byte_range:
+                start = int(byte_range[1])
+                end = min(int(byte_range[2]) if byte_range[2] else end, end)
+            self.send_response(206 if byte_range else 200)
+            self.send_header("Content-Length", str(max(0, end - start + 1)))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", f'"{hub_file.sha256}"')
+            self.send_header("X-Linked-Etag", f'"{hub_file.sha256}"')
+            self.send_header("X-Linked-Size", str(hub_file.size))
+            self.send_header("X-Repo-Commit", repo.sha)
+            if byte_range:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{hub_file.size}")
+            self.end_headers()
+            if not send_body:
+                return
+            if start == 0:
+                hub._count(repo.repo_id, hub_file.path)
+            with hub_file.source.open("rb") as handle:
+                handle.seek(start)
+                remaining = end - start + 1
+                while remaining > 0 and (chunk := handle.read(min(CHUNK, remaining))):
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+
+        def _json(self, payload: object, repo: HubRepo, send_body: bool) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Repo-Commit", repo.sha)
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def _error(self, status: int, message: str, code: str | None, repo: HubRepo | None = None) -> None:
+            body = json.dumps({"error": message}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if code:
+                self.send_header("X-Error-Code", code)
+                self.send_header("X-Error-Message", message)
+            if repo:
+                self.send_header("X-Repo-Commit", repo.sha)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("repos", nargs="+", metavar="REPO_ID=FOLDER")
+    args = parser.parse_args()
+    hub = TestHub()
+    for spec in args.repos:
+        repo_id, _, folder = spec.partition("=")
+        hub.add_repo(repo_id, folder)
+    hub.start(args.port)
+    print(hub.url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
