@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.embedding import EmbeddingDeployment
 from deployments.ingress import Ingress
 from deployments.settings import ServiceSettings
-from registry import load_catalog
+from registry import Catalog, load_catalog
 
 # Catalog family `deployment` name -> Serve deployment. A new family adds one line here.
 FAMILY_DEPLOYMENTS = {
@@ -35,5 +35,10 @@ def build_app(args: AppArgs) -> Application:
     unknown = sorted(set(args.deployments) - set(FAMILY_DEPLOYMENTS))
     if unknown:
         raise ValueError(f"Unknown deployments {unknown}; this build has {sorted(FAMILY_DEPLOYMENTS)}")
-    families = {name: FAMILY_DEPLOYMENTS[name].bind(catalog, settings) for name in args.deployments}
+    return compose_app(catalog, settings, {name: FAMILY_DEPLOYMENTS[name] for name in args.deployments})
+
+
+def compose_app(catalog: Catalog, settings: ServiceSettings, deployments: dict[str, Deployment]) -> Application:
+    """The ingress bound to the given family deployments (tests pass ones with other options)."""
+    families = {name: deployment.bind(catalog, settings) for name, deployment in deployments.items()}
     return Ingress.bind(catalog, settings, families)

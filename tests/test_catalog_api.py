@@ -1,0 +1,70 @@
+"""GET /health, /models, /models/{name} and /docs over HTTP against the deployed application."""
+
+from __future__ import annotations
+
+from registry import load_catalog
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "healthy"
+    assert "embedding" in response.json()["deployments"]
+
+
+def test_models_lists_every_catalog_entry_with_capabilities(client):
+    catalog = load_catalog()
+    body = client.get("/models").json()
+    assert body["success"] is True
+    assert body["total_models"] == len(catalog.models) == len(body["models"])
+    assert body["available_models"] == list(catalog.models)
+    by_id = {m["id"]: m for m in body["models"]}
+    for entry in catalog.models.values():
+        assert by_id[entry.id]["capabilities"] == entry.capabilities
+        assert by_id[entry.id]["hf_model_id"] == entry.hub.repo_id
+    # seed 002's fields, flattened
+    small = by_id["musicgen-small"]
+    assert (small["max_duration_seconds"], small["recommended_duration_seconds"]) == (30, 10)
+    assert (small["vram_requirement_gb"], small["sample_rate"], small["tokens_per_second"]) == (4, 32000, 50)
+    assert small["display_name"] == "MusicGen Small" and small["is_active"] is False  # no music deployment yet
+    assert by_id["all-minilm-l6-v2"]["is_active"] is True
+    # seed 001's task categories, and a default/current model per task
+    assert body["specialized_models"]["text-to-speech"] == ["speecht5-tts", "bark-small", "bark"]
+    assert body["tasks"]["source-separation"]["default_model"] == "htdemucs"
+    assert body["tasks"]["text-embedding"]["current_model"] == "all-minilm-l6-v2"
+    assert body["models_info"]["htdemucs_6s"]["stems"][-2:] == ["guitar", "piano"]
+
+
+def test_model_by_name_alias_or_repo_id(client):
+    for name in ("whisper-large-v3", "openai/whisper-large-v3", "OpenAI/Whisper-Large-V3"):
+        body = client.get(f"/models/{name}").json()
+        assert body["model"]["id"] == "whisper-large-v3" and body["model"]["task"] == "speech-to-text"
+    assert client.get("/models/bark_tts").json()["model"]["id"] == "bark"
+
+
+def test_family_lists_its_variants(client):
+    body = client.get("/models/demucs").json()
+    assert body["default_model"] == "htdemucs"
+    assert [v["variant"] for v in body["variants"]] == ["htdemucs", "htdemucs_ft", "htdemucs_6s", "mdx_extra"]
+    assert body["file_types"] == ["wav", "flac", "mp3", "ogg"]
+
+
+def test_unknown_model_is_404_naming_the_known_ones(client):
+    response = client.get("/models/nope")
+    assert response.status_code == 404
+    body = response.json()
+    assert body["success"] is False and body["error_code"] == "MODEL_NOT_FOUND"
+    assert body["message"].startswith("Model 'nope' not found. Known models: htdemucs, htdemucs_ft,")
+    assert "all-minilm-l6-v2" in body["message"] and "demucs" in body["message"]
+
+
+def test_unknown_route_has_the_same_error_shape(client):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert set(response.json()) == {"success", "message", "error", "error_code"}
+
+
+def test_openapi_docs(client):
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/models", "/models/{name}", "/api/embedding", "/v1/embeddings"} <= set(paths)

@@ -1,0 +1,75 @@
+"""The model manager: one download per file however many callers ask at once, with status."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from tests.conftest import BGE_REPO, TINY_BGE_DIMENSIONS
+
+
+def test_eight_concurrent_first_requests_fetch_each_file_once(client, hub, model_cache):
+    before = client.get("/models/bge-small-en-v1.5").json()["download"]
+    assert before["status"] == "unknown"  # nothing has asked for it yet: not cached
+    assert not list(model_cache.glob("models--BAAI--bge-small-en-v1.5"))
+
+    def first_request(i: int):
+        return client.post("/api/embedding", json={"text": f"request {i}", "model": "bge-small-en-v1.5"})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(first_request, range(8)))
+
+    assert [r.status_code for r in responses] == [200] * 8
+    assert {r.json()["dimensions"] for r in responses} == {TINY_BGE_DIMENSIONS}
+    vectors = np.array([r.json()["embedding"] for r in responses])
+    assert len({tuple(v.round(5)) for v in vectors}) == 8  # each caller got its own text's vector
+    assert hub.file_downloads(BGE_REPO) == {path: 1 for path in hub.repos[BGE_REPO].files}
+
+    status = client.get("/models/bge-small-en-v1.5").json()["download"]
+    total = sum(f.size for f in hub.repos[BGE_REPO].files.values())
+    assert (status["status"], status["progress"]) == ("completed", 100.0)
+    assert status["bytes_done"] == status["bytes_total"] == total
+    snapshot = model_cache / "models--BAAI--bge-small-en-v1.5" / "snapshots" / hub.repos[BGE_REPO].sha
+    on_disk = {p.relative_to(snapshot).as_posix(): p.stat().st_size for p in snapshot.rglob("*") if p.is_file()}
+    assert on_disk == {path: f.size for path, f in hub.repos[BGE_REPO].files.items()}
+    assert not list(model_cache.rglob("*.incomplete"))
+
+
+def test_manager_dedupes_callers_in_other_processes(service, hub, model_cache):
+    import ray
+
+    from deployments.model_manager import get_model_manager
+    from deployments.settings import ServiceSettings
+    from registry import HubRepo
+    from tests.conftest import OFF_CATALOG_REPO
+
+    settings = ServiceSettings()
+    repos = [HubRepo(repo_id=OFF_CATALOG_REPO)]
+
+    @ray.remote(num_cpus=0)
+    class Barrier:
+        """Releases the workers together, so their ensure() calls overlap."""
+
+        def __init__(self, parties: int):
+            self.parties, self.arrived, self.all_here = parties, 0, asyncio.Event()
+
+        async def wait(self) -> None:
+            self.arrived += 1
+            if self.arrived == self.parties:
+                self.all_here.set()
+            await self.all_here.wait()
+
+    @ray.remote(num_cpus=0)
+    def ask_manager(barrier) -> dict[str, str]:
+        ray.get(barrier.wait.remote())
+        return ray.get(get_model_manager(settings).ensure.remote("tiny-encoder", repos))
+
+    barrier = Barrier.remote(8)
+    paths = ray.get([ask_manager.remote(barrier) for _ in range(8)])
+    assert len({p["weights"] for p in paths}) == 1
+    assert hub.file_downloads(OFF_CATALOG_REPO) == {path: 1 for path in hub.repos[OFF_CATALOG_REPO].files}
+    status = ray.get(get_model_manager(settings).status.remote("tiny-encoder"))
+    assert (status["status"], status["callers"]) == ("completed", 8)
+    assert status["bytes_done"] == sum(f.size for f in hub.repos[OFF_CATALOG_REPO].files.values())
