@@ -28,8 +28,9 @@ class AppArgs(BaseModel):
     )
 
 
-def build_app(args: AppArgs) -> Application:
+def build_app(args: AppArgs | dict) -> Application:
     """Load and check the catalog (failing here, at start, if it is broken) and bind the deployments."""
+    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     settings = ServiceSettings()
     catalog = load_catalog(args.catalog_path or settings.catalog_path)
     unknown = sorted(set(args.deployments) - set(FAMILY_DEPLOYMENTS))

@@ -32,7 +32,7 @@ class Embeddings:
 class EmbeddingDeployment:
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = catalog
-        self._device = pick_device()
+        self._device = pick_device(settings)
         self._models = LoadedModels(settings, self._load)
 
     async def embed(self, model: str, texts: list[str]) -> Embeddings:

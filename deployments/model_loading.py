@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +12,14 @@ from deployments.settings import ServiceSettings
 from registry import ModelEntry
 
 
-def pick_device() -> str:
-    """CUDA when Serve gave this replica a GPU, else CPU."""
+def pick_device(settings: ServiceSettings) -> str:
+    """CUDA when Serve gave this replica a GPU; else CPU with the configured number of threads."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    torch.set_num_threads(settings.cpu_threads or os.cpu_count() or 1)
+    return "cpu"
 
 
 class LoadedModels:

@@ -36,3 +36,7 @@ class ServiceSettings(BaseSettings):
     manager_name: str = Field("model-manager", description="Name of the detached ModelManager actor.")
     manager_namespace: str = Field("inference", description="Ray namespace of the ModelManager actor.")
     download_workers: int = Field(8, gt=0, description="Parallel file downloads per model.")
+    cpu_threads: int = Field(
+        0, ge=0, description="Torch threads per CPU replica; 0 = every core. Ray would otherwise set "
+        "OMP_NUM_THREADS to the replica's num_cpus, one thread on a one-CPU replica.",
+    )

@@ -1,0 +1,105 @@
+"""serve_config.yaml, serve_config.cpu.yaml and cluster.yaml are valid for Ray and match the app;
+the README's serve command starts the service from the CPU profile and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import MINILM_REPO, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def deployment_names() -> set[str]:
+    from deployments.app import FAMILY_DEPLOYMENTS
+    from deployments.ingress import Ingress
+
+    return {Ingress.name, *(d.name for d in FAMILY_DEPLOYMENTS.values())}
+
+
+@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.cpu.yaml"])
+def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
+    from ray.serve.schema import ServeDeploySchema
+
+    from deployments.app import AppArgs, build_app
+    from deployments.embedding import MAX_BATCH_SIZE
+
+    config = ServeDeploySchema.model_validate(load(config_file))
+    (app,) = config.applications
+    assert app.import_path == "deployments.app:build_app" and app.route_prefix == "/"
+    assert build_app(AppArgs.model_validate(app.args)) is not None
+    assert {d.name for d in app.deployments} == deployment_names
+    embedding = next(d for d in app.deployments if d.name == "EmbeddingDeployment")
+    assert embedding.max_ongoing_requests >= MAX_BATCH_SIZE  # else @serve.batch never fills
+
+
+def test_gpu_profile_gives_models_gpu_fractions_and_autoscaling():
+    app = load("serve_config.yaml")["applications"][0]
+    for deployment in app["deployments"]:
+        if deployment["name"] != "Ingress":
+            assert 0 < deployment["ray_actor_options"]["num_gpus"] <= 1, deployment["name"]
+            assert deployment["autoscaling_config"]["max_replicas"] > deployment["autoscaling_config"]["min_replicas"]
+
+
+def test_cpu_profile_is_local_and_gpu_free():
+    config = load("serve_config.cpu.yaml")
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
+    assert all(d["ray_actor_options"].get("num_gpus", 0) == 0 for d in config["applications"][0]["deployments"])
+
+
+def test_cluster_yaml_is_a_valid_ray_cluster_config():
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    cluster = load("cluster.yaml")
+    jsonschema.validate(cluster, schema)
+    workers = {n: t for n, t in cluster["available_node_types"].items() if n != cluster["head_node_type"]}
+    assert workers and all(t["min_workers"] >= 1 for t in workers.values())
+    assert any("scripts/install.sh" in command for command in cluster["setup_commands"])
+
+
+def test_readme_serve_command_starts_and_stops(hub, tmp_path):
+    """`bash scripts/serve.sh` (the CPU profile, on a free port here) serves, then stops on SIGINT."""
+    port = free_port()
+    config = load("serve_config.cpu.yaml")
+    config["http_options"]["port"] = port
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "SERVE_CONFIG": str(tmp_path / "serve_config.yaml"), "RAY_ADDRESS": "local",
+           "HF_ENDPOINT": hub.url, "INFERENCE_CACHE_DIR": str(tmp_path / "cache")}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            deadline = time.monotonic() + 180
+            while True:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "service did not come up in 180 s"
+                try:
+                    if http.get("/models").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(1)
+            response = http.post("/v1/embeddings", json={"input": "hello", "model": MINILM_REPO})
+            assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=90) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
