@@ -73,3 +73,20 @@ def test_manager_dedupes_callers_in_other_processes(service, hub, model_cache):
     status = ray.get(get_model_manager(settings).status.remote("tiny-encoder"))
     assert (status["status"], status["callers"]) == ("completed", 8)
     assert status["bytes_done"] == sum(f.size for f in hub.repos[OFF_CATALOG_REPO].files.values())
+
+
+def test_missing_repo_fails_with_the_reason_and_leaves_nothing(service, model_cache):
+    import pytest
+    import ray
+
+    from deployments.errors import ModelUnavailable
+    from deployments.model_manager import get_model_manager
+    from deployments.settings import ServiceSettings
+    from registry import HubRepo
+
+    manager = get_model_manager(ServiceSettings())
+    with pytest.raises(ModelUnavailable, match=r"Model 'ghost' could not be downloaded: RepositoryNotFoundError"):
+        ray.get(manager.ensure.remote("ghost", [HubRepo(repo_id="tests/ghost")]))
+    status = ray.get(manager.status.remote("ghost"))
+    assert status["status"] == "failed" and "RepositoryNotFoundError" in status["error"]
+    assert not list(model_cache.glob("models--tests--ghost/snapshots/*/*"))
