@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from ray import serve
 
+from deployments.errors import ModelNotFound
 from deployments.model_loading import LoadedModels, pick_device
 from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry
+from registry import Catalog, ModelEntry, UnknownModelError
 
 MAX_BATCH_SIZE = 32
 
@@ -37,7 +38,14 @@ class EmbeddingDeployment:
 
     async def embed(self, model: str, texts: list[str]) -> Embeddings:
         """Embed `texts` with catalog model `model`; requests arriving together share one forward pass."""
-        return await self._embed_batch((model, texts))
+        try:
+            entry = self._catalog.resolve(model, task="text-embedding")
+        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
+            raise ModelNotFound(str(missing)) from None
+        # Loaded before joining a batch: a failed load fails only its own requests, and a batch
+        # never waits on a download.
+        await self._models.get(entry)
+        return await self._embed_batch((entry.id, texts))
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()

@@ -107,3 +107,15 @@ def test_malformed_json_is_400(client):
     assert response.status_code == 400
     assert response.json()["error_code"] == "VALIDATION_ERROR"
     assert "JSON decode error" in response.json()["message"]
+
+
+def test_python_deployment_handle(service):
+    from ray import serve
+
+    from deployments.errors import ModelNotFound
+
+    embedder = serve.get_deployment_handle("EmbeddingDeployment", app_name="inference")
+    result = embedder.embed.remote("sentence-transformers/all-MiniLM-L6-v2", ["a cat sits on the mat"]).result()
+    assert (result.model, result.dimensions, len(result.vectors)) == ("all-minilm-l6-v2", 384, 1)
+    with pytest.raises(ModelNotFound, match="Model 'nope' not found for task 'text-embedding'"):
+        embedder.embed.remote("nope", ["hi"]).result()
