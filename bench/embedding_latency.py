@@ -111,6 +111,21 @@ async def bench_serve_clients(base_url: str, texts: list[str], clients: int) -> 
         return {**summary(latencies, time.perf_counter() - started, len(texts)), "concurrency": clients}
 
 
+async def bench_handle_clients(texts: list[str], clients: int) -> dict:
+    """The same load through a Python deployment handle: batching without the HTTP hops."""
+    embedder = serve.get_deployment_handle("EmbeddingDeployment", app_name="inference")
+    pending, latencies = list(reversed(texts)), []
+
+    async def one_client() -> None:
+        while pending:
+            text, started = pending.pop(), time.perf_counter()
+            await embedder.embed.remote("all-minilm-l6-v2", [text])
+            latencies.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return {**summary(latencies, time.perf_counter() - started, len(texts)), "concurrency": clients}
+
+
 def bench_serve(texts: list[str], concurrency: int) -> dict:
     from deployments.app import AppArgs, build_app
     from deployments.settings import ServiceSettings
@@ -125,7 +140,9 @@ def bench_serve(texts: list[str], concurrency: int) -> dict:
         base_url = f"http://127.0.0.1:{port}"
         print("warming up (the first request fetches the model through the model manager)...", flush=True)
         return {"sequential": asyncio.run(bench_serve_clients(base_url, texts, 1)),
-                "concurrent": asyncio.run(bench_serve_clients(base_url, texts, concurrency))}
+                "concurrent": asyncio.run(bench_serve_clients(base_url, texts, concurrency)),
+                "handle sequential": asyncio.run(bench_handle_clients(texts, 1)),
+                "handle concurrent": asyncio.run(bench_handle_clients(texts, concurrency))}
     finally:
         serve.shutdown()
         settings = ServiceSettings()
@@ -166,14 +183,17 @@ def main() -> None:
 
     alone = in_process["sequential"]
     ratios = {"serve_overhead_p50": round(served["sequential"]["p50_ms"] / alone["p50_ms"], 2),
-              "serve_batching_gain": round(served["concurrent"]["throughput_rps"] / alone["throughput_rps"], 2)}
-    print(f"\n{'':24}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+              "serve_batching_gain": round(served["concurrent"]["throughput_rps"] / alone["throughput_rps"], 2),
+              "handle_batching_gain": round(served["handle concurrent"]["throughput_rps"]
+                                            / served["handle sequential"]["throughput_rps"], 2)}
+    print(f"\n{'':28}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
     for where, figures in (("in-process", in_process), ("serve", served)):
         for mode, row in figures.items():
-            print(f"{where + ' ' + mode:24}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>10}")
+            print(f"{where + ' ' + mode:28}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>10}")
     print(f"(in-process batched latency is per batch of {args.concurrency})\n"
           f"serve sequential p50 / in-process p50:                {ratios['serve_overhead_p50']}x (overhead)\n"
-          f"serve concurrent req/s / in-process sequential req/s: {ratios['serve_batching_gain']}x (batching gain)")
+          f"serve concurrent req/s / in-process sequential req/s: {ratios['serve_batching_gain']}x (batching gain)\n"
+          f"handle concurrent req/s / handle sequential req/s:    {ratios['handle_batching_gain']}x (batching alone)")
 
     result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": MINILM_REPO,
               "requests": args.requests, "concurrency": args.concurrency, "machine": machine(device),

@@ -18,7 +18,7 @@ def pick_device(settings: ServiceSettings) -> str:
 
     if torch.cuda.is_available():
         return "cuda"
-    torch.set_num_threads(settings.cpu_threads or os.cpu_count() or 1)
+    torch.set_num_threads(settings.cpu_threads or max(1, (os.cpu_count() or 1) - 1))
     return "cpu"
 
 

@@ -37,6 +37,6 @@ class ServiceSettings(BaseSettings):
     manager_namespace: str = Field("inference", description="Ray namespace of the ModelManager actor.")
     download_workers: int = Field(8, gt=0, description="Parallel file downloads per model.")
     cpu_threads: int = Field(
-        0, ge=0, description="Torch threads per CPU replica; 0 = every core. Ray would otherwise set "
-        "OMP_NUM_THREADS to the replica's num_cpus, one thread on a one-CPU replica.",
+        0, ge=0, description="Torch threads per CPU replica; 0 = every core but one, which is left to "
+        "the HTTP proxy and ingress. Ray would otherwise set OMP_NUM_THREADS to the replica's num_cpus.",
     )
