@@ -74,16 +74,15 @@ class ModelManager:
 
     def status(self, model: str | None = None) -> dict | list[dict]:
         """Status and byte progress of one model, or of every model asked for so far."""
-        for record in self._records.values():
-            if record.status == "downloading":
-                record.bytes_done = min(record.bytes_total, sum(self._bytes_on_disk(r) for r in record.repos))
         if model is not None:
             record = self._records.get(model)
-            return record.view() if record else {"model": model, "status": "unknown"}
-        return [record.view() for record in self._records.values()]
+            return self._view(record) if record else {"model": model, "status": "unknown"}
+        return [self._view(record) for record in self._records.values()]
 
-    def settings(self) -> ServiceSettings:
-        return self._settings
+    def _view(self, record: DownloadRecord) -> dict:
+        if record.status == "downloading":  # bytes so far, read off the cache's blobs
+            record.bytes_done = min(record.bytes_total, sum(self._bytes_on_disk(r) for r in record.repos))
+        return record.view()
 
     async def _download(self, record: DownloadRecord) -> dict[str, str]:
         record.status, record.started_at = "downloading", time.time()

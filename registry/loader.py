@@ -47,8 +47,7 @@ class Catalog(BaseModel):
         wanted = name.strip().lower()
         candidates = [m for m in self.models.values() if task is None or self.task_of(m) == task]
         for entry in candidates:
-            names = {entry.id, entry.hub.repo_id.lower(), *(a.lower() for a in entry.aliases)}
-            if wanted in names:
+            if wanted in entry.names:
                 return entry
         raise UnknownModelError(name, [m.id for m in candidates], task)
 
@@ -58,7 +57,7 @@ class Catalog(BaseModel):
             return self.models[self.families[family].default_model]
         members = [m for m in self.models.values() if m.family == family]
         for entry in members:
-            if variant.lower() in {entry.variant.lower(), entry.id, *(a.lower() for a in entry.aliases)}:
+            if variant.lower() in {entry.variant.lower(), *entry.names}:
                 return entry
         raise UnknownModelError(variant, [m.variant for m in members], self.families[family].task)
 
@@ -152,7 +151,7 @@ def _check_references(catalog: Catalog, path: Path) -> None:
         if (entry.family, entry.variant) in seen_variants:
             fail(f"entry '{entry.id}' field 'variant'", f"duplicate variant '{entry.variant}' in '{entry.family}'")
         seen_variants.add((entry.family, entry.variant))
-        for name in {entry.id, *(a.lower() for a in entry.aliases)}:
+        for name in entry.names:
             if seen_names.setdefault(name, entry.id) != entry.id:
                 fail(f"entry '{entry.id}' field 'aliases'", f"'{name}' is already used by '{seen_names[name]}'")
 

@@ -83,6 +83,11 @@ class ModelEntry(StrictModel):
         return value
 
     @property
+    def names(self) -> set[str]:
+        """Every name a request may use for this model, lower case."""
+        return {self.id, self.hub.repo_id.lower(), *(alias.lower() for alias in self.aliases)}
+
+    @property
     def repos(self) -> list[HubRepo]:
         return [self.hub, *self.companions]
 
