@@ -92,38 +92,38 @@ def local_hub():
             hub.terminate()
 
 
-async def bench_serve_clients(base_url: str, texts: list[str], clients: int) -> dict:
-    """`clients` concurrent clients, each posting one text at a time until `texts` run out."""
-    pending = list(reversed(texts))
-    latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
-        async def post(text: str) -> None:
-            (await http.post("/api/embedding", json={"text": text})).raise_for_status()
-
-        async def one_client() -> None:
-            while pending:
-                text, started = pending.pop(), time.perf_counter()
-                await post(text)
-                latencies.append(time.perf_counter() - started)
-        await asyncio.gather(*(post(text) for text in SENTENCES[:max(clients, 8)]))  # warm-up
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        return {**summary(latencies, time.perf_counter() - started, len(texts)), "concurrency": clients}
-
-
-async def bench_handle_clients(texts: list[str], clients: int) -> dict:
-    """The same load through a Python deployment handle: batching without the HTTP hops."""
-    embedder = serve.get_deployment_handle("EmbeddingDeployment", app_name="inference")
+async def run_clients(send, texts: list[str], clients: int) -> dict:
+    """`clients` concurrent clients, each sending one text at a time with `send` until `texts` run out."""
     pending, latencies = list(reversed(texts)), []
 
     async def one_client() -> None:
         while pending:
             text, started = pending.pop(), time.perf_counter()
-            await embedder.embed.remote("all-minilm-l6-v2", [text])
+            await send(text)
             latencies.append(time.perf_counter() - started)
     started = time.perf_counter()
     await asyncio.gather(*(one_client() for _ in range(clients)))
     return {**summary(latencies, time.perf_counter() - started, len(texts)), "concurrency": clients}
+
+
+async def bench_serve_clients(base_url: str, texts: list[str], clients: int) -> dict:
+    """The load through the Serve HTTP proxy, POST /api/embedding."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
+        async def post(text: str) -> None:
+            (await http.post("/api/embedding", json={"text": text})).raise_for_status()
+
+        await asyncio.gather(*(post(text) for text in SENTENCES[:max(clients, 8)]))  # warm-up
+        return await run_clients(post, texts, clients)
+
+
+async def bench_handle_clients(texts: list[str], clients: int) -> dict:
+    """The same load through a Python deployment handle: batching without the HTTP hops."""
+    embedder = serve.get_deployment_handle("EmbeddingDeployment", app_name="inference")
+
+    async def call(text: str) -> None:
+        await embedder.embed.remote("all-minilm-l6-v2", [text])
+
+    return await run_clients(call, texts, clients)
 
 
 def bench_serve(texts: list[str], concurrency: int) -> dict:
