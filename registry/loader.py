@@ -153,7 +153,8 @@ def _check_references(catalog: Catalog, path: Path) -> None:
         seen_variants.add((entry.family, entry.variant))
         for name in entry.names:
             if seen_names.setdefault(name, entry.id) != entry.id:
-                fail(f"entry '{entry.id}' field 'aliases'", f"'{name}' is already used by '{seen_names[name]}'")
+                field = "hub.repo_id" if name == entry.hub.repo_id.lower() else "aliases"
+                fail(f"entry '{entry.id}' field '{field}'", f"'{name}' is already used by '{seen_names[name]}'")
 
     for name, family in catalog.families.items():
         if family.task not in catalog.tasks:

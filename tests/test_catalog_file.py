@@ -79,6 +79,8 @@ def test_bad_override_names_entry_and_field():
          r"entry 'htdemucs' field 'id': duplicate id"),
         (lambda d: d["models"][5].update(aliases=["musicgen-small"]),
          r"entry 'musicgen-medium' field 'aliases': 'musicgen-small' is already used"),
+        (lambda d: d["models"][5].update(hub={"repo_id": "facebook/musicgen-small"}),
+         r"entry 'musicgen-medium' field 'hub.repo_id': 'facebook/musicgen-small' is already used"),
     ],
 )
 def test_broken_catalog_fails_naming_entry_and_field(tmp_path, catalog_data, break_it, message):
