@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ray import serve
 
 from deployments.errors import ModelNotFound
+from deployments.jobs.runner import JobContext, JobRunner
+from deployments.jobs.store import JobStore
 from deployments.model_loading import LoadedModels, pick_device
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
@@ -35,6 +37,7 @@ class EmbeddingDeployment:
         self._catalog = catalog
         self._device = pick_device(settings)
         self._models = LoadedModels(settings, self._load)
+        self._jobs = JobRunner(JobStore(settings.data_dir), settings.job_heartbeat_seconds)
 
     async def embed(self, model: str, texts: list[str]) -> Embeddings:
         """Embed `texts` with catalog model `model`; requests arriving together share one forward pass."""
@@ -46,6 +49,14 @@ class EmbeddingDeployment:
         # never waits on a download.
         await self._models.get(entry)
         return await self._embed_batch((entry.id, texts))
+
+    async def run_job(self, job_id: str) -> str:
+        """Embeddings as a queued job (seed 004's /api/v1/run): the vectors become the job's output."""
+        return await self._jobs.run(job_id, self._embed_job)
+
+    async def _embed_job(self, context: JobContext) -> dict:
+        result = await self.embed(context.job.model, context.job.input["texts"])
+        return {"embeddings": result.vectors, "dimensions": result.dimensions, "token_counts": result.token_counts}
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()

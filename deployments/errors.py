@@ -43,3 +43,31 @@ class ModelUnavailable(ServiceError):
     status_code = 503
     error_code = "MODEL_UNAVAILABLE"
     error = "Model unavailable"
+
+
+class NotFound(ServiceError):
+    """An upload, job or file id that does not exist."""
+
+    status_code = 404
+    error_code = "NOT_FOUND"
+    error = "Not found"
+
+
+class Conflict(ServiceError):
+    """The request is valid but the thing is in the wrong state, e.g. cancelling a finished job."""
+
+    status_code = 409
+    error_code = "CONFLICT"
+    error = "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_code = "PAYLOAD_TOO_LARGE"
+    error = "Upload too large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    error_code = "UNSUPPORTED_MEDIA_TYPE"
+    error = "Unsupported file type"

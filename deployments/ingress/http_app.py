@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
-from deployments.ingress import catalog_routes, embedding_routes
-from deployments.ingress.http_errors import install_error_handlers
+from deployments.ingress import catalog_routes, embedding_routes, job_routes, upload_routes
+from deployments.ingress.http_errors import error_response, install_error_handlers
 from deployments.ingress.services import Services
 
-ROUTERS = (catalog_routes.router, embedding_routes.router)
+ROUTERS = (catalog_routes.router, embedding_routes.router, upload_routes.router, job_routes.router)
+MULTIPART_OVERHEAD = 1 << 20
 
 
 def build_http_app(services: Services) -> FastAPI:
@@ -21,4 +22,15 @@ def build_http_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+
+    @app.middleware("http")
+    async def refuse_oversized_bodies(request: Request, call_next):
+        """Refuse by Content-Length before the body is read; uploads also count bytes as they copy."""
+        limit = services.settings.max_upload_bytes + MULTIPART_OVERHEAD
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return error_response(413, f"Request body of {length} bytes exceeds the upload limit of "
+                                  f"{services.settings.max_upload_bytes} bytes", "Upload too large", "PAYLOAD_TOO_LARGE")
+        return await call_next(request)
+
     return app

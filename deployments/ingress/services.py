@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from fastapi import Request
 from ray.serve.handle import DeploymentHandle
 
-from deployments.errors import ModelNotFound, ModelUnavailable, WrongModelTask
+from deployments.errors import ModelNotFound, ModelUnavailable, NotFound, WrongModelTask
+from deployments.jobs.dispatch import JobDispatcher
+from deployments.jobs.store import Job, JobStore, Upload
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
@@ -18,6 +21,8 @@ class Services:
     settings: ServiceSettings
     deployments: dict[str, DeploymentHandle]  # keyed by the catalog's family `deployment`
     manager: object  # the ModelManager actor handle
+    store: JobStore
+    dispatcher: JobDispatcher
 
     def model_for(self, task: str, name: str | None) -> ModelEntry:
         """The catalog entry a request names for `task` (its default when None), or a 4xx saying why not."""
@@ -36,7 +41,9 @@ class Services:
                     f"Known {task} models: {', '.join(missing.known)}"
                 ) from None
         if not self.is_served(entry):
-            raise ModelUnavailable(f"Model '{entry.id}' ({task}) is not deployed in this application")
+            raise ModelUnavailable(
+                f"Model '{entry.id}' ({self.catalog.task_of(entry)}) is not deployed in this application"
+            )
         return entry
 
     def is_served(self, entry: ModelEntry) -> bool:
@@ -44,6 +51,29 @@ class Services:
 
     def deployment_for(self, entry: ModelEntry) -> DeploymentHandle:
         return self.deployments[self.catalog.families[entry.family].deployment]
+
+
+    async def upload(self, file_id: str) -> Upload:
+        upload = await asyncio.to_thread(self.store.get_upload, file_id)
+        if upload is None:
+            raise NotFound(f"No upload with file_id '{file_id}'; upload the file first with POST /upload/{{model}}")
+        return upload
+
+    async def job(self, job_id: str) -> Job:
+        job = await asyncio.to_thread(self.store.get_job, job_id)
+        if job is None:
+            raise NotFound(f"No job with id '{job_id}'")
+        return job
+
+    async def submit(self, entry: ModelEntry, job_input: dict) -> Job:
+        """Record the job (it is durable from here on) and send it to the model's deployment."""
+        job = await asyncio.to_thread(self.store.create_job, self.catalog.task_of(entry), entry.id, job_input)
+        self.dispatcher.dispatch(job)
+        return job
+
+    def handle_for_job(self, job: Job) -> DeploymentHandle | None:
+        entry = self.catalog.models.get(job.model)
+        return self.deployment_for(entry) if entry and self.is_served(entry) else None
 
 
 def get_services(request: Request) -> Services:

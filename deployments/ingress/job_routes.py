@@ -1,0 +1,126 @@
+"""Jobs: list, fetch, cancel, delete, download result files; seed 004's /api/v1/run and status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.audio import MEDIA_TYPES
+from deployments.errors import Conflict, InvalidRequest, NotFound
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.job_inputs import job_input
+from deployments.ingress.services import Services, get_services
+from deployments.jobs.store import FINISHED, Job, JobStatus
+
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
+
+WAIT_QUERY = Query(None, ge=0, le=600, description="Seconds to wait for the job to finish before answering.")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else None
+
+
+def render_job(job: Job) -> dict[str, Any]:
+    return {
+        "success": True,
+        "job_id": job.id,
+        "status": job.status,
+        "task": job.task,
+        "model": job.model,
+        "progress": job.progress,
+        "message": job.message,
+        "error": job.error,
+        "input": job.input,
+        "files": [{**f.model_dump(), "url": f"/jobs/{job.id}/files/{f.name}"} for f in job.files],
+        "output": job.output,
+        "attempts": job.attempts,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "status_url": f"/jobs/{job.id}",
+    }
+
+
+async def job_reply(services: Services, job: Job, wait: float | None) -> JSONResponse:
+    """202 with the job as queued, or, with `wait`, the job as it stands when it finished (200) or
+    when the wait ran out (202)."""
+    deadline = time.monotonic() + (wait or 0)
+    while wait and job.status not in FINISHED and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        job = await services.job(job.id)
+    return JSONResponse(render_job(job), status_code=200 if job.status in FINISHED else 202,
+                        headers={"Location": f"/jobs/{job.id}"})
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Catalog id or alias; default the task's default model.")
+    task: str | None = Field(None, description="Used to pick the default model when `model` is absent.")
+    input: dict[str, Any] = Field(description="Task input, e.g. {'file_id': ...} for source separation.")
+
+
+@router.post("/api/v1/run", status_code=202)
+async def run(body: RunRequest, wait: float | None = WAIT_QUERY,
+              services: Services = Depends(get_services)) -> JSONResponse:
+    if body.model is None and body.task is None:
+        raise InvalidRequest(f"Name a model or a task; tasks: {', '.join(services.catalog.tasks)}")
+    if body.task is not None and body.task not in services.catalog.tasks:
+        raise InvalidRequest(f"Unknown task '{body.task}'; tasks: {', '.join(services.catalog.tasks)}")
+    entry = services.model_for(body.task, body.model)
+    job = await services.submit(entry, await job_input(services, entry, body.input))
+    return await job_reply(services, job, wait)
+
+
+@router.get("/api/v1/status/{job_id}")
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, wait: float | None = WAIT_QUERY,
+                  services: Services = Depends(get_services)) -> JSONResponse:
+    reply = await job_reply(services, await services.job(job_id), wait)
+    reply.status_code = 200
+    return reply
+
+
+@router.get("/jobs")
+async def list_jobs(status: JobStatus | None = None, limit: int = Query(100, ge=1, le=1000),
+                    services: Services = Depends(get_services)) -> dict[str, Any]:
+    jobs = await asyncio.to_thread(services.store.list_jobs, status, limit)
+    return {"success": True, "count": len(jobs), "jobs": [render_job(job) for job in jobs]}
+
+
+@router.post("/api/v1/cancel/{job_id}")
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    job = await services.job(job_id)
+    if not await asyncio.to_thread(services.store.cancel, job_id):
+        raise Conflict(f"Job '{job_id}' is already {(await services.job(job_id)).status}; only pending or "
+                       f"running jobs can be cancelled")
+    return render_job(await services.job(job.id))
+
+
+@router.delete("/jobs/{job_id}")
+async def delete_job(job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    job = await services.job(job_id)
+    if not await asyncio.to_thread(services.store.delete_job, job_id):
+        raise Conflict(f"Job '{job_id}' is {job.status}; cancel it before deleting it")
+    return {"success": True, "message": f"Job '{job_id}' and its files were deleted", "job_id": job_id}
+
+
+@router.get("/jobs/{job_id}/files/{name}", response_class=FileResponse)
+async def download_file(job_id: str, name: str, services: Services = Depends(get_services)) -> FileResponse:
+    job = await services.job(job_id)
+    if job.status != JobStatus.completed:
+        raise Conflict(f"Job '{job_id}' is {job.status}; its files are available once it is completed")
+    names = [f.name for f in job.files]
+    if name not in names:
+        raise NotFound(f"Job '{job_id}' has no file '{name}'; it has {', '.join(names)}")
+    return FileResponse(services.store.result_path(job_id, name), filename=name,
+                        media_type=MEDIA_TYPES.get(Path(name).suffix.lstrip("."), "application/octet-stream"))

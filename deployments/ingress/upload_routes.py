@@ -1,0 +1,151 @@
+"""Seed 000's file routes: POST /upload[/{model}], POST /process/{model}/{file_id}, POST /separate/{file_id}.
+
+An upload is checked (type, size, decodable audio) in a staging folder and only then enters the
+job store; processing it queues a job and answers 202 at once (or waits, with `?wait=`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from fastapi import APIRouter, Body, Depends, File, UploadFile
+from fastapi.responses import JSONResponse
+
+from deployments.audio import BadAudio, probe_audio
+from deployments.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, UnsupportedMediaType
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.job_inputs import job_input
+from deployments.ingress.job_routes import WAIT_QUERY, job_reply
+from deployments.ingress.services import Services, get_services
+from registry import ModelEntry, UnknownModelError
+
+router = APIRouter(tags=["uploads and processing"], responses=ERROR_RESPONSES)
+
+AUDIO_TYPES = {"wav", "flac", "mp3", "ogg"}
+PROCESS_BODY = Body(None, description="Seed 000's parameters, e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
+
+
+def _family(services: Services, name: str) -> tuple[str, ModelEntry | None]:
+    """`{model}` in the routes: a family (demucs) or a model of one (mdx_extra)."""
+    if name in services.catalog.families:
+        return name, None
+    try:
+        entry = services.catalog.resolve(name)
+    except UnknownModelError:
+        raise ModelNotFound(
+            f"Model '{name}' not found. Known families: {', '.join(services.catalog.families)}; "
+            f"known models: {', '.join(services.catalog.models)}"
+        ) from None
+    return entry.family, entry
+
+
+def _safe_filename(name: str | None) -> str:
+    """The client's file name reduced to a harmless base name (no folders, no odd characters)."""
+    base = re.sub(r"[^\w.\- ]", "_", Path(name or "").name).strip(" .")[:200]
+    return base or "upload"
+
+
+def _copy_capped(source: BinaryIO, target: Path, limit: int) -> int:
+    size = 0
+    with open(target, "wb") as out:
+        while chunk := source.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Upload exceeds the limit of {limit} bytes")
+            out.write(chunk)
+    return size
+
+
+def _check_content(path: Path, kind: str) -> dict[str, Any]:
+    """What a processor will need to know, learned by reading the file once."""
+    if kind in AUDIO_TYPES:
+        try:
+            info = probe_audio(path)
+        except BadAudio as bad:
+            raise InvalidRequest(f"File '{path.name}' is not valid audio: {bad}") from None
+        return {"duration": round(info.duration, 3), "sample_rate": info.sample_rate,
+                "channels": info.channels, "format": info.format}
+    if kind == "txt":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"File '{path.name}' is not UTF-8 text") from None
+        if not text.strip():
+            raise InvalidRequest(f"File '{path.name}' is empty")
+        return {"characters": len(text)}
+    return {}
+
+
+async def _store_upload(services: Services, family: str, file: UploadFile) -> dict[str, Any]:
+    accepted = services.catalog.families[family].file_types
+    if not accepted:
+        raise InvalidRequest(f"Model family '{family}' does not take file uploads")
+    filename = _safe_filename(file.filename)
+    kind = Path(filename).suffix.lower().lstrip(".")
+    if kind not in accepted:
+        raise UnsupportedMediaType(
+            f"File type '{kind or filename}' is not accepted by {family}; it takes {', '.join(accepted)}"
+        )
+    with services.store.staging() as folder:
+        staged = folder / filename
+        await asyncio.to_thread(_copy_capped, file.file, staged, services.settings.max_upload_bytes)
+        info = await asyncio.to_thread(_check_content, staged, kind)
+        upload = await asyncio.to_thread(services.store.add_upload, family, filename, staged, info)
+    return {
+        "success": True,
+        "file_id": upload.file_id,
+        "filename": upload.filename,
+        "model": family,
+        "size": upload.size,
+        **upload.info,
+        "process_url": f"/process/{family}/{upload.file_id}",
+    }
+
+
+@router.post("/upload", status_code=201)
+async def upload_default(file: UploadFile = File(...), services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Seed 000: the generic upload goes to the source-separation family."""
+    family = services.catalog.default_model("source-separation").family
+    return await _store_upload(services, family, file)
+
+
+@router.post("/upload/{model}", status_code=201)
+async def upload(model: str, file: UploadFile = File(...), services: Services = Depends(get_services)) -> dict[str, Any]:
+    family, _ = _family(services, model)
+    return await _store_upload(services, family, file)
+
+
+async def _process(services: Services, model: str, file_id: str, body: dict[str, Any] | None,
+                   wait: float | None) -> JSONResponse:
+    family, named = _family(services, model)
+    data = dict(body or {})
+    variant = data.get("model_variant")
+    try:
+        chosen = services.catalog.variant(family, variant) if isinstance(variant, str) else None
+    except UnknownModelError as missing:
+        raise ModelNotFound(f"Unknown model_variant '{variant}' for {family}; known variants: "
+                            f"{', '.join(missing.known)}") from None
+    if named is not None and chosen is not None and chosen != named:
+        raise InvalidRequest(f"model_variant '{variant}' contradicts the model '{named.id}' in the path")
+    entry = named or chosen or services.catalog.variant(family, None)
+    entry = services.model_for(services.catalog.task_of(entry), entry.id)
+    job = await services.submit(entry, await job_input(services, entry, {**data, "file_id": file_id}))
+    return await job_reply(services, job, wait)
+
+
+@router.post("/process/{model}/{file_id}", status_code=202)
+async def process(model: str, file_id: str, body: dict[str, Any] | None = PROCESS_BODY,
+                  wait: float | None = WAIT_QUERY, services: Services = Depends(get_services)) -> JSONResponse:
+    return await _process(services, model, file_id, body, wait)
+
+
+@router.post("/separate/{file_id}", status_code=202)
+async def separate(file_id: str, body: dict[str, Any] | None = PROCESS_BODY,
+                   wait: float | None = WAIT_QUERY, services: Services = Depends(get_services)) -> JSONResponse:
+    """Seed 000's back-compatible route: /process with the source-separation family."""
+    family = services.catalog.default_model("source-separation").family
+    return await _process(services, family, file_id, body, wait)

@@ -1,0 +1,1 @@
+"""Source separation (Demucs): batched chunked inference and loading of Demucs' Hugging Face format."""
