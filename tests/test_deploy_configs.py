@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import MINILM_REPO, free_port
+from tests.test_separation_jobs import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,7 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
 
     from deployments.app import AppArgs, build_app
     from deployments.embedding import MAX_BATCH_SIZE
+    from deployments.separation.deployment import SeparationConfig
 
     config = ServeDeploySchema.model_validate(load(config_file))
     (app,) = config.applications
@@ -45,6 +47,8 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
     assert {d.name for d in app.deployments} == deployment_names
     embedding = next(d for d in app.deployments if d.name == "EmbeddingDeployment")
     assert embedding.max_ongoing_requests >= MAX_BATCH_SIZE  # else @serve.batch never fills
+    separation = next(d for d in app.deployments if d.name == "SeparationDeployment")
+    SeparationConfig.model_validate(separation.user_config)  # what reconfigure() will be given
 
 
 def test_gpu_profile_gives_models_gpu_fractions_and_autoscaling():
@@ -80,7 +84,8 @@ def test_readme_serve_command_starts_and_stops(hub, tmp_path):
     config["http_options"]["port"] = port
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "SERVE_CONFIG": str(tmp_path / "serve_config.yaml"), "RAY_ADDRESS": "local",
-           "HF_ENDPOINT": hub.url, "INFERENCE_CACHE_DIR": str(tmp_path / "cache")}
+           "HF_ENDPOINT": hub.url, "INFERENCE_CACHE_DIR": str(tmp_path / "cache"),
+           "INFERENCE_DATA_DIR": str(tmp_path / "jobs")}
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
@@ -98,6 +103,9 @@ def test_readme_serve_command_starts_and_stops(hub, tmp_path):
                 time.sleep(1)
             response = http.post("/v1/embeddings", json={"input": "hello", "model": MINILM_REPO})
             assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
+            file_id = http.post("/upload", files={"file": ("a.wav", make_clip(1.0))}).json()["file_id"]
+            separated = http.post(f"/separate/{file_id}?wait=120").json()  # user_config of the CPU profile
+            assert separated["status"] == "completed" and len(separated["files"]) == 4, separated
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=90) == 0
     finally:

@@ -44,7 +44,7 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_report >= self.min_report_interval or progress >= 1:
             self._last_report = now
-            if not self.store.heartbeat(self.job.id, round(progress, 4), message):
+            if not self.store.heartbeat(self.job, round(progress, 4), message):
                 self.stopped.set()
                 raise JobCancelled(self.job.id)
 
@@ -62,7 +62,7 @@ class JobRunner:
         job = await asyncio.to_thread(self.store.claim, job_id)
         if job is None:
             return "skipped"
-        with self.store.staging() as output_dir:
+        with self.store.job_staging(job) as output_dir:
             context = JobContext(job, output_dir, self.store)
             beating = asyncio.create_task(self._beat(context))
             try:
@@ -76,17 +76,17 @@ class JobRunner:
                 return await self._fail(job, f"{type(error).__name__}: {error}")
             finally:
                 beating.cancel()
-            done = await asyncio.to_thread(self.store.complete, job.id, output_dir, output)
+            done = await asyncio.to_thread(self.store.complete, job, output_dir, output)
             return "completed" if done else "cancelled"
 
     async def _fail(self, job: Job, reason: str) -> str:
-        await asyncio.to_thread(self.store.fail, job.id, reason)
+        await asyncio.to_thread(self.store.fail, job, reason)
         return "failed"
 
     async def _beat(self, context: JobContext) -> None:
         """Heartbeat while the work runs, also through long silent stretches such as model loading."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            if not await asyncio.to_thread(self.store.heartbeat, context.job.id):
+            if not await asyncio.to_thread(self.store.heartbeat, context.job):
                 context.stopped.set()
                 return

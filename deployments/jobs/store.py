@@ -112,9 +112,9 @@ class JobStore:
 
     # --- staging -----------------------------------------------------------------------------
     @contextmanager
-    def staging(self) -> Iterator[Path]:
+    def staging(self, prefix: str = "upload-") -> Iterator[Path]:
         """A fresh folder on the store's filesystem; whatever is left in it is removed on exit."""
-        folder = Path(tempfile.mkdtemp(dir=self.root / "staging"))
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "staging"))
         try:
             yield folder
         finally:
@@ -165,44 +165,60 @@ class JobStore:
     def result_path(self, job_id: str, name: str) -> Path:
         return self.root / "results" / job_id / name
 
+    def job_staging(self, job: Job):
+        """The staging folder of one attempt at a job (see `claim`)."""
+        return self.staging(prefix=f"job-{job.id}-{job.attempts}-")
+
     def claim(self, job_id: str) -> Job | None:
-        """pending -> running for exactly one caller; None when the job is gone or someone else has it."""
+        """pending -> running for exactly one caller; None when the job is gone or someone else has it.
+
+        The claim starts a new attempt and clears what a lost earlier attempt left in staging. The
+        attempt number fences every later write, so a worker that was presumed lost but still runs
+        can no longer touch the job."""
         now = time.time()
         with self._db() as db:
             claimed = db.execute(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, heartbeat_at = ?,"
                 " started_at = COALESCE(started_at, ?), message = NULL WHERE id = ? AND status = 'pending'",
                 (now, now, job_id)).rowcount
-        return self.get_job(job_id) if claimed else None
+        if not claimed:
+            return None
+        for leftover in (self.root / "staging").glob(f"job-{job_id}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        return self.get_job(job_id)
 
-    def heartbeat(self, job_id: str, progress: float | None = None, message: str | None = None) -> bool:
-        """Record liveness (and progress); False when the job is no longer running, e.g. cancelled."""
+    def heartbeat(self, job: Job, progress: float | None = None, message: str | None = None) -> bool:
+        """Record liveness (and progress); False when this attempt no longer runs, e.g. cancelled."""
         with self._db() as db:
             return bool(db.execute(
                 "UPDATE jobs SET heartbeat_at = ?, progress = COALESCE(?, progress), message = COALESCE(?, message)"
-                " WHERE id = ? AND status = 'running'", (time.time(), progress, message, job_id)).rowcount)
+                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                (time.time(), progress, message, job.id, job.attempts)).rowcount)
 
-    def complete(self, job_id: str, staged: Path, output: dict[str, Any] | None = None) -> bool:
+    def complete(self, job: Job, staged: Path, output: dict[str, Any] | None = None) -> bool:
         """Move the staged result folder into place, then mark the job completed (if still running)."""
+        if not self.heartbeat(job):
+            return False
         files = [ResultFile(name=path.name, size=path.stat().st_size) for path in sorted(staged.iterdir())]
-        final = self.root / "results" / job_id
+        final = self.root / "results" / job.id
         shutil.rmtree(final, ignore_errors=True)  # left by an earlier attempt that died after its rename
         staged.replace(final)
         with self._db() as db:
             done = db.execute(
                 "UPDATE jobs SET status = 'completed', progress = 1, message = NULL, finished_at = ?, files = ?,"
-                " output = ? WHERE id = ? AND status = 'running'",
+                " output = ? WHERE id = ? AND status = 'running' AND attempts = ?",
                 (time.time(), json.dumps([f.model_dump() for f in files]),
-                 json.dumps(output) if output is not None else None, job_id)).rowcount
+                 json.dumps(output) if output is not None else None, job.id, job.attempts)).rowcount
         if not done:
             shutil.rmtree(final, ignore_errors=True)
         return bool(done)
 
-    def fail(self, job_id: str, error: str) -> bool:
+    def fail(self, job: Job, error: str) -> bool:
         with self._db() as db:
             return bool(db.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
-                (error, time.time(), job_id)).rowcount)
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?"
+                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                (error, time.time(), job.id, job.attempts)).rowcount)
 
     def cancel(self, job_id: str) -> bool:
         """pending/running -> cancelled; a running worker notices at its next heartbeat."""

@@ -79,34 +79,35 @@ def separate(model, mix: torch.Tensor, *, shifts: int = 1, overlap: float = 0.25
 
     Returns (1, sources, channels, length) float32 on mix's device. With the same `random.seed`
     it draws the same shifts as apply_model (and leaves the RNG in the same state). Memory: the
-    activations of one batch plus O(shifts * length) output buffers per model of the bag.
+    activations of one batch plus O(shifts * length) output buffers for the model being run.
+    Models run on `device` (a lone model stays there, bag members go back, as in apply_model).
     `progress(done, total)` runs after every batch; an exception from it aborts the separation.
     """
     _check(model, mix, shifts, overlap, segment, transition_power, batch_size, autocast_dtype)
     device = mix.device if device is None else torch.device(device)
     is_bag = isinstance(model, BagOfModels)
-    models = list(model.models) if is_bag else [model]
-    length = mix.shape[-1]
+    models, length = (list(model.models) if is_bag else [model]), mix.shape[-1]
+    seg_lens = [int(sub.samplerate * (segment if segment is not None else sub.segment)) for sub in models]
+    if min(int((1 - overlap) * seg_len) for seg_len in seg_lens) < 1:
+        raise ValueError(f"overlap {overlap} leaves no stride between segments of {min(seg_lens)} samples")
 
-    # Plan everything first (the shift draws, in apply_model's order), so `total` is known upfront.
-    plans = []
-    for sub in models:
-        seg_len = int(sub.samplerate * (segment if segment is not None else sub.segment))
-        stride = int((1 - overlap) * seg_len)
-        if stride < 1:
-            raise ValueError(f"overlap {overlap} leaves no stride for segments of {seg_len} samples")
+    # Plan every segment first: the shift draws happen in apply_model's order, and `total` is known.
+    plans, padded_mixes = [], {}
+    for sub, seg_len in zip(models, seg_lens):
+        stride, passes = int((1 - overlap) * seg_len), []
         if shifts:
             max_shift = int(0.5 * sub.samplerate)
-            padded = TensorChunk(mix).padded(length + 2 * max_shift)
-            passes = []
+            if max_shift not in padded_mixes:
+                padded_mixes[max_shift] = TensorChunk(mix).padded(length + 2 * max_shift)
             for _ in range(shifts):
                 offset = random.randint(0, max_shift)
-                passes.append(_Pass(TensorChunk(padded, offset, length + max_shift - offset), max_shift - offset))
-                _replay_forward_draws(sub, len(range(0, passes[-1].source.length, stride)))
+                source = TensorChunk(padded_mixes[max_shift], offset, length + max_shift - offset)
+                passes.append(_Pass(source, max_shift - offset))
+                _replay_forward_draws(sub, len(range(0, source.length, stride)))
         else:
-            passes = [_Pass(TensorChunk(mix), 0)]
+            passes.append(_Pass(TensorChunk(mix), 0))
             _replay_forward_draws(sub, len(range(0, length, stride)))
-        groups: dict[int, list] = {}  # padded length -> segments; batches need equal lengths
+        groups: dict[int, list] = {}  # padded length -> segments, as a batch needs one length
         for p in passes:
             for offset in range(0, p.source.length, stride):
                 chunk = TensorChunk(p.source, offset, seg_len)
@@ -115,8 +116,7 @@ def separate(model, mix: torch.Tensor, *, shifts: int = 1, overlap: float = 0.25
     total, done = sum(len(jobs) for *_, groups in plans for jobs in groups.values()), 0
 
     estimates, totals = 0.0, [0.0] * len(models[0].sources)
-    weights = model.weights if is_bag else [None]
-    for (sub, seg_len, passes, groups), model_weights in zip(plans, weights):
+    for (sub, seg_len, passes, groups), model_weights in zip(plans, model.weights if is_bag else [None]):
         # apply_model's triangle: peak in the middle, so overlapping segments cross-fade.
         weight = torch.cat([torch.arange(1, seg_len // 2 + 1, device=device),
                             torch.arange(seg_len - seg_len // 2, 0, -1, device=device)])
@@ -130,35 +130,31 @@ def separate(model, mix: torch.Tensor, *, shifts: int = 1, overlap: float = 0.25
             for valid_length, jobs in groups.items():
                 for start in range(0, len(jobs), batch_size):
                     batch = jobs[start:start + batch_size]
-                    x = torch.cat([chunk.padded(valid_length) for _, _, chunk in batch]).to(device)
-                    y = _forward(sub, x, autocast_dtype)
+                    y = _forward(sub, torch.cat([chunk.padded(valid_length) for *_, chunk in batch]).to(device),
+                                 autocast_dtype)
                     for (p, offset, chunk), y_i in zip(batch, y):
                         w = weight[:chunk.length]
                         p.out[..., offset:offset + seg_len] += (w * center_trim(y_i, chunk.length)).to(mix.device)
                         p.sum_weight[offset:offset + seg_len] += w.to(mix.device)
-                    del x, y
+                    del y
                     done += len(batch)
                     if progress is not None:
                         progress(done, total)
         finally:
-            if is_bag:  # as apply_model: bag members go back where they were
+            if is_bag:
                 sub.to(original_device)
-        for p in passes:
+        out = 0.0
+        for p in passes:  # as apply_model: normalize each pass, undo its shift, average the shifts
             p.out /= p.sum_weight
-        if shifts:
-            out = 0.0
-            for p in passes:
-                out += p.out[..., p.trim:]
-            out /= shifts
-        else:
-            out = passes[0].out
+            out += p.out[..., p.trim:]
+            p.out = p.sum_weight = None
+        out /= max(shifts, 1)
         if not is_bag:
             return out
         for k, inst_weight in enumerate(model_weights):
             out[:, k] *= inst_weight
             totals[k] += inst_weight
         estimates += out
-        del passes, out
     for k in range(estimates.shape[1]):
         estimates[:, k] /= totals[k]
     return estimates
