@@ -56,7 +56,7 @@ def separate(client, body: dict | None = None, clip: bytes | None = None, name: 
 
 
 @pytest.mark.parametrize("variant", list(DEMUCS_REPOS))
-def test_every_variant_returns_its_stems_at_the_clip_length(client, variant):
+def test_every_variant_returns_its_stems_at_the_clip_length(client, hub, variant):
     job = separate(client, {"model_variant": variant})
     assert job["status"] == "completed", job
     stems = client.get(f"/models/{variant}").json()["model"]["stems"]
@@ -66,6 +66,9 @@ def test_every_variant_returns_its_stems_at_the_clip_length(client, variant):
         audio, rate = decode(client, file["url"])
         assert rate == RATE and audio.shape == (3 * RATE, 2)
         assert np.abs(audio).max() > 0
+    # the weights came through the model manager: every file of the repo fetched exactly once
+    repo_id, _ = DEMUCS_REPOS[variant]
+    assert set(hub.file_downloads(repo_id).values()) == {1}
 
 
 def test_upload_reports_what_it_read(client):
@@ -94,7 +97,7 @@ def test_two_stems_gives_the_stem_and_the_rest_as_mp3(client):
 
 
 def test_seed_routes_default_to_demucs(client):
-    uploaded = client.post("/upload", files={"file": ("a.wav", make_clip(1.5))})
+    uploaded = client.post("/upload", files={"file": ("a.mp3", make_clip(1.5, fmt="MP3"))})
     assert uploaded.status_code == 201 and uploaded.json()["model"] == "demucs"
     started = client.post(f"/separate/{uploaded.json()['file_id']}?wait=120")
     assert started.status_code == 200, started.text
@@ -189,3 +192,15 @@ def test_bad_processing_requests_name_the_problem(client):
     text_id = client.post("/upload/musicgen", files={"file": ("p.txt", b"calm piano")}).json()["file_id"]
     refused = client.post(f"/process/demucs/{text_id}")
     assert refused.status_code == 415 and "cannot be processed by demucs" in refused.json()["message"]
+
+
+def test_a_track_over_the_model_limit_is_refused_before_queuing():
+    from deployments.errors import InvalidRequest
+    from deployments.jobs.store import Upload
+    from deployments.separation.params import SeparationParams, check_separation
+    from registry import load_catalog
+
+    entry = load_catalog().models["htdemucs"]
+    song = Upload(file_id="f", family="demucs", filename="a.wav", size=1, created_at=0, info={"duration": 2000.04})
+    with pytest.raises(InvalidRequest, match=r"^Duration 2000s exceeds model limit of 1800s$"):
+        check_separation(entry, SeparationParams(), song)
