@@ -7,14 +7,20 @@ from ray.serve import Application, Deployment
 
 from deployments.embedding import EmbeddingDeployment
 from deployments.ingress import Ingress
+from deployments.music import MusicDeployment
 from deployments.separation.deployment import SeparationDeployment
 from deployments.settings import ServiceSettings
+from deployments.speech import SpeechDeployment
+from deployments.transcription import TranscriptionDeployment
 from registry import Catalog, load_catalog
 
 # Catalog family `deployment` name -> Serve deployment. A new family adds one line here.
 FAMILY_DEPLOYMENTS = {
     "embedding": EmbeddingDeployment,
     "separation": SeparationDeployment,
+    "music": MusicDeployment,
+    "transcription": TranscriptionDeployment,
+    "speech": SpeechDeployment,
 }
 
 

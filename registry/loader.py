@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from registry.schema import CatalogFile, FamilyConfig, ModelEntry, ModelSpecs, TaskConfig
+from registry.schema import AdapterEntry, CatalogFile, FamilyConfig, ModelEntry, ModelSpecs, TaskConfig
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 OVERRIDE_PREFIX = "CATALOG__"
@@ -41,6 +41,7 @@ class Catalog(BaseModel):
     tasks: dict[str, TaskConfig]
     families: dict[str, FamilyConfig]
     models: dict[str, ModelEntry]
+    adapters: dict[str, AdapterEntry] = {}
 
     def resolve(self, name: str, task: str | None = None) -> ModelEntry:
         """Find a model by id, alias or hub repo id (case-insensitive); optionally within one task."""
@@ -99,7 +100,12 @@ def load_catalog(path: str | Path | None = None, environ: Mapping[str, str] | No
         unknown = ", ".join(f"{OVERRIDE_PREFIX}{key}__..." for key in overrides)
         raise CatalogError(f"Environment overrides name no catalog entry: {unknown}")
 
-    catalog = Catalog(tasks=catalog_file.tasks, families=catalog_file.families, models=models)
+    adapters: dict[str, AdapterEntry] = {}
+    for adapter in catalog_file.adapters:
+        if adapter.id in adapters or adapter.id in models:
+            raise CatalogError(f"Catalog {path}: adapter '{adapter.id}' field 'id': duplicate id")
+        adapters[adapter.id] = adapter
+    catalog = Catalog(tasks=catalog_file.tasks, families=catalog_file.families, models=models, adapters=adapters)
     _check_references(catalog, path)
     return catalog
 
@@ -155,6 +161,10 @@ def _check_references(catalog: Catalog, path: Path) -> None:
             if seen_names.setdefault(name, entry.id) != entry.id:
                 field = "hub.repo_id" if name == entry.hub.repo_id.lower() else "aliases"
                 fail(f"entry '{entry.id}' field '{field}'", f"'{name}' is already used by '{seen_names[name]}'")
+
+    for adapter in catalog.adapters.values():
+        if adapter.base_model not in catalog.models:
+            fail(f"adapter '{adapter.id}' field 'base_model'", f"unknown model '{adapter.base_model}'")
 
     for name, family in catalog.families.items():
         if family.task not in catalog.tasks:

@@ -45,6 +45,7 @@ class ModelSpecs(StrictModel):
     max_input_tokens: int | None = Field(None, gt=0, description="Tokens read per input; longer is truncated.")
     context_length: int | None = Field(None, gt=0, description="Prompt plus generated tokens.")
     stems: list[str] | None = Field(None, description="Sources a separation model outputs.")
+    voices: list[str] | None = Field(None, description="Voice names a speech model accepts (presets, speakers).")
 
 
 class TaskConfig(StrictModel):
@@ -92,6 +93,16 @@ class ModelEntry(StrictModel):
         return [self.hub, *self.companions]
 
 
+class AdapterEntry(StrictModel):
+    """A LoRA adapter (seed 002): weights applied on top of one base model, per request."""
+
+    id: str = Field(pattern=NAME_PATTERN, description="Name requests use in `adapter`.")
+    name: str = Field(description="Display name.")
+    base_model: str = Field(description="Catalog id of the model the adapter was trained on.")
+    hub: HubRepo
+    description: str = ""
+
+
 class CatalogFile(StrictModel):
     """The catalog data file as written, before cross-references are checked."""
 
@@ -99,3 +110,4 @@ class CatalogFile(StrictModel):
     tasks: dict[str, TaskConfig]
     families: dict[str, FamilyConfig]
     models: list[dict] = Field(description="Validated one by one so errors name the entry.")
+    adapters: list[AdapterEntry] = Field(default_factory=list)

@@ -8,11 +8,15 @@ import socket
 import httpx
 import pytest
 
+from tests import tiny_musicgen, tiny_speech, tiny_whisper
+
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_REPO = "BAAI/bge-small-en-v1.5"
 OFF_CATALOG_REPO = "tests/tiny-encoder"  # served by the hub, named by no catalog entry
 TINY_BGE_DIMENSIONS = 32
 UPLOAD_LIMIT_BYTES = 4 * 1024 * 1024
+# deployment name -> the module that builds its tiny models and says how the test app deploys it
+FAMILY_TEST_MODULES = {"music": tiny_musicgen, "transcription": tiny_whisper, "speech": tiny_speech}
 # Demucs variants as the catalog names them: (hub repo, demucs name, build options)
 DEMUCS_REPOS = {
     "htdemucs": ("adefossez/HTDemucs", {}),
@@ -44,6 +48,8 @@ def hub(tmp_path_factory):
     test_hub.add_repo(OFF_CATALOG_REPO, test_hub.repos[BGE_REPO].files["config.json"].source.parent)
     for name, (repo_id, options) in DEMUCS_REPOS.items():
         test_hub.add_repo(repo_id, build_tiny_demucs(models_dir / name, name, **options))
+    for family in FAMILY_TEST_MODULES.values():
+        family.add_repos(test_hub, models_dir)
     test_hub.start()
     yield test_hub
     test_hub.stop()
@@ -69,10 +75,17 @@ def deploy_inference_app() -> None:
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 
+    from deployments.music import MusicDeployment
+    from deployments.speech import SpeechDeployment
+    from deployments.transcription import TranscriptionDeployment
+
     # two embedding replicas, so concurrent first requests reach the model manager from two processes
     deployments = {
         "embedding": EmbeddingDeployment.options(num_replicas=2),
         "separation": SeparationDeployment.options(user_config={"segment_batch_size": 3}),
+        "music": MusicDeployment.options(**FAMILY_TEST_MODULES["music"].DEPLOYMENT_OPTIONS),
+        "transcription": TranscriptionDeployment.options(**FAMILY_TEST_MODULES["transcription"].DEPLOYMENT_OPTIONS),
+        "speech": SpeechDeployment.options(**FAMILY_TEST_MODULES["speech"].DEPLOYMENT_OPTIONS),
     }
     serve.run(compose_app(load_catalog(), ServiceSettings(), deployments), name="inference", route_prefix="/")
 
@@ -97,7 +110,7 @@ def service(hub, model_cache, job_store_dir):
         "HF_HUB_DISABLE_TELEMETRY": "1",
     })
     port = free_port()
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deploy_inference_app()
     yield f"http://127.0.0.1:{port}"

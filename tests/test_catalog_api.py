@@ -26,8 +26,8 @@ def test_models_lists_every_catalog_entry_with_capabilities(client):
     small = by_id["musicgen-small"]
     assert (small["max_duration_seconds"], small["recommended_duration_seconds"]) == (30, 10)
     assert (small["vram_requirement_gb"], small["sample_rate"], small["tokens_per_second"]) == (4, 32000, 50)
-    assert small["display_name"] == "MusicGen Small" and small["is_active"] is False  # no music deployment yet
-    assert by_id["all-minilm-l6-v2"]["is_active"] is True
+    assert small["display_name"] == "MusicGen Small" and small["is_active"] is True
+    assert by_id["all-minilm-l6-v2"]["is_active"] is True and by_id["qwen2.5-0.5b-instruct"]["is_active"] is False
     # seed 001's task categories, and a default/current model per task
     assert body["specialized_models"]["text-to-speech"] == ["speecht5-tts", "bark-small", "bark"]
     assert body["tasks"]["source-separation"]["default_model"] == "htdemucs"

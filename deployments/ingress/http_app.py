@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
-from deployments.ingress import catalog_routes, embedding_routes, job_routes, upload_routes
+from deployments.ingress import (
+    catalog_routes,
+    embedding_routes,
+    job_routes,
+    music_routes,
+    speech_routes,
+    transcription_routes,
+    upload_routes,
+)
 from deployments.ingress.http_errors import error_response, install_error_handlers
 from deployments.ingress.services import Services
 
-ROUTERS = (catalog_routes.router, embedding_routes.router, upload_routes.router, job_routes.router)
+ROUTERS = (
+    catalog_routes.router,
+    embedding_routes.router,
+    upload_routes.router,
+    job_routes.router,
+    music_routes.router,
+    transcription_routes.router,
+    speech_routes.router,
+)
 MULTIPART_OVERHEAD = 1 << 20
 
 

@@ -4,37 +4,17 @@ job is queued, so a bad request is a 4xx now rather than a failed job later."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
-
-from deployments.errors import InvalidRequest, UnsupportedMediaType
+from deployments.errors import InvalidRequest
 from deployments.ingress.embedding_routes import EmbeddingRequest
+from deployments.ingress.music_routes import music_job_input
+from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services
-from deployments.jobs.store import Upload
+from deployments.ingress.speech_routes import speech_job_input
+from deployments.ingress.transcription_routes import transcription_job_input
 from deployments.separation.params import SeparationInput, check_separation
 from registry import ModelEntry
-
-Schema = TypeVar("Schema", bound=BaseModel)
-
-
-def parse(schema: type[Schema], data: Any) -> Schema:
-    """Validate like a FastAPI body, so errors come back as the same 400 naming each field."""
-    try:
-        return schema.model_validate(data)
-    except ValidationError as error:
-        raise RequestValidationError(error.errors()) from None
-
-
-def check_file_type(services: Services, entry: ModelEntry, upload: Upload) -> None:
-    accepted = services.catalog.families[entry.family].file_types
-    kind = Path(upload.filename).suffix.lower().lstrip(".")
-    if kind not in accepted:
-        raise UnsupportedMediaType(
-            f"File '{upload.filename}' cannot be processed by {entry.family}; it takes {', '.join(accepted)}"
-        )
 
 
 async def _separation(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +33,9 @@ async def _embedding(services: Services, entry: ModelEntry, data: dict[str, Any]
 JOB_INPUTS: dict[str, Callable[[Services, ModelEntry, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "source-separation": _separation,
     "text-embedding": _embedding,
+    "text-to-music": music_job_input,
+    "speech-to-text": transcription_job_input,
+    "text-to-speech": speech_job_input,
 }
 
 

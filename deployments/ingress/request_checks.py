@@ -1,0 +1,33 @@
+"""Checks several routes share: a body validated like FastAPI's, an upload's type against its family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from deployments.errors import UnsupportedMediaType
+from deployments.ingress.services import Services
+from deployments.jobs.store import Upload
+from registry import ModelEntry
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def parse(schema: type[Schema], data: Any) -> Schema:
+    """Validate like a FastAPI body, so errors come back as the same 400 naming each field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None
+
+
+def check_file_type(services: Services, entry: ModelEntry, upload: Upload) -> None:
+    accepted = services.catalog.families[entry.family].file_types
+    kind = Path(upload.filename).suffix.lower().lstrip(".")
+    if kind not in accepted:
+        raise UnsupportedMediaType(
+            f"File '{upload.filename}' cannot be processed by {entry.family}; it takes {', '.join(accepted)}"
+        )

@@ -1,0 +1,15 @@
+"""Speech-to-text with Whisper: chunked long audio with timestamps, @serve.batch."""
+
+from __future__ import annotations
+
+from ray import serve
+
+from deployments.settings import ServiceSettings
+from registry import Catalog
+
+
+@serve.deployment(health_check_period_s=10)
+class TranscriptionDeployment:
+    def __init__(self, catalog: Catalog, settings: ServiceSettings):
+        self._catalog = catalog
+        self._settings = settings
