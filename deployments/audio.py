@@ -6,7 +6,9 @@ upload with the reason, not discovered later inside a job.
 
 from __future__ import annotations
 
+import math
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +84,23 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, fmt: str) -> No
     """Write (channels, frames) float audio in one of OUTPUT_FORMATS."""
     container, subtype, _ = OUTPUT_FORMATS[fmt]
     sf.write(str(path), np.ascontiguousarray(audio.T), sample_rate, format=container, subtype=subtype)
+
+
+def decode_audio(data: bytes, sample_rate: int) -> np.ndarray:
+    """Uploaded bytes as mono float32 at `sample_rate` (what speech models hear), or BadAudio.
+
+    The bytes go through a temporary file so they get exactly the checks an upload gets; the
+    format is read from the content, so the client's file name does not matter.
+    """
+    from scipy.signal import resample_poly
+
+    with tempfile.NamedTemporaryFile(prefix="audio-") as file:
+        file.write(data)
+        file.flush()
+        probe_audio(Path(file.name))
+        audio, rate = read_audio(Path(file.name))
+    mono = audio.mean(axis=0)
+    if rate != sample_rate:
+        step = math.gcd(rate, sample_rate)
+        mono = resample_poly(mono, sample_rate // step, rate // step)
+    return mono.astype(np.float32, copy=False)

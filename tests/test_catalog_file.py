@@ -31,7 +31,8 @@ def test_catalog_lists_every_seed_family_and_variant():
     assert {m.variant for m in catalog.models.values() if m.family == "whisper"} >= {"tiny", "base", "small", "medium"}
     assert catalog.variant("whisper", "large").hub.repo_id == "openai/whisper-large-v3"
     speecht5 = catalog.resolve("speecht5_tts")
-    assert [(c.role, c.repo_id) for c in speecht5.companions] == [("vocoder", "microsoft/speecht5_hifigan")]
+    assert [(c.role, c.repo_id) for c in speecht5.companions] == [
+        ("vocoder", "microsoft/speecht5_hifigan"), ("speaker-embeddings", "Matthijs/cmu-arctic-xvectors")]
     assert catalog.resolve("bark_tts").hub.repo_id == "suno/bark"
     assert catalog.resolve("sentence-transformers/all-MiniLM-L6-v2").specs.dimensions == 384
     assert catalog.default_model("chat").hub.repo_id == "Qwen/Qwen2.5-0.5B-Instruct"

@@ -39,6 +39,9 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
     from deployments.app import AppArgs, build_app
     from deployments.embedding import MAX_BATCH_SIZE
     from deployments.separation.deployment import SeparationConfig
+    from deployments.music import MusicConfig
+    from deployments.speech import SpeechConfig
+    from deployments.transcription import TranscriptionConfig
 
     config = ServeDeploySchema.model_validate(load(config_file))
     (app,) = config.applications
@@ -47,8 +50,11 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
     assert {d.name for d in app.deployments} == deployment_names
     embedding = next(d for d in app.deployments if d.name == "EmbeddingDeployment")
     assert embedding.max_ongoing_requests >= MAX_BATCH_SIZE  # else @serve.batch never fills
-    separation = next(d for d in app.deployments if d.name == "SeparationDeployment")
-    SeparationConfig.model_validate(separation.user_config)  # what reconfigure() will be given
+    user_configs = {d.name: d.user_config for d in app.deployments}  # what reconfigure() will be given
+    SeparationConfig.model_validate(user_configs["SeparationDeployment"])
+    TranscriptionConfig.model_validate(user_configs["TranscriptionDeployment"])
+    MusicConfig.model_validate(user_configs["MusicDeployment"])
+    SpeechConfig.model_validate(user_configs["SpeechDeployment"])
 
 
 def test_gpu_profile_gives_models_gpu_fractions_and_autoscaling():
@@ -77,14 +83,28 @@ def test_cluster_yaml_is_a_valid_ray_cluster_config():
     assert any("scripts/install.sh" in command for command in cluster["setup_commands"])
 
 
-def test_readme_serve_command_starts_and_stops(hub, tmp_path):
+@pytest.fixture
+def own_hub(hub):
+    """A second hub with the models this test uses, so its downloads do not count against the
+    session hub's per-file fetch counts that other tests assert."""
+    from tests.hub import TestHub
+
+    second = TestHub()
+    for repo_id, first_file in ((MINILM_REPO, "config.json"), ("adefossez/HTDemucs", "htdemucs.yaml")):
+        second.add_repo(repo_id, hub.repos[repo_id].files[first_file].source.parent)
+    second.start()
+    yield second
+    second.stop()
+
+
+def test_readme_serve_command_starts_and_stops(own_hub, tmp_path):
     """`bash scripts/serve.sh` (the CPU profile, on a free port here) serves, then stops on SIGINT."""
     port = free_port()
     config = load("serve_config.cpu.yaml")
     config["http_options"]["port"] = port
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "SERVE_CONFIG": str(tmp_path / "serve_config.yaml"), "RAY_ADDRESS": "local",
-           "HF_ENDPOINT": hub.url, "INFERENCE_CACHE_DIR": str(tmp_path / "cache"),
+           "HF_ENDPOINT": own_hub.url, "INFERENCE_CACHE_DIR": str(tmp_path / "cache"),
            "INFERENCE_DATA_DIR": str(tmp_path / "jobs")}
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

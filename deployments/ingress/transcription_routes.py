@@ -1,19 +1,131 @@
-"""Routes of the speech-to-text family."""
+"""Speech-to-text: POST /api/stt (seed 003), POST /v1/audio/transcriptions and /translations (OpenAI
+shape), and the job input of /process/whisper/{file_id} (seed 000) and /api/v1/run.
+
+The ingress only reads the uploaded bytes and checks the options; decoding, resampling and the
+model run in the transcription deployment.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import time
+from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from deployments.errors import InvalidRequest
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.services import Services
+from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.services import Services, get_services
+from deployments.transcription import (TASK, Transcription, TranscriptionJobInput, TranscriptionOptions,
+                                       check_duration, language_name, to_srt, to_vtt)
 from registry import ModelEntry
 
-router = APIRouter(tags=["transcription"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["speech-to-text"], responses=ERROR_RESPONSES)
+
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+BATCH_HEADER = "X-Batch-Size"  # windows that shared the model call with this request's
 
 
 async def transcription_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
     """The stored input of a speech-to-text job (/process/{model}/{file_id} and /api/v1/run), checked."""
-    raise InvalidRequest(f"Model '{entry.id}' (speech-to-text) does not run as a job yet")
+    data = {key: value for key, value in data.items() if key != "model_variant"}
+    params = parse(TranscriptionJobInput, data)
+    upload = await services.upload(params.file_id)
+    check_file_type(services, entry, upload)
+    check_duration(entry, upload.info.get("duration", 0))
+    return params.model_dump()
+
+
+async def _transcribe(services: Services, model: str | None, audio: UploadFile,
+                      options: dict[str, Any]) -> Transcription:
+    entry = services.model_for(TASK, model)
+    checked = parse(TranscriptionOptions, {key: value for key, value in options.items() if value is not None})
+    data = await audio.read()
+    if not data:
+        raise InvalidRequest(f"The audio file '{audio.filename}' is empty")
+    return await services.deployment_for(entry).transcribe.remote(entry.id, data, checked)
+
+
+@router.post("/api/stt")
+async def speech_to_text(
+    audio: UploadFile = File(..., description="Audio file: WAV, FLAC, MP3 or OGG, any sample rate."),
+    model: str | None = Form(None, description="Catalog id, alias or hub repo id; default whisper-base."),
+    language: str | None = Form(None, description="Spoken language ('en', 'german'); detected when absent."),
+    task: str | None = Form(None, description="transcribe (default) or translate (into English)."),
+    temperature: float | None = Form(None, description="0 (default) decodes greedily; up to 1 samples."),
+    services: Services = Depends(get_services),
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = await _transcribe(services, model, audio, {"language": language, "task": task, "temperature": temperature})
+    return {
+        "success": True,
+        "text": result.text,
+        "model": result.model,
+        "language": result.language,
+        "duration": result.duration,
+        "segments": [{"id": s.id, "start": s.start, "end": s.end, "text": s.text} for s in result.segments],
+        "batch_size": result.batch_size,
+        "processing_time": round(time.perf_counter() - started, 4),
+    }
+
+
+def _openai_reply(result: Transcription, response_format: str) -> Response:
+    headers = {BATCH_HEADER: str(result.batch_size)}
+    usage = {"type": "duration", "seconds": math.ceil(result.duration)}
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n", headers=headers)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.segments), headers=headers)
+    if response_format == "vtt":
+        return Response(to_vtt(result.segments), media_type="text/vtt", headers=headers)
+    if response_format == "verbose_json":
+        body = {"task": result.task, "language": language_name(result.language), "duration": result.duration,
+                "text": result.text, "segments": [s.model_dump() for s in result.segments], "usage": usage}
+    else:
+        body = {"text": result.text, "usage": usage}
+    return JSONResponse(body, headers=headers)
+
+
+FILE = File(..., description="Audio file: WAV, FLAC, MP3 or OGG, any sample rate.")
+MODEL = Form(..., description="whisper-1 (= whisper-base), a catalog id such as whisper-small, or a hub repo id.")
+PROMPT = Form(None, description="Accepted for compatibility and ignored.")
+RESPONSE_FORMAT = Form("json", description="json, text, srt, verbose_json or vtt.")
+TEMPERATURE = Form(0.0, description="0 decodes greedily; up to 1 samples.")
+GRANULARITIES = Form([], alias="timestamp_granularities[]", description="Only 'segment' is supported.")
+
+
+def _check_granularities(granularities: list[str]) -> None:
+    if set(granularities) - {"segment"}:
+        raise InvalidRequest(f"timestamp_granularities {granularities} are not supported; only 'segment' is")
+
+
+@router.post("/v1/audio/transcriptions", response_model=None)
+async def openai_transcriptions(
+    file: UploadFile = FILE,
+    model: str = MODEL,
+    language: str | None = Form(None, description="ISO-639-1 code, e.g. 'en'; detected when absent."),
+    prompt: str | None = PROMPT,
+    response_format: ResponseFormat = RESPONSE_FORMAT,
+    temperature: float = TEMPERATURE,
+    timestamp_granularities: list[str] = GRANULARITIES,
+    services: Services = Depends(get_services),
+) -> Response:
+    _check_granularities(timestamp_granularities)
+    result = await _transcribe(services, model, file, {"language": language, "temperature": temperature})
+    return _openai_reply(result, response_format)
+
+
+@router.post("/v1/audio/translations", response_model=None)
+async def openai_translations(
+    file: UploadFile = FILE,
+    model: str = MODEL,
+    prompt: str | None = PROMPT,
+    response_format: ResponseFormat = RESPONSE_FORMAT,
+    temperature: float = TEMPERATURE,
+    services: Services = Depends(get_services),
+) -> Response:
+    """Speech in any language Whisper knows, as English text."""
+    result = await _transcribe(services, model, file, {"task": "translate", "temperature": temperature})
+    return _openai_reply(result, response_format)

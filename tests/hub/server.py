@@ -1,11 +1,12 @@
 """TestHub: enough of the Hugging Face Hub HTTP API for huggingface_hub's snapshot/hf_hub downloads.
 
 Endpoints: GET /api/models/{repo}[/revision/{rev}], GET /api/models/{repo}/tree/{rev}[/{path}],
-HEAD/GET /{repo}/resolve/{rev}/{file} (Range supported). Every file is advertised as an LFS file
+HEAD/GET /{repo}/resolve/{rev}/{file} (Range supported), and the same under /api/datasets/ and
+/datasets/ for dataset repos (e.g. speaker embeddings). Every file is advertised as an LFS file
 with its sha256, as the real hub does for weights. Full-file GETs are counted per (repo, file) so
 tests can prove a model was fetched once.
 
-Run standalone (for benchmarks):  python -m tests.hub.server --port 0 REPO_ID=FOLDER ...
+Run standalone (for benchmarks):  python -m tests.hub.server --port 0 REPO_ID=FOLDER datasets/REPO_ID=FOLDER ...
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class HubRepo:
     repo_id: str
     sha: str
     files: dict[str, HubFile]
+    repo_type: str = "model"
 
 
 def _sha256(path: Path) -> str:
@@ -54,24 +56,30 @@ class TestHub:
 
     def __init__(self) -> None:
         self.repos: dict[str, HubRepo] = {}
+        self.datasets: dict[str, HubRepo] = {}  # dataset repos: their own namespace, as on the hub
         self.downloads: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
-    def add_repo(self, repo_id: str, folder: str | Path) -> HubRepo:
+    def add_repo(self, repo_id: str, folder: str | Path, repo_type: str = "model") -> HubRepo:
         folder = Path(folder)
         files = {}
         for source in sorted(p for p in folder.rglob("*") if p.is_file()):
             rel = source.relative_to(folder).as_posix()
             files[rel] = HubFile(rel, source, source.stat().st_size, _sha256(source))
         sha = hashlib.sha1("".join(f"{f.path}:{f.sha256}" for f in files.values()).encode()).hexdigest()
-        self.repos[repo_id] = repo = HubRepo(repo_id, sha, files)
+        repo = HubRepo(repo_id, sha, files, repo_type)
+        self._repos_of(repo_type)[repo_id] = repo
         return repo
 
-    def file_downloads(self, repo_id: str) -> dict[str, int]:
+    def _repos_of(self, repo_type: str) -> dict[str, HubRepo]:
+        return {"model": self.repos, "dataset": self.datasets}[repo_type]
+
+    def file_downloads(self, repo_id: str, repo_type: str = "model") -> dict[str, int]:
         """Full-file GETs served per file of a repo (files never fetched show 0)."""
+        repo = self._repos_of(repo_type)[repo_id]
         with self._lock:
-            return {path: self.downloads[(repo_id, path)] for path in self.repos[repo_id].files}
+            return {path: self.downloads[(_count_key(repo), path)] for path in repo.files}
 
     @property
     def url(self) -> str:
@@ -89,16 +97,25 @@ class TestHub:
             self._server.shutdown()
             self._server.server_close()
 
-    def _count(self, repo_id: str, path: str) -> None:
+    def _count(self, repo: HubRepo, path: str) -> None:
         with self._lock:
-            self.downloads[(repo_id, path)] += 1
+            self.downloads[(_count_key(repo), path)] += 1
+
+
+def _count_key(repo: HubRepo) -> str:
+    """Model repos count under their id (as before datasets existed), datasets under datasets/{id}."""
+    return repo.repo_id if repo.repo_type == "model" else f"datasets/{repo.repo_id}"
 
 
 REPO = r"(?P<repo>[^/]+/[^/]+)"
+# (kind, repo type, path pattern); dataset routes come first, as /datasets/... also fits /{repo}/...
 ROUTES = [
-    ("info", re.compile(rf"^/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?$")),
-    ("tree", re.compile(rf"^/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")),
-    ("resolve", re.compile(rf"^/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")),
+    ("info", "dataset", re.compile(rf"^/api/datasets/{REPO}(?:/revision/(?P<rev>[^/]+))?$")),
+    ("tree", "dataset", re.compile(rf"^/api/datasets/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")),
+    ("resolve", "dataset", re.compile(rf"^/datasets/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")),
+    ("info", "model", re.compile(rf"^/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?$")),
+    ("tree", "model", re.compile(rf"^/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")),
+    ("resolve", "model", re.compile(rf"^/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")),
 ]
 
 
@@ -117,13 +134,13 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self, send_body: bool) -> None:
             path = urlsplit(self.path).path
-            for kind, pattern in ROUTES:
+            for kind, repo_type, pattern in ROUTES:
                 match = pattern.match(path)
                 if match:
                     break
             else:
                 return self._error(404, "Not found", None)
-            repo = hub.repos.get(unquote(match["repo"]))
+            repo = hub._repos_of(repo_type).get(unquote(match["repo"]))
             if repo is None:
                 return self._error(404, "Repository not found", "RepoNotFound")
             revision = unquote(match["rev"] or "main")
@@ -165,7 +182,7 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
             if not send_body:
                 return
             if start == 0:
-                hub._count(repo.repo_id, hub_file.path)
+                hub._count(repo, hub_file.path)
             with hub_file.source.open("rb") as handle:
                 handle.seek(start)
                 remaining = end - start + 1
@@ -203,12 +220,15 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("repos", nargs="+", metavar="REPO_ID=FOLDER")
+    parser.add_argument("repos", nargs="+", metavar="[datasets/]REPO_ID=FOLDER")
     args = parser.parse_args()
     hub = TestHub()
     for spec in args.repos:
         repo_id, _, folder = spec.partition("=")
-        hub.add_repo(repo_id, folder)
+        if repo_id.startswith("datasets/"):
+            hub.add_repo(repo_id.removeprefix("datasets/"), folder, repo_type="dataset")
+        else:
+            hub.add_repo(repo_id, folder)
     hub.start(args.port)
     print(hub.url, flush=True)
     threading.Event().wait()

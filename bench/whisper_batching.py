@@ -1,0 +1,178 @@
+"""Whisper batching: throughput of POST /api/stt at 1 and N concurrent clients, with @serve.batch
+(max_batch_size 16) and without (max_batch_size 1), switched live through the deployment's user_config.
+
+    .venv/bin/python bench/whisper_batching.py                    # tiny random Whisper, 10 s clips
+    .venv/bin/python bench/whisper_batching.py --dims base --requests 16 --max-new-tokens 64
+
+The model is a random-weight Whisper written by `python -m tests.tiny_whisper` (`--dims base`:
+whisper-base's real sizes and vocabulary), served by a local test hub subprocess, so no network is
+needed. Random weights never stop early, so every 30 s window generates exactly --max-new-tokens
+tokens: the work per request is fixed. Results, with the machine, go to
+bench/results/whisper_batching.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import ray
+import soundfile as sf
+from ray import serve
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
+from bench.embedding_latency import machine, summary  # noqa: E402
+
+REPO = "openai/whisper-base"
+
+
+def speech_like_clip(seconds: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * 0.5 * t)) * t)
+    out = io.BytesIO()
+    sf.write(out, tone.astype("float32"), rate, format="WAV")
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def local_hub(folder: Path):
+    """The test hub as a program, serving `folder` as openai/whisper-base; yields its URL."""
+    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "tests.hub.server", "--port", "0",
+               f"{REPO}={folder}"]
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as hub:
+        try:
+            url = hub.stdout.readline().strip()
+            if not url.startswith("http"):
+                raise RuntimeError(f"local hub did not start (exit code {hub.wait()})")
+            yield url
+        finally:
+            hub.terminate()
+
+
+def deploy(max_batch_size: int, max_new_tokens: int, gpu: bool) -> None:
+    """(Re)deploy the ingress and the transcription family; a second call only reconfigures the replica."""
+    from deployments.app import compose_app
+    from deployments.settings import ServiceSettings
+    from deployments.transcription import TranscriptionDeployment
+    from registry import load_catalog
+
+    config = {"max_batch_size": max_batch_size, "max_new_tokens": max_new_tokens, "batch_wait_timeout_s": 0.02}
+    placement = {"ray_actor_options": {"num_gpus": 1}} if gpu else {}
+    transcription = TranscriptionDeployment.options(user_config=config, **placement)
+    serve.run(compose_app(load_catalog(), ServiceSettings(), {"transcription": transcription}),
+              name="inference", route_prefix="/")
+
+
+async def run_clients(base_url: str, audio: bytes, requests: int, clients: int, seconds: float) -> dict:
+    """`clients` concurrent clients posting the clip to /api/stt until `requests` are done."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as http:
+        async def post() -> dict:
+            reply = await http.post("/api/stt", files={"audio": ("clip.wav", audio)}, data={"model": REPO})
+            reply.raise_for_status()
+            return reply.json()
+
+        await asyncio.gather(*(post() for _ in range(min(clients, 4))))  # warm-up
+        remaining, latencies, batch_sizes = requests, [], []
+
+        async def one_client() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                batch_sizes.append((await post())["batch_size"])
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {**summary(latencies, wall, requests), "concurrency": clients,
+            "audio_seconds_per_second": round(requests * seconds / wall, 2),
+            "mean_batch_size": round(float(np.mean(batch_sizes)), 2), "max_batch_size_seen": max(batch_sizes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dims", choices=["tiny", "base"], default="tiny", help="Random Whisper's sizes.")
+    parser.add_argument("--requests", type=int, default=48, help="Requests per measurement.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Clip length (one 30 s window up to 30).")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="Tokens generated per window.")
+    parser.add_argument("--num-cpus", type=int, default=8, help="CPUs the local Ray instance advertises.")
+    parser.add_argument("--gpu", action="store_true", help="Give the Whisper replica the GPU (fp16).")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/whisper_batching.json")
+    args = parser.parse_args()
+    audio = speech_like_clip(args.seconds)
+
+    with contextlib.ExitStack() as cleanup:
+        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-whisper-")))
+        print(f"writing a random-weight Whisper ({args.dims})...", flush=True)
+        subprocess.run([sys.executable, "-m", "tests.tiny_whisper", str(work / "model"), "--dims", args.dims],
+                       cwd=REPO_ROOT, check=True, capture_output=True)
+        endpoint = cleanup.enter_context(local_hub(work / "model"))
+        # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
+        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
+                          INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
+                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        port = free_port()
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=int(args.gpu),  # our own instance
+                 include_dashboard=False, log_to_driver=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            results = {}
+            for batch in (16, 1):
+                deploy(batch, args.max_new_tokens, args.gpu)
+                for clients in (1, args.concurrency):
+                    name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
+                    print(f"{name}: {args.requests} requests of {args.seconds:g} s...", flush=True)
+                    results[name] = asyncio.run(run_clients(f"http://127.0.0.1:{port}", audio, args.requests,
+                                                            clients, args.seconds))
+        finally:
+            serve.shutdown()
+            from deployments.settings import ServiceSettings
+
+            settings = ServiceSettings()
+            with contextlib.suppress(ValueError):  # the manager was never created
+                ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
+            ray.shutdown()
+
+    batched, unbatched = (results[f"max_batch_size {b}, {args.concurrency} clients"] for b in (16, 1))
+    ratios = {"batching_gain_at_concurrency": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
+              "concurrency_gain_batched": round(batched["throughput_rps"]
+                                                / results["max_batch_size 16, 1 client"]["throughput_rps"], 2)}
+    print(f"\n{'':36}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>8}{'audio s/s':>11}{'batch':>7}")
+    for name, row in results.items():
+        print(f"{name:36}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>8}"
+              f"{row['audio_seconds_per_second']:>11}{row['mean_batch_size']:>7}")
+    print(f"batched / unbatched req/s at {args.concurrency} clients: {ratios['batching_gain_at_concurrency']}x\n"
+          f"batched req/s, {args.concurrency} clients / 1 client:      {ratios['concurrency_gain_batched']}x")
+
+    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dims": args.dims,
+              "clip_seconds": args.seconds, "max_new_tokens": args.max_new_tokens, "requests": args.requests,
+              "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()
