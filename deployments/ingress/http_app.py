@@ -8,6 +8,7 @@ from deployments.ingress import (
     catalog_routes,
     embedding_routes,
     job_routes,
+    management_routes,
     music_routes,
     speech_routes,
     transcription_routes,
@@ -16,7 +17,9 @@ from deployments.ingress import (
 from deployments.ingress.http_errors import error_response, install_error_handlers
 from deployments.ingress.services import Services
 
+# management routes first: /models/download etc. must win over catalog's /models/{name:path}
 ROUTERS = (
+    management_routes.router,
     catalog_routes.router,
     embedding_routes.router,
     upload_routes.router,
