@@ -71,3 +71,19 @@ class UnsupportedMediaType(ServiceError):
     status_code = 415
     error_code = "UNSUPPORTED_MEDIA_TYPE"
     error = "Unsupported file type"
+
+
+class Unauthorized(ServiceError):
+    """No API key on a route that needs one."""
+
+    status_code = 401
+    error_code = "UNAUTHORIZED"
+    error = "API key required"
+
+
+class Forbidden(ServiceError):
+    """An API key that is not one of the configured keys."""
+
+    status_code = 403
+    error_code = "FORBIDDEN"
+    error = "Invalid API key"

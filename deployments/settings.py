@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -55,6 +57,21 @@ class ServiceSettings(BaseSettings):
     )
     job_max_attempts: int = Field(3, gt=0, description="Times a job is started before it is failed.")
     job_sweep_seconds: float = Field(5.0, gt=0, description="How often the ingress looks for lost jobs.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False,
+        description="Comma-separated keys; when set, every state-changing route needs one "
+        "(Authorization: Bearer <key> or X-API-Key). Read-only and inference routes stay open.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS, or * for any; none by default."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("cache_dir", "data_dir")
     @classmethod

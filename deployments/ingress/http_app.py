@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from deployments.ingress import (
     catalog_routes,
@@ -14,6 +15,7 @@ from deployments.ingress import (
     transcription_routes,
     upload_routes,
 )
+from deployments.ingress.auth import require_api_key_for_changes
 from deployments.ingress.http_errors import error_response, install_error_handlers
 from deployments.ingress.services import Services
 
@@ -28,6 +30,8 @@ ROUTERS = (
     transcription_routes.router,
     speech_routes.router,
 )
+# Routers whose POST/DELETE routes change state: they need an API key when keys are configured.
+STATE_CHANGING_ROUTERS = (management_routes.router, upload_routes.router, job_routes.router)
 MULTIPART_OVERHEAD = 1 << 20
 
 
@@ -40,7 +44,8 @@ def build_http_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     for router in ROUTERS:
-        app.include_router(router)
+        guarded = router in STATE_CHANGING_ROUTERS
+        app.include_router(router, dependencies=[Depends(require_api_key_for_changes)] if guarded else [])
 
     @app.middleware("http")
     async def refuse_oversized_bodies(request: Request, call_next):
@@ -52,4 +57,7 @@ def build_http_app(services: Services) -> FastAPI:
                                   f"{services.settings.max_upload_bytes} bytes", "Upload too large", "PAYLOAD_TOO_LARGE")
         return await call_next(request)
 
+    if services.settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=services.settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["Location", "X-Batch-Size", "X-Sample-Rate"])
     return app
