@@ -26,23 +26,110 @@ class LoadedModels:
     """Models loaded in this replica, keyed by catalog id, each loaded by exactly one caller.
 
     `load(paths)` receives the manager's local snapshot folders ({role: path}) and runs in a
-    thread so the replica keeps answering health checks while weights load.
+    thread so the replica keeps answering health checks while weights load. A model whose files
+    were removed from the cache (DELETE /models/download/{name}) is dropped on its next use, in
+    every replica, and downloaded again.
     """
 
     def __init__(self, settings: ServiceSettings, load: Callable[[ModelEntry, dict[str, str]], Any]):
         self._manager = get_model_manager(settings)
         self._load = load
         self._models: dict[str, Any] = {}
+        self._paths: dict[str, dict[str, str]] = {}
+        self._parameters: dict[str, int] = {}  # counted at load time (int8 packing hides them later)
+        self._optimized: dict[str, str] = {}  # model id -> how it was optimized
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def get(self, entry: ModelEntry) -> Any:
+        self._drop_removed()
         if entry.id in self._models:
             return self._models[entry.id]
         async with self._locks.setdefault(entry.id, asyncio.Lock()):
             if entry.id not in self._models:
                 paths = await self._manager.ensure.remote(entry.id, entry.repos)
-                self._models[entry.id] = await asyncio.to_thread(self._load, entry, paths)
+                model = await asyncio.to_thread(self._load, entry, paths)
+                self._paths[entry.id] = paths
+                self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())
+                self._models[entry.id] = model
         return self._models[entry.id]
 
     def loaded(self) -> list[str]:
+        self._drop_removed()
         return list(self._models)
+
+    def unload(self, model_id: str) -> bool:
+        """Forget a loaded model (its memory goes with the last reference); True if it was loaded."""
+        self._paths.pop(model_id, None)
+        self._parameters.pop(model_id, None)
+        self._optimized.pop(model_id, None)
+        return self._models.pop(model_id, None) is not None
+
+    def describe(self) -> list[dict]:
+        """Per loaded model: device, memory, parameters and whether it was optimized (GET /models/managed)."""
+        self._drop_removed()
+        return [self._describe(model_id, model) for model_id, model in self._models.items()]
+
+    async def optimize(self, entry: ModelEntry) -> dict:
+        """Reduced precision in place: fp16 weights on GPU, dynamic int8 Linear layers on CPU."""
+        import torch
+
+        model = await self.get(entry)
+        if entry.id not in self._optimized:
+            modules = _modules(model)
+            if not modules:
+                from deployments.errors import InvalidRequest
+
+                raise InvalidRequest(f"Model '{entry.id}' has no torch modules to optimize")
+            on_gpu = any(p.is_cuda for m in modules for p in m.parameters())
+            for module in modules:
+                if on_gpu:
+                    module.half()
+                else:
+                    await asyncio.to_thread(torch.ao.quantization.quantize_dynamic, module,
+                                            {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            self._optimized[entry.id] = "float16" if on_gpu else "dynamic-int8"
+        return self._describe(entry.id, model)
+
+    def _describe(self, model_id: str, model: Any) -> dict:
+        import torch
+
+        modules = _modules(model)
+        values = [v for m in modules for v in m.state_dict().values()]
+        values += [t for v in values if isinstance(v, tuple) for t in v]  # int8 Linear packs (weight, bias)
+        tensors = {id(t): t for t in values if isinstance(t, torch.Tensor)}
+        devices = sorted({str(t.device) for t in tensors.values()}) or ["cpu"]
+        weight_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        if devices[0].startswith("cuda"):
+            device = torch.device(devices[0])
+            memory = {"allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+                      "reserved_mb": torch.cuda.memory_reserved(device) / 2**20}
+        else:
+            memory = {"allocated_mb": weight_bytes / 2**20, "reserved_mb": weight_bytes / 2**20}
+        return {
+            "name": model_id,
+            "loaded": True,
+            "device": devices[0],
+            "optimized": model_id in self._optimized,
+            "optimization": self._optimized.get(model_id),
+            "memory_usage": {k: round(v, 3) for k, v in memory.items()},
+            "weight_bytes": weight_bytes,
+            "parameters": self._parameters.get(model_id, 0),
+            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
+        }
+
+    def _drop_removed(self) -> None:
+        for model_id, paths in list(self._paths.items()):
+            if not all(os.path.exists(p) for p in paths.values()):
+                self.unload(model_id)
+
+
+def _modules(model: Any) -> list:
+    """The torch modules a loaded model holds: itself, or its attributes one level down (pipelines, bags)."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return [model]
+    found = [v for v in vars(model).values() if isinstance(v, torch.nn.Module)] if hasattr(model, "__dict__") else []
+    if not found and isinstance(model, (tuple, list)):
+        found = [v for v in model if isinstance(v, torch.nn.Module)]
+    return found

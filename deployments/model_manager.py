@@ -5,14 +5,22 @@ share one download (one fetch per file, however many replicas ask), and the mana
 model's status and byte progress for the management API. Files land in the Hugging Face cache
 layout through huggingface_hub itself, which writes `*.incomplete` blobs and renames them only
 when whole, so a failed download leaves no half-written file in a snapshot.
+
+The management API (seed 001) uses `start` (a download id at once), `download_status`, `cancel`,
+`restart` (retry/update), `remove` and `cache_info`; `url` downloads stream into a hidden temp file
+inside `<cache>/url-downloads/<name>/`, checked for size and sha256, and renamed only when whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +49,8 @@ class DownloadRecord:
     finished_at: float | None = None
     paths: dict[str, str] = field(default_factory=dict)
     callers: int = 0  # ensure() calls that waited on this download
+    url: str | None = None  # set for `url` downloads (one file, no hub repo)
+    task: str | None = None  # what the model is for, as the download request said
 
     def view(self) -> dict:
         progress = 100.0 if self.status == "completed" else (
@@ -48,7 +58,23 @@ class DownloadRecord:
         )
         data = asdict(self)
         data["repos"] = [repo.repo_id for repo in self.repos]
-        return {**data, "progress": progress}
+        return {**data, "progress": progress, "eta": self.eta(), "message": self.message()}
+
+    def eta(self) -> float | None:
+        """Seconds left at the average speed so far; None when not downloading or nothing arrived yet."""
+        if self.status != "downloading" or not self.bytes_done or not self.bytes_total or not self.started_at:
+            return None
+        speed = self.bytes_done / max(time.time() - self.started_at, 1e-3)
+        return round(max(self.bytes_total - self.bytes_done, 0) / speed, 1)
+
+    def message(self) -> str:
+        return {
+            "pending": f"Download of '{self.model}' is queued",
+            "downloading": f"Downloading '{self.model}'",
+            "completed": "Download completed successfully",
+            "failed": f"Download of '{self.model}' failed: {self.error}",
+            "cancelled": f"Download of '{self.model}' was cancelled",
+        }.get(self.status, self.status)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -57,20 +83,138 @@ class ModelManager:
         self._settings = settings
         self._records: dict[str, DownloadRecord] = {}
         self._downloads: dict[str, asyncio.Task] = {}
+        self._ids: dict[str, str] = {}  # download id -> model, for the status API
+        self._url_args: dict[str, dict] = {}  # model -> its url download's arguments, for retries
+        self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
 
     async def ensure(self, model: str, repos: list[HubRepo]) -> dict[str, str]:
         """Local snapshot folder per repo role ('weights', 'vocoder', ...), downloading once."""
-        record = self._records.get(model)
-        if record and record.status == "completed" and all(os.path.isdir(p) for p in record.paths.values()):
-            return record.paths
-        download = self._downloads.get(model)
-        if download is None or download.done():
-            record = self._records[model] = DownloadRecord(model=model, repos=list(repos))
-            download = self._downloads[model] = asyncio.create_task(self._download(record))
+        if self._ready(model):
+            return self._records[model].paths
+        download = self._task_for(model, list(repos))
         self._records[model].callers += 1
-        # shield: one caller going away must not cancel the download the others wait on
-        return await asyncio.shield(download)
+        try:  # shield: one caller going away must not cancel the download the others wait on
+            return await asyncio.shield(download)
+        except asyncio.CancelledError:
+            if download.cancelled():
+                raise ModelUnavailable(f"The download of '{model}' was cancelled", error="Download cancelled") from None
+            raise
+
+    def _ready(self, model: str) -> bool:
+        record = self._records.get(model)
+        return bool(record and record.status == "completed" and record.paths
+                    and all(os.path.exists(p) for p in record.paths.values()))
+
+    def _task_for(self, model: str, repos: list[HubRepo], url: dict | None = None,
+                  task: str | None = None, fresh: bool = False) -> asyncio.Task:
+        """The running download of `model`, or a new one: callers at the same time share it."""
+        download = self._downloads.get(model)
+        if fresh or download is None or download.done():
+            if download is not None and not download.done():
+                download.cancel()
+            record = self._records[model] = DownloadRecord(model=model, repos=repos, task=task,
+                                                           url=url["url"] if url else None)
+            work = self._download_url(record, **url) if url else self._download(record)
+            download = self._downloads[model] = asyncio.create_task(work)
+            download.add_done_callback(_retrieve)  # failures are reported by status, not logged as lost
+        return download
+
+    # --- the management API (seed 001): start without waiting, poll by download id ---
+
+    async def start(self, model: str, repos: list[HubRepo], *, url: dict | None = None, task: str | None = None,
+              fresh: bool = False) -> dict:
+        """A download id for `model` at once; the download runs (or is joined) in the background."""
+        download_id = uuid.uuid4().hex[:12]
+        self._ids[download_id] = model
+        if url:
+            self._url_args[model] = url
+        if self._ready(model) and not fresh:
+            return {"download_id": download_id, **self._records[model].view(), "status": "already_exists"}
+        self._task_for(model, repos, url=url, task=task, fresh=fresh)
+        self._records[model].callers += 1
+        return {"download_id": download_id, **self._view(self._records[model])}
+
+    async def restart(self, model: str, repos: list[HubRepo] | None = None, fresh: bool = False) -> dict | None:
+        """Download `model` again from what it was last asked with (retry_download, update); None if never asked."""
+        record = self._records.get(model)
+        if record is None and not repos and model not in self._url_args:
+            return None
+        return await self.start(model, record.repos if record else list(repos or []), url=self._url_args.get(model),
+                          task=record.task if record else None, fresh=fresh)
+
+    async def repo_sizes(self, repos: list[HubRepo]) -> list[int | None]:
+        """Bytes of each repo at its revision, as the hub lists them (remembered; None if the hub can't say)."""
+        async def size(repo: HubRepo) -> int | None:
+            key = (repo.repo_id, repo.revision, repo.repo_type)
+            if key not in self._sizes:
+                try:
+                    self._sizes[key] = await asyncio.wait_for(asyncio.to_thread(self._repo_size, repo), 20)
+                except Exception:  # unreachable hub, gated repo: the size is just unknown
+                    return None
+            return self._sizes[key]
+
+        return list(await asyncio.gather(*(size(repo) for repo in repos)))
+
+    def download_status(self, download_id: str) -> dict | None:
+        model = self._ids.get(download_id)
+        record = self._records.get(model) if model else None
+        return {"download_id": download_id, **self._view(record)} if record else None
+
+    async def cancel(self, download_id: str) -> dict | None:
+        """Cancel the download behind `download_id`; a hub download's running file finishes in its thread."""
+        model = self._ids.get(download_id)
+        record = self._records.get(model) if model else None
+        if record is None:
+            return None
+        download = self._downloads.get(model)
+        if record.status in ("pending", "downloading") and download is not None and not download.done():
+            download.cancel()
+            record.status, record.finished_at = "cancelled", time.time()
+        return {"download_id": download_id, **self._view(record)}
+
+    async def remove(self, model: str, repos: list[HubRepo]) -> list[str]:
+        """Delete a model's files from the cache (hub repos and url files); the paths removed."""
+        from huggingface_hub import scan_cache_dir
+
+        download = self._downloads.pop(model, None)
+        if download is not None and not download.done():
+            download.cancel()
+        record = self._records.pop(model, None)
+        removed = []
+        wanted = {(r.repo_id, r.repo_type) for r in (record.repos if record else repos) or repos}
+        if wanted and Path(self._settings.cache_dir).is_dir():
+            for repo in scan_cache_dir(self._settings.cache_dir).repos:
+                if (repo.repo_id, repo.repo_type) in wanted:
+                    shutil.rmtree(repo.repo_path, ignore_errors=True)
+                    removed.append(str(repo.repo_path))
+        url_folder = self._url_folder(model)
+        if url_folder.is_dir():
+            shutil.rmtree(url_folder, ignore_errors=True)
+            removed.append(str(url_folder))
+        return removed
+
+    def cache_info(self) -> dict:
+        """The cache as it is on disk: hub repos (huggingface_hub's own scan) and url downloads."""
+        from huggingface_hub import scan_cache_dir
+
+        cache = Path(self._settings.cache_dir)
+        repos = []
+        if cache.is_dir():
+            for repo in scan_cache_dir(cache).repos:
+                repos.append({"repo_id": repo.repo_id, "repo_type": repo.repo_type, "size_bytes": repo.size_on_disk,
+                              "files": repo.nb_files, "revisions": sorted(r.commit_hash for r in repo.revisions),
+                              "last_modified": repo.last_modified, "path": str(repo.repo_path)})
+        urls = []
+        if (cache / URL_FOLDER).is_dir():
+            for folder in sorted(p for p in (cache / URL_FOLDER).iterdir() if p.is_dir()):
+                files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+                urls.append({"name": folder.name, "size_bytes": sum(p.stat().st_size for p in files),
+                             "files": len(files), "path": str(folder)})
+        return {"cache_directory": str(cache), "repos": repos, "url_downloads": urls}
+
+    def _url_folder(self, model: str) -> Path:
+        return Path(self._settings.cache_dir) / URL_FOLDER / model
 
     def status(self, model: str | None = None) -> dict | list[dict]:
         """Status and byte progress of one model, or of every model asked for so far."""
@@ -80,7 +224,7 @@ class ModelManager:
         return [self._view(record) for record in self._records.values()]
 
     def _view(self, record: DownloadRecord) -> dict:
-        if record.status == "downloading":  # bytes so far, read off the cache's blobs
+        if record.status == "downloading" and record.repos:  # bytes so far, read off the cache's blobs
             record.bytes_done = min(record.bytes_total, sum(self._bytes_on_disk(r) for r in record.repos))
         return record.view()
 
@@ -101,6 +245,55 @@ class ModelManager:
         logger.info("model %s ready (%d bytes) in %.1fs", record.model, record.bytes_total,
                     record.finished_at - record.started_at)
         return record.paths
+
+    async def _download_url(self, record: DownloadRecord, url: str, sha256: str | None, max_bytes: int) -> dict[str, str]:
+        record.status, record.started_at = "downloading", time.time()
+        try:
+            path = await asyncio.to_thread(self._fetch_url, record, url, sha256, max_bytes)
+        except Exception as exc:
+            record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
+            logger.warning("download of %s failed: %s", record.model, record.error)
+            raise ModelUnavailable(
+                f"Model '{record.model}' could not be downloaded: {record.error}", error="Download failed"
+            ) from None
+        record.paths = {"weights": path}
+        record.status, record.finished_at = "completed", time.time()
+        return record.paths
+
+    def _fetch_url(self, record: DownloadRecord, url: str, sha256: str | None, max_bytes: int) -> str:
+        """Stream `url` into a hidden temp file in the model's folder; renamed only when whole and verified."""
+        import httpx
+
+        folder = self._url_folder(record.model)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = Path(httpx.URL(url).path).name or "model.bin"
+        digest = hashlib.sha256()
+        handle, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".incomplete")
+        try:
+            with os.fdopen(handle, "wb") as out, httpx.stream("GET", url, follow_redirects=True, timeout=60) as reply:
+                reply.raise_for_status()
+                record.bytes_total = int(reply.headers.get("content-length") or 0)
+                if record.bytes_total > max_bytes:
+                    raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")
+                for chunk in reply.iter_bytes(1 << 20):
+                    if record.status == "cancelled":
+                        raise RuntimeError("cancelled")
+                    record.bytes_done += len(chunk)
+                    if record.bytes_done > max_bytes:
+                        raise ValueError(f"{url} sent more than the limit of {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+            if sha256 and digest.hexdigest() != sha256.lower():
+                raise ValueError(f"sha256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
+            record.bytes_total = record.bytes_done
+            target = folder / name
+            os.replace(temp, target)
+            return str(target)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
     def _repo_size(self, repo: HubRepo) -> int:
         from huggingface_hub import HfApi
@@ -127,7 +320,23 @@ class ModelManager:
         from huggingface_hub.file_download import repo_folder_name
 
         blobs = Path(self._settings.cache_dir) / repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type) / "blobs"
-        return sum(p.stat().st_size for p in blobs.glob("*")) if blobs.is_dir() else 0
+        return sum(_size(p) for p in blobs.glob("*")) if blobs.is_dir() else 0
+
+
+URL_FOLDER = "url-downloads"  # url-source files, inside the cache dir, beside the hub's models--* folders
+
+
+def _size(path: Path) -> int:
+    """A blob's size; 0 when huggingface_hub renamed its `.incomplete` file since we listed it."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def get_model_manager(settings: ServiceSettings) -> ray.actor.ActorHandle:

@@ -319,6 +319,17 @@ class MusicDeployment:
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
 
+    def managed_models(self) -> list[dict]:
+        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
+        return self._models.describe()
+
+    def unload(self, model_id: str) -> bool:
+        return self._models.unload(model_id)
+
+    async def optimize(self, model_id: str) -> dict:
+        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
+        return await self._models.optimize(self._catalog.models[model_id])
+
     async def _adapter_path(self, adapter: AdapterEntry) -> str:
         """The adapter's snapshot folder, downloaded once through the model manager."""
         if adapter.id not in self._adapter_paths:

@@ -144,6 +144,17 @@ class SpeechDeployment:
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
 
+    def managed_models(self) -> list[dict]:
+        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
+        return self._models.describe()
+
+    def unload(self, model_id: str) -> bool:
+        return self._models.unload(model_id)
+
+    async def optimize(self, model_id: str) -> dict:
+        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
+        return await self._models.optimize(self._catalog.models[model_id])
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _synthesize_batch(self, requests: list[SpeechRequest]) -> list[tuple[np.ndarray, int] | Exception]:
         """(audio, group size) per request, in order; a group that fails hands its error to its own requests."""

@@ -196,6 +196,17 @@ class TranscriptionDeployment:
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
 
+    def managed_models(self) -> list[dict]:
+        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
+        return self._models.describe()
+
+    def unload(self, model_id: str) -> bool:
+        return self._models.unload(model_id)
+
+    async def optimize(self, model_id: str) -> dict:
+        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
+        return await self._models.optimize(self._catalog.models[model_id])
+
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.02)
     async def _generate_batch(self, windows: list[Window]) -> list[WindowResult]:
         """Windows that can share a generate call (same model, task, temperature, and either all with a

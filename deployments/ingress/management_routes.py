@@ -1,9 +1,328 @@
-"""Seed 001's model management routes (downloads, cache, managed models) over the ModelManager actor."""
+"""Seed 001's model management routes (downloads, cache, managed models) over the ModelManager actor.
+
+The manager is the only writer of the cache: these routes ask it to start, cancel or remove
+downloads and read its status; what is loaded is asked of the family replicas themselves.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deployments.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.services import Services, get_services
+from registry import HubRepo, ModelEntry, UnknownModelError
 
 router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
+
+SUPPORTED_SOURCES = ("huggingface", "url")
+UNSUPPORTED_SOURCES = ("pytorch_hub", "torchvision", "tts_auto")  # seed 001 names them; no build here
+MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+MB = 2**20
+
+
+class DownloadRequest(BaseModel):
+    """POST /models/download, as seed 001 writes it; flags it lists but this build ignores are accepted."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str = "huggingface"
+    model_id: str = Field(min_length=1, description="Catalog id/alias/hub repo id, or the URL for source=url.")
+    name: str | None = Field(None, description="Name to manage it by; a catalog model keeps its catalog id.")
+    task: str | None = Field(None, description="Needed for a hub repo outside the catalog.")
+    revision: str = "main"
+    include_vocoder: bool = False
+    vocoder_model: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Checked for source=url.")
+    max_size_mb: float | None = Field(None, gt=0, description="Refuse a url download larger than this.")
+
+
+def _mb(size: int | None) -> float | None:
+    return None if size is None else round(size / MB, 3)
+
+
+def _catalog_entry(services: Services, name: str) -> ModelEntry | None:
+    try:
+        return services.catalog.resolve(name)
+    except UnknownModelError:
+        return None
+
+
+def _check_source(source: str) -> None:
+    if source not in SUPPORTED_SOURCES:
+        raise InvalidRequest(
+            f"Invalid source. Must be one of: [{', '.join(SUPPORTED_SOURCES)}]"
+            + (f" ('{source}' is not available in this build)" if source in UNSUPPORTED_SOURCES else ""),
+            error=f"Invalid source: {source}",
+        )
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise InvalidRequest(f"name must match {NAME_PATTERN}, got {name!r}")
+    return name
+
+
+def _hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[HubRepo], str]:
+    """(manager key, repos, task) for a hub download: a catalog model, or any repo when `task` is given."""
+    catalog = services.catalog
+    entry = _catalog_entry(services, body.model_id) or (body.name and _catalog_entry(services, body.name))
+    if entry:
+        repos, task = list(entry.repos), catalog.task_of(entry)
+        key = entry.id
+    else:
+        if not body.task:
+            raise ModelNotFound(
+                f"Model '{body.model_id}' is not in the catalog; give `task` ({', '.join(catalog.tasks)}) to download "
+                f"a hub repo outside it. Known models: {', '.join(catalog.models)}"
+            )
+        if body.task not in catalog.tasks:
+            raise InvalidRequest(f"Unknown task '{body.task}'. Known tasks: {', '.join(catalog.tasks)}")
+        try:
+            repos = [HubRepo(repo_id=body.model_id, revision=body.revision)]
+        except ValidationError:
+            raise InvalidRequest(f"model_id must be a hub repo id like 'owner/name', got {body.model_id!r}") from None
+        key, task = _check_name(body.name or body.model_id.replace("/", "--")), body.task
+    if body.include_vocoder and body.vocoder_model and all(r.repo_id != body.vocoder_model for r in repos):
+        try:
+            repos.append(HubRepo(repo_id=body.vocoder_model, role="vocoder"))
+        except ValidationError:
+            raise InvalidRequest(f"vocoder_model must be a hub repo id, got {body.vocoder_model!r}") from None
+    return key, repos, task
+
+
+def _url_args(body: DownloadRequest) -> dict:
+    parts = urlsplit(body.model_id)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequest(f"source=url takes an http or https URL, got {body.model_id!r}",
+                             error="Unsupported URL scheme")
+    if not body.name:
+        raise InvalidRequest("source=url needs a `name` to manage the file by")
+    limit = int(min(body.max_size_mb * MB, MAX_URL_DOWNLOAD_BYTES) if body.max_size_mb else MAX_URL_DOWNLOAD_BYTES)
+    return {"url": body.model_id, "sha256": body.sha256, "max_bytes": limit}
+
+
+@router.post("/models/download")
+async def start_download(body: DownloadRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Start (or join) a download at once; poll GET /models/download/status/{download_id}."""
+    _check_source(body.source)
+    if body.source == "url":
+        key, repos, url, task = _check_name(body.name or ""), [], _url_args(body), body.task
+    else:
+        (key, repos, task), url = _hub_target(services, body), None
+    started = await services.manager.start.remote(key, repos, url=url, task=task)
+    exists = started["status"] == "already_exists"
+    return {
+        "success": True,
+        "download_id": started["download_id"],
+        "message": f"Model '{key}' already exists and is ready to use" if exists
+        else f"Started downloading model '{key}'",
+        "model_name": key,
+        "source": body.source,
+        "model_id": body.model_id,
+        "status": started["status"],
+        "estimated_time": started["eta"],
+        "download_info": {
+            "download_id": started["download_id"],
+            "task": task,
+            "repos": [r.repo_id for r in repos],
+            "url": url and url["url"],
+            "vocoder_included": any(r.role == "vocoder" for r in repos),
+            "vocoder_models": [r.repo_id for r in repos if r.role == "vocoder"],
+        },
+    }
+
+
+def _status_body(status: dict) -> dict[str, Any]:
+    return {
+        "success": True,
+        "download_id": status["download_id"],
+        "model_name": status["model"],
+        "status": status["status"],
+        "progress": status["progress"],
+        "eta": status["eta"],
+        "message": status["message"],
+        "error": status["error"],
+        "bytes_done": status["bytes_done"],
+        "bytes_total": status["bytes_total"],
+    }
+
+
+@router.get("/models/download/status/{download_id}")
+async def download_status(download_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    status = await services.manager.download_status.remote(download_id)
+    if status is None:
+        raise NotFound(f"No download with id '{download_id}'", error="Download not found")
+    return _status_body(status)
+
+
+@router.post("/models/download/{download_id}/cancel")
+async def cancel_download(download_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    status = await services.manager.cancel.remote(download_id)
+    if status is None:
+        raise NotFound(f"No download with id '{download_id}'", error="Download not found")
+    if status["status"] != "cancelled":
+        raise Conflict(f"Download '{download_id}' is already {status['status']}; only a running one can be cancelled")
+    return _status_body(status)
+
+
+@router.delete("/models/download/{model_name:path}")
+async def remove_model(model_name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Remove a model's files from the cache and unload it; the next request downloads it again."""
+    entry = _catalog_entry(services, model_name)
+    key, repos = (entry.id, list(entry.repos)) if entry else (model_name, [])
+    removed = await services.manager.remove.remote(key, repos)
+    unloaded = False
+    if entry and services.is_served(entry):  # other replicas drop it on next use: its files are gone
+        unloaded = await services.deployment_for(entry).unload.remote(entry.id)
+    if not removed:
+        raise ModelNotFound(f"Model not found in cache: {model_name}", error="Model does not exist")
+    return {"success": True, "message": f"Successfully removed model from cache: {key}", "model_name": key,
+            "removed_paths": removed, "unloaded": unloaded}
+
+
+@router.get("/models/available")
+async def available_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    """The catalog as downloadable models: hub sizes, tags, task, and what is already cached."""
+    catalog = services.catalog
+    entries = list(catalog.models.values())
+    sizes, statuses = await asyncio.gather(
+        services.manager.repo_sizes.remote([repo for e in entries for repo in e.repos]),
+        services.manager.status.remote(),
+    )
+    done = {s["model"] for s in statuses if s["status"] == "completed"}
+    available, at = {}, 0
+    for entry in entries:
+        repo_sizes, at = sizes[at:at + len(entry.repos)], at + len(entry.repos)
+        task = catalog.task_of(entry)
+        size = None if None in repo_sizes else sum(repo_sizes)
+        available[entry.id] = {
+            "name": entry.id,
+            "display_name": entry.display_name,
+            "source": "huggingface",
+            "model_id": entry.hub.repo_id,
+            "companions": [r.repo_id for r in entry.companions],
+            "task": task,
+            "family": entry.family,
+            "description": entry.description or catalog.families[entry.family].description,
+            "size_bytes": size,
+            "size_mb": _mb(size),
+            "tags": list(dict.fromkeys([entry.family, task, *entry.capabilities])),
+            "capabilities": entry.capabilities,
+            "downloaded": entry.id in done,
+        }
+    return {
+        "success": True,
+        "available_models": available,
+        "total_available": len(available),
+        "supported_sources": list(SUPPORTED_SOURCES),
+        "categories": {task: [m.id for m in catalog.models_for_task(task)] for task in catalog.tasks},
+        "download_recommendations": {
+            "task_defaults": {task: config.default_model for task, config in catalog.tasks.items()},
+            "family_defaults": {name: f.default_model for name, f in catalog.families.items()},
+            "smallest_per_task": {
+                task: min((m.id for m in catalog.models_for_task(task) if available[m.id]["size_bytes"] is not None),
+                          key=lambda m: available[m]["size_bytes"], default=None)
+                for task in catalog.tasks
+            },
+        },
+    }
+
+
+@router.get("/models/managed")
+async def managed_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    """What the family replicas have loaded, as they report it (one replica per deployment answers)."""
+    names = sorted(services.deployments)
+    replies = await asyncio.gather(*(services.deployments[n].managed_models.remote() for n in names),
+                                   return_exceptions=True)
+    models, errors = [], {}
+    for name, reply in zip(names, replies):
+        if isinstance(reply, BaseException):
+            errors[name] = f"{type(reply).__name__}: {reply}"
+            continue
+        for info in reply:
+            entry = services.catalog.models.get(info["name"])
+            models.append({**info, "deployment": name, "task": entry and services.catalog.task_of(entry)})
+    categories: dict[str, list] = {}
+    for info in models:
+        categories.setdefault(f"{info['task']}_models", []).append(
+            {"name": info["name"], "loaded": True, "optimized": info["optimized"]})
+    return {
+        "success": True,
+        "total_models": len(models),
+        "downloaded_models": models,
+        "categories": categories,
+        "summary": {
+            "total_loaded": len(models),
+            "optimized_count": sum(m["optimized"] for m in models),
+            "total_parameters": sum(m["parameters"] for m in models),
+        },
+        "unavailable_deployments": errors,
+    }
+
+
+@router.get("/models/cache/info")
+async def cache_info(services: Services = Depends(get_services)) -> dict[str, Any]:
+    """The cache as it is on disk, each repo named by the catalog models that use it."""
+    info, statuses = await asyncio.gather(services.manager.cache_info.remote(), services.manager.status.remote())
+    owners: dict[str, list[str]] = {}
+    for entry in services.catalog.models.values():
+        for repo in entry.repos:
+            owners.setdefault(repo.repo_id, []).append(entry.id)
+    for status in statuses:  # hub repos downloaded by name outside the catalog
+        for repo_id in status["repos"]:
+            owners.setdefault(repo_id, [status["model"]])
+    entries = [
+        {"name": ", ".join(owners.get(r["repo_id"], [r["repo_id"]])), "models": owners.get(r["repo_id"], []),
+         "source": "huggingface", **r, "size_mb": _mb(r["size_bytes"])}
+        for r in info["repos"]
+    ] + [{"models": [u["name"]], "source": "url", **u, "size_mb": _mb(u["size_bytes"])} for u in info["url_downloads"]]
+    total = sum(e["size_bytes"] for e in entries)
+    return {
+        "success": True,
+        "cache_directory": info["cache_directory"],
+        "total_models": len({m for e in entries for m in e["models"]}),
+        "total_size_bytes": total,
+        "total_size_mb": _mb(total),
+        "models": sorted({m for e in entries for m in e["models"]}),
+        "entries": entries,
+    }
+
+
+@router.post("/models/manage")
+async def manage_model(
+    action: Literal["optimize", "retry_download", "update"],
+    model_name: str,
+    force_redownload: bool = False,
+    services: Services = Depends(get_services),
+) -> dict[str, Any]:
+    """optimize: reduced precision in the replica; retry_download: start a failed one again; update: newest revision."""
+    entry = _catalog_entry(services, model_name)
+    key = entry.id if entry else model_name
+    if action == "optimize":
+        if entry is None:
+            raise ModelNotFound(f"Model '{model_name}' is not in the catalog. Known models: "
+                                f"{', '.join(services.catalog.models)}")
+        if not services.is_served(entry):
+            raise InvalidRequest(f"Model '{entry.id}' is not deployed in this application, so it cannot be optimized")
+        model = await services.deployment_for(entry).optimize.remote(entry.id)
+        return {"success": True, "message": f"Model '{entry.id}' optimized successfully ({model['optimization']})",
+                "action": action, "model_name": entry.id, "model": model}
+    if action == "retry_download" and force_redownload:
+        await services.manager.remove.remote(key, list(entry.repos) if entry else [])
+    started = await services.manager.restart.remote(key, list(entry.repos) if entry else None,
+                                                    fresh=action == "update")
+    if started is None:
+        raise ModelNotFound(f"No download of '{model_name}' to {action.replace('_', ' ')}; start one with "
+                            "POST /models/download", error="Model does not exist")
+    return {"success": True, "message": f"Model '{key}': {action.replace('_', ' ')} started"
+            if started["status"] != "already_exists" else f"Model '{key}' already exists and is ready to use",
+            "action": action, "model_name": key, "download_id": started["download_id"],
+            "status": started["status"]}

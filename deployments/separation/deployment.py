@@ -55,6 +55,17 @@ class SeparationDeployment:
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         return load_separator(Path(paths["weights"]), entry.variant).to(self._device)
 
+    def managed_models(self) -> list[dict]:
+        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
+        return self._models.describe()
+
+    def unload(self, model_id: str) -> bool:
+        return self._models.unload(model_id)
+
+    async def optimize(self, model_id: str) -> dict:
+        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
+        return await self._models.optimize(self._catalog.models[model_id])
+
     async def run_job(self, job_id: str) -> str:
         """Run a queued separation job; returns the status it ended in."""
         return await self._runner.run(job_id, self._separate_job)

@@ -4,7 +4,9 @@ Endpoints: GET /api/models/{repo}[/revision/{rev}], GET /api/models/{repo}/tree/
 HEAD/GET /{repo}/resolve/{rev}/{file} (Range supported), and the same under /api/datasets/ and
 /datasets/ for dataset repos (e.g. speaker embeddings). Every file is advertised as an LFS file
 with its sha256, as the real hub does for weights. Full-file GETs are counted per (repo, file) so
-tests can prove a model was fetched once.
+tests can prove a model was fetched once. `cut_once(repo_id, path)` makes the next full GET of that
+file stop half-way (connection closed) and the client's following resume request fail, so a test
+sees a download die mid-file exactly once.
 
 Run standalone (for benchmarks):  python -m tests.hub.server --port 0 REPO_ID=FOLDER datasets/REPO_ID=FOLDER ...
 """
@@ -60,6 +62,26 @@ class TestHub:
         self.downloads: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._cuts: dict[tuple[str, str], str] = {}  # (count key, path) -> "armed" | "cut"
+
+    def cut_once(self, repo_id: str, path: str, repo_type: str = "model") -> None:
+        """The next full GET of `path` sends half the bytes then drops; the resume after it gets a 500."""
+        repo = self._repos_of(repo_type)[repo_id]
+        with self._lock:
+            self._cuts[(_count_key(repo), path)] = "armed"
+
+    def _take_cut(self, repo: HubRepo, path: str, start: int) -> str | None:
+        """'cut' when this GET must stop half-way, 'refuse' when it is the resume after a cut."""
+        key = (_count_key(repo), path)
+        with self._lock:
+            state = self._cuts.get(key)
+            if state == "armed" and start == 0:
+                self._cuts[key] = "cut"
+                return "cut"
+            if state == "cut":
+                del self._cuts[key]
+                return "refuse"
+        return None
 
     def add_repo(self, repo_id: str, folder: str | Path, repo_type: str = "model") -> HubRepo:
         folder = Path(folder)
@@ -168,6 +190,9 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
             if byte_range:
                 start = int(byte_range[1])
                 end = min(int(byte_range[2]) if byte_range[2] else end, end)
+            fault = hub._take_cut(repo, hub_file.path, start) if send_body else None
+            if fault == "refuse":
+                return self._error(500, "Injected fault: the hub is unavailable", None, repo)
             self.send_response(206 if byte_range else 200)
             self.send_header("Content-Length", str(max(0, end - start + 1)))
             self.send_header("Content-Type", "application/octet-stream")
@@ -186,6 +211,12 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
             with hub_file.source.open("rb") as handle:
                 handle.seek(start)
                 remaining = end - start + 1
+                if fault == "cut":  # send half, then drop the connection mid-body
+                    self.wfile.write(handle.read(remaining // 2))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 while remaining > 0 and (chunk := handle.read(min(CHUNK, remaining))):
                     self.wfile.write(chunk)
                     remaining -= len(chunk)

@@ -1,0 +1,184 @@
+"""Seed 001's model management API: downloads by id, failures and retries, url files, cache, managed models."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import BGE_REPO, MINILM_REPO
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def wait_for(client, download_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = client.get(f"/models/download/status/{download_id}")
+        assert reply.status_code == 200, reply.text
+        status = reply.json()
+        if status["status"] in TERMINAL or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def add_encoder_repo(hub, repo_id: str):
+    """A fresh hub repo (a copy of the tiny BGE files) that no other test downloads."""
+    return hub.add_repo(repo_id, hub.repos[BGE_REPO].files["config.json"].source.parent)
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_eight_concurrent_downloads_share_one_fetch_per_file(client, hub):
+    repo = add_encoder_repo(hub, "tests/managed-encoder")
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "managed-encoder", "task": "text-embedding"}
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: client.post("/models/download", json=body), range(8)))
+
+    assert [r.status_code for r in replies] == [200] * 8, replies[0].text
+    ids = [r.json()["download_id"] for r in replies]
+    assert len(set(ids)) == 8 and {r.json()["model_name"] for r in replies} == {"managed-encoder"}
+    statuses = [wait_for(client, download_id) for download_id in ids]
+    assert {(s["status"], s["progress"], s["eta"]) for s in statuses} == {("completed", 100.0, None)}
+    assert statuses[0]["message"] == "Download completed successfully"
+    assert statuses[0]["bytes_done"] == sum(f.size for f in repo.files.values())
+    assert hub.file_downloads(repo.repo_id) == {path: 1 for path in repo.files}
+
+    again = client.post("/models/download", json=body).json()
+    assert again["status"] == "already_exists" and "already exists" in again["message"]
+    assert hub.file_downloads(repo.repo_id) == {path: 1 for path in repo.files}
+    cached = client.get("/models/cache/info").json()
+    assert "managed-encoder" in cached["models"]
+    entry = next(e for e in cached["entries"] if e["repo_id"] == repo.repo_id)
+    assert entry["size_bytes"] == sum(f.size for f in repo.files.values())
+
+
+def test_dropped_connection_fails_with_the_reason_and_retry_completes(client, hub, model_cache):
+    repo = add_encoder_repo(hub, "tests/flaky-encoder")
+    biggest = max(repo.files.values(), key=lambda f: f.size)
+    hub.cut_once(repo.repo_id, biggest.path)
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "flaky-encoder", "task": "text-embedding"}
+
+    failed = wait_for(client, client.post("/models/download", json=body).json()["download_id"])
+    assert failed["status"] == "failed"
+    assert "500" in failed["error"] and failed["error"] in failed["message"]
+    assert failed["progress"] < 100
+
+    retry = client.post("/models/manage", params={"action": "retry_download", "model_name": "flaky-encoder"})
+    assert retry.status_code == 200, retry.text
+    done = wait_for(client, retry.json()["download_id"])
+    assert (done["status"], done["progress"]) == ("completed", 100.0)
+    snapshot = model_cache / "models--tests--flaky-encoder" / "snapshots" / repo.sha
+    assert {p: sha256_of(snapshot / p) for p in repo.files} == {p: f.sha256 for p, f in repo.files.items()}
+    assert not list(model_cache.rglob("*.incomplete"))
+
+
+def test_url_source_checks_scheme_size_and_sha256(client, hub, model_cache):
+    repo = add_encoder_repo(hub, "tests/url-encoder")
+    config = repo.files["config.json"]
+    url = f"{hub.url}/{repo.repo_id}/resolve/main/config.json"
+
+    body = {"source": "url", "model_id": url, "name": "url-config", "sha256": config.sha256}
+    done = wait_for(client, client.post("/models/download", json=body).json()["download_id"])
+    assert done["status"] == "completed", done
+    saved = model_cache / "url-downloads" / "url-config" / "config.json"
+    assert sha256_of(saved) == config.sha256
+    assert "url-config" in client.get("/models/cache/info").json()["models"]
+    late = client.post(f"/models/download/{done['download_id']}/cancel")
+    assert late.status_code == 409 and "already completed" in late.json()["message"]
+
+    wrong = {**body, "name": "url-wrong-sha", "sha256": "0" * 64}
+    failed = wait_for(client, client.post("/models/download", json=wrong).json()["download_id"])
+    assert failed["status"] == "failed" and "sha256 mismatch" in failed["message"]
+    assert not (model_cache / "url-downloads" / "url-wrong-sha").exists()
+
+    too_big = {**body, "name": "url-too-big", "max_size_mb": config.size / 2**20 / 2}
+    failed = wait_for(client, client.post("/models/download", json=too_big).json()["download_id"])
+    assert failed["status"] == "failed" and "over the limit" in failed["message"]
+
+    local = client.post("/models/download", json={**body, "model_id": f"file://{saved}"})
+    assert local.status_code == 400 and "http or https" in local.json()["message"]
+
+
+def test_bad_requests_get_clear_4xx(client):
+    for source in ("torchvision", "pytorch_hub", "nonsense"):
+        reply = client.post("/models/download", json={"source": source, "model_id": "resnet50", "name": "r"})
+        assert reply.status_code == 400
+        assert "huggingface, url" in reply.json()["message"] and reply.json()["error"] == f"Invalid source: {source}"
+    unknown = client.post("/models/download", json={"source": "huggingface", "model_id": "no/such-model"})
+    assert unknown.status_code == 404 and "all-minilm-l6-v2" in unknown.json()["message"]
+    missing = client.get("/models/download/status/does-not-exist")
+    assert missing.status_code == 404 and missing.json()["success"] is False
+    assert client.post("/models/download/does-not-exist/cancel").status_code == 404
+    assert client.post("/models/manage", params={"action": "explode", "model_name": "x"}).status_code == 400
+    gone = client.delete("/models/download/never-downloaded")
+    assert gone.status_code == 404 and "not found in cache" in gone.json()["message"]
+
+
+def test_available_lists_catalog_with_hub_sizes(client, hub):
+    available = client.get("/models/available").json()
+    bge = available["available_models"]["bge-small-en-v1.5"]
+    assert bge["size_bytes"] == sum(f.size for f in hub.repos[BGE_REPO].files.values())
+    assert (bge["task"], bge["model_id"]) == ("text-embedding", BGE_REPO)
+    assert "text-embedding" in bge["tags"]
+    assert available["download_recommendations"]["task_defaults"]["text-embedding"] == "all-minilm-l6-v2"
+
+
+def test_optimize_then_delete_unloads_and_next_request_downloads_again(client, hub):
+    model = "all-minilm-l6-v2"
+
+    def embed() -> list:
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda i: client.post("/api/embedding", json={"text": f"t{i}", "model": model}),
+                                    range(8)))
+        assert [r.status_code for r in replies] == [200] * 8
+        return replies
+
+    def managed() -> dict:
+        return {m["name"]: m for m in client.get("/models/managed").json()["downloaded_models"]}
+
+    embed()
+    seen = next((m[model] for m in (managed() for _ in range(10)) if model in m), None)
+    assert seen is not None and seen["device"] == "cpu" and seen["parameters"] > 1_000_000
+    assert seen["memory_usage"]["allocated_mb"] > 1 and seen["deployment"] == "embedding"
+
+    optimized = client.post("/models/manage", params={"action": "optimize", "model_name": model})
+    assert optimized.status_code == 200, optimized.text
+    info = optimized.json()["model"]
+    assert (info["optimized"], info["optimization"]) == (True, "dynamic-int8") and "qint8" in info["dtypes"]
+    assert info["memory_usage"]["allocated_mb"] < seen["memory_usage"]["allocated_mb"]
+    assert {r.json()["dimensions"] for r in embed()} == {384}
+
+    fetched = hub.file_downloads(MINILM_REPO)
+    removed = client.delete(f"/models/download/{model}")
+    assert removed.status_code == 200 and removed.json()["model_name"] == model
+    assert model not in client.get("/models/cache/info").json()["models"]
+    assert all(model not in managed() for _ in range(4))
+
+    embed()
+    assert hub.file_downloads(MINILM_REPO) == {path: n + 1 for path, n in fetched.items()}
+    assert model in client.get("/models/cache/info").json()["models"]
+
+
+def test_update_fetches_only_what_changed_in_the_newest_revision(client, hub, model_cache, tmp_path):
+    import json
+    import shutil
+
+    repo = add_encoder_repo(hub, "tests/updated-encoder")
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "updated-encoder", "task": "text-embedding"}
+    assert wait_for(client, client.post("/models/download", json=body).json()["download_id"])["status"] == "completed"
+
+    changed = shutil.copytree(hub.repos[BGE_REPO].files["config.json"].source.parent, tmp_path / "v2")
+    config = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**config, "revision_note": "v2"}))
+    newer = hub.add_repo(repo.repo_id, changed)
+    assert newer.sha != repo.sha
+
+    update = client.post("/models/manage", params={"action": "update", "model_name": "updated-encoder"})
+    assert update.status_code == 200, update.text
+    assert wait_for(client, update.json()["download_id"])["status"] == "completed"
+    snapshot = model_cache / "models--tests--updated-encoder" / "snapshots" / newer.sha
+    assert json.loads((snapshot / "config.json").read_text())["revision_note"] == "v2"
+    assert hub.file_downloads(repo.repo_id) == {p: 2 if p == "config.json" else 1 for p in newer.files}
