@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import ray
+
 from deployments.model_manager import get_model_manager
 from deployments.settings import ServiceSettings
 from registry import ModelEntry
@@ -46,7 +48,7 @@ class LoadedModels:
             return self._models[entry.id]
         async with self._locks.setdefault(entry.id, asyncio.Lock()):
             if entry.id not in self._models:
-                paths = await self._manager.ensure.remote(entry.id, entry.repos)
+                paths = await self._manager.ensure.remote(entry.id, entry.repos, ray.get_runtime_context().get_node_id())
                 model = await asyncio.to_thread(self._load, entry, paths)
                 self._paths[entry.id] = paths
                 self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())

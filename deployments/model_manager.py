@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments.errors import ModelUnavailable
 from deployments.settings import ServiceSettings
@@ -80,7 +81,9 @@ class DownloadRecord:
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ModelManager:
     def __init__(self, settings: ServiceSettings):
-        self._settings = settings
+        self._settings = settings = on_this_node(settings)
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._node_copies: dict[tuple[str, str], asyncio.Task] = {}  # (node, model) -> its copy
         self._records: dict[str, DownloadRecord] = {}
         self._downloads: dict[str, asyncio.Task] = {}
         self._ids: dict[str, str] = {}  # download id -> model, for the status API
@@ -88,8 +91,22 @@ class ModelManager:
         self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
 
-    async def ensure(self, model: str, repos: list[HubRepo]) -> dict[str, str]:
-        """Local snapshot folder per repo role ('weights', 'vocoder', ...), downloading once."""
+    async def ensure(self, model: str, repos: list[HubRepo], node_id: str | None = None) -> dict[str, str]:
+        """Snapshot folder per repo role ('weights', 'vocoder', ...), downloading once; with the
+        per-node layout, folders on `node_id`'s own disk, copied there once per node."""
+        paths = await self._ensure_here(model, repos)
+        if self._settings.cache_layout == "shared" or node_id in (None, self._node_id):
+            return paths
+        copy = self._node_copies.get((node_id, model))
+        if copy is None or (copy.done() and (copy.cancelled() or copy.exception())):
+            copier = NodeCopier.options(
+                name=f"model-copier-{node_id}", namespace=self._settings.manager_namespace, lifetime="detached",
+                get_if_exists=True, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(self._settings)
+            copy = self._node_copies[(node_id, model)] = asyncio.ensure_future(copier.snapshot.remote(list(repos)))
+        return await asyncio.shield(copy)
+
+    async def _ensure_here(self, model: str, repos: list[HubRepo]) -> dict[str, str]:
         if self._ready(model):
             return self._records[model].paths
         download = self._task_for(model, list(repos))
@@ -304,17 +321,7 @@ class ModelManager:
         return sum(f.size for f in files if isinstance(f, RepoFile))
 
     def _snapshot(self, repo: HubRepo) -> str:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(
-            repo.repo_id,
-            revision=repo.revision,
-            repo_type=repo.repo_type,
-            cache_dir=self._settings.cache_dir,
-            endpoint=self._settings.hub_endpoint,
-            token=self._settings.hub_token,
-            max_workers=self._settings.download_workers,
-        )
+        return snapshot(self._settings, repo)
 
     def _bytes_on_disk(self, repo: HubRepo) -> int:
         from huggingface_hub.file_download import repo_folder_name
@@ -337,6 +344,43 @@ def _size(path: Path) -> int:
 def _retrieve(task: asyncio.Task) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def snapshot(settings: ServiceSettings, repo: HubRepo) -> str:
+    """One repo into the cache through huggingface_hub (atomic per file); its local snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(
+        repo.repo_id,
+        revision=repo.revision,
+        repo_type=repo.repo_type,
+        cache_dir=settings.cache_dir,
+        endpoint=settings.hub_endpoint,
+        token=settings.hub_token,
+        max_workers=settings.download_workers,
+    )
+
+
+def on_this_node(settings: ServiceSettings) -> ServiceSettings:
+    """With the per-node layout, a node may keep its cache elsewhere (INFERENCE_NODE_CACHE_DIR in the
+    environment its raylet was started with)."""
+    local = os.environ.get("INFERENCE_NODE_CACHE_DIR")
+    if settings.cache_layout == "per-node" and local:
+        return settings.model_copy(update={"cache_dir": Path(local).expanduser().resolve()})
+    return settings
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class NodeCopier:
+    """The manager's hands on one node (per-node layout): it is the only writer of that node's cache.
+    The manager dedupes per (node, model), so each node fetches a model once."""
+
+    def __init__(self, settings: ServiceSettings):
+        self._settings = on_this_node(settings)
+        self._settings.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def snapshot(self, repos: list[HubRepo]) -> dict[str, str]:
+        return {repo.role: snapshot(self._settings, repo) for repo in repos}
 
 
 def get_model_manager(settings: ServiceSettings) -> ray.actor.ActorHandle:

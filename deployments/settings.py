@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -32,6 +32,11 @@ class ServiceSettings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         description="Model cache (Hugging Face cache layout); shared storage on a cluster.",
+    )
+    cache_layout: Literal["shared", "per-node"] = Field(
+        "shared",
+        description="shared: every node mounts cache_dir. per-node: each node keeps its own copy (at "
+        "INFERENCE_NODE_CACHE_DIR in the node's environment, else cache_dir), fetched once per node.",
     )
     hub_endpoint: str | None = Field(
         default_factory=lambda: os.environ.get("HF_ENDPOINT"),
