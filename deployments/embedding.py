@@ -10,7 +10,7 @@ from ray import serve
 from deployments.errors import ModelNotFound
 from deployments.jobs.runner import JobContext, JobRunner
 from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, pick_device
+from deployments.model_loading import LoadedModels, ManagesModels, pick_device
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
@@ -32,7 +32,7 @@ class Embeddings:
 
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
-class EmbeddingDeployment:
+class EmbeddingDeployment(ManagesModels):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = catalog
         self._device = pick_device(settings)
@@ -57,20 +57,6 @@ class EmbeddingDeployment:
     async def _embed_job(self, context: JobContext) -> dict:
         result = await self.embed(context.job.model, context.job.input["texts"])
         return {"embeddings": result.vectors, "dimensions": result.dimensions, "token_counts": result.token_counts}
-
-    def loaded_models(self) -> list[str]:
-        return self._models.loaded()
-
-    def managed_models(self) -> list[dict]:
-        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
-        return self._models.describe()
-
-    def unload(self, model_id: str) -> bool:
-        return self._models.unload(model_id)
-
-    async def optimize(self, model_id: str) -> dict:
-        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
-        return await self._models.optimize(self._catalog.models[model_id])
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[tuple[str, list[str]]]) -> list[Embeddings]:

@@ -135,3 +135,25 @@ def _modules(model: Any) -> list:
     if not found and isinstance(model, (tuple, list)):
         found = [v for v in model if isinstance(v, torch.nn.Module)]
     return found
+
+
+class ManagesModels:
+    """What every family deployment answers for the management API (GET /models/managed, DELETE
+    /models/download/{name}, POST /models/manage action=optimize). Needs `self._models` (a
+    LoadedModels) and `self._catalog`."""
+
+    _models: LoadedModels
+
+    def loaded_models(self) -> list[str]:
+        return self._models.loaded()
+
+    def managed_models(self) -> list[dict]:
+        """What this replica has loaded (device, memory, parameters, optimized)."""
+        return self._models.describe()
+
+    def unload(self, model_id: str) -> bool:
+        return self._models.unload(model_id)
+
+    async def optimize(self, model_id: str) -> dict:
+        """Reduced precision for this replica's copy, without a reload."""
+        return await self._models.optimize(self._catalog.models[model_id])

@@ -30,7 +30,7 @@ from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from deployments.jobs.runner import JobContext, JobRunner
 from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, pick_device
+from deployments.model_loading import LoadedModels, ManagesModels, pick_device
 from deployments.model_manager import get_model_manager
 from deployments.settings import ServiceSettings
 from registry import AdapterEntry, Catalog, ModelEntry, UnknownModelError
@@ -248,7 +248,7 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
-class MusicDeployment:
+class MusicDeployment(ManagesModels):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = catalog
         self._device = pick_device(settings)
@@ -315,20 +315,6 @@ class MusicDeployment:
         return {"file": name, "format": music.format, "sample_rate": music.sample_rate,
                 "duration": music.duration, "model": music.model, "adapter": music.adapter, "seed": music.seed,
                 "batch_size": music.batch_size, "prompt": prompt.strip()}
-
-    def loaded_models(self) -> list[str]:
-        return self._models.loaded()
-
-    def managed_models(self) -> list[dict]:
-        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
-        return self._models.describe()
-
-    def unload(self, model_id: str) -> bool:
-        return self._models.unload(model_id)
-
-    async def optimize(self, model_id: str) -> dict:
-        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
-        return await self._models.optimize(self._catalog.models[model_id])
 
     async def _adapter_path(self, adapter: AdapterEntry) -> str:
         """The adapter's snapshot folder, downloaded once through the model manager."""

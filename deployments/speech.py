@@ -26,7 +26,7 @@ from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ServiceError
 from deployments.jobs.runner import JobContext, JobRunner
 from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, pick_device
+from deployments.model_loading import LoadedModels, ManagesModels, pick_device
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
@@ -92,7 +92,7 @@ class SpeechConfig(BaseModel):
 
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
-class SpeechDeployment:
+class SpeechDeployment(ManagesModels):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = catalog
         self._device = pick_device(settings)
@@ -140,20 +140,6 @@ class SpeechDeployment:
         context.report(1.0, "written")
         return {"file": name, "voice": speech.voice, "format": speech.format,
                 "sample_rate": speech.sample_rate, "duration": speech.duration}
-
-    def loaded_models(self) -> list[str]:
-        return self._models.loaded()
-
-    def managed_models(self) -> list[dict]:
-        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
-        return self._models.describe()
-
-    def unload(self, model_id: str) -> bool:
-        return self._models.unload(model_id)
-
-    async def optimize(self, model_id: str) -> dict:
-        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
-        return await self._models.optimize(self._catalog.models[model_id])
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _synthesize_batch(self, requests: list[SpeechRequest]) -> list[tuple[np.ndarray, int] | Exception]:

@@ -23,7 +23,7 @@ from deployments.audio import BadAudio, decode_audio
 from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.jobs.runner import JobContext, JobRunner
 from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, pick_device
+from deployments.model_loading import LoadedModels, ManagesModels, pick_device
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
@@ -130,7 +130,7 @@ class WindowResult:
 
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
-class TranscriptionDeployment:
+class TranscriptionDeployment(ManagesModels):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = catalog
         self._device = pick_device(settings)
@@ -192,20 +192,6 @@ class TranscriptionDeployment:
             (context.output_dir / name).write_text(content, encoding="utf-8")
         context.report(1.0, "written")
         return result.model_dump(exclude={"batch_size"})
-
-    def loaded_models(self) -> list[str]:
-        return self._models.loaded()
-
-    def managed_models(self) -> list[dict]:
-        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
-        return self._models.describe()
-
-    def unload(self, model_id: str) -> bool:
-        return self._models.unload(model_id)
-
-    async def optimize(self, model_id: str) -> dict:
-        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
-        return await self._models.optimize(self._catalog.models[model_id])
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.02)
     async def _generate_batch(self, windows: list[Window]) -> list[WindowResult]:

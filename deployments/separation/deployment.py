@@ -18,7 +18,7 @@ from deployments.audio import read_audio, write_audio
 from deployments.errors import InvalidRequest
 from deployments.jobs.runner import JobContext, JobRunner
 from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, pick_device
+from deployments.model_loading import LoadedModels, ManagesModels, pick_device
 from deployments.separation.batched import separate
 from deployments.separation.params import SeparationInput
 from deployments.separation.weights import load_separator
@@ -39,7 +39,7 @@ class SeparationConfig(BaseModel):
 
 
 @serve.deployment(max_ongoing_requests=16, health_check_period_s=10, ray_actor_options={"num_cpus": 1})
-class SeparationDeployment:
+class SeparationDeployment(ManagesModels):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = catalog
         self._device = pick_device(settings)
@@ -54,17 +54,6 @@ class SeparationDeployment:
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         return load_separator(Path(paths["weights"]), entry.variant).to(self._device)
-
-    def managed_models(self) -> list[dict]:
-        """GET /models/managed: what this replica has loaded (device, memory, parameters, optimized)."""
-        return self._models.describe()
-
-    def unload(self, model_id: str) -> bool:
-        return self._models.unload(model_id)
-
-    async def optimize(self, model_id: str) -> dict:
-        """POST /models/manage action=optimize: reload-free reduced precision for this replica's copy."""
-        return await self._models.optimize(self._catalog.models[model_id])
 
     async def run_job(self, job_id: str) -> str:
         """Run a queued separation job; returns the status it ended in."""
