@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/embedding_latency.py
-from bench.local_hub import local_hub  # noqa: E402
+from bench.local_service import local_hub, local_serve  # noqa: E402
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 SUBJECTS = ["The old lighthouse keeper", "A small startup in Berlin", "My neighbour's cat", "The central bank",
             "A team of marine biologists", "The orchestra", "An autonomous delivery robot", "Our sales report"]
@@ -111,27 +110,14 @@ async def bench_handle_clients(texts: list[str], clients: int) -> dict:
 
 def bench_serve(texts: list[str], concurrency: int) -> dict:
     from deployments.app import AppArgs, build_app
-    from deployments.settings import ServiceSettings
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)  # our own instance
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve(num_cpus=8) as base_url:
         serve.run(build_app(AppArgs()), name="inference", route_prefix="/")
-        base_url = f"http://127.0.0.1:{port}"
         print("warming up (the first request fetches the model through the model manager)...", flush=True)
         return {"sequential": asyncio.run(bench_serve_clients(base_url, texts, 1)),
                 "concurrent": asyncio.run(bench_serve_clients(base_url, texts, concurrency)),
                 "handle sequential": asyncio.run(bench_handle_clients(texts, 1)),
                 "handle concurrent": asyncio.run(bench_handle_clients(texts, concurrency))}
-    finally:
-        serve.shutdown()
-        settings = ServiceSettings()
-        with contextlib.suppress(ValueError):  # ValueError: the manager was never created
-            ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
-        ray.shutdown()
 
 
 def machine(device: str) -> dict:

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/music_batching.py
-from bench.local_hub import local_hub  # noqa: E402
+from bench.local_service import local_hub, local_serve  # noqa: E402
 REPO_ID = "facebook/musicgen-small"
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
            "90s rock song with loud guitars and heavy drums", "lofi hip hop beat to study to"]
@@ -129,22 +128,8 @@ def main() -> None:
         os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
                           INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
                           PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), num_gpus=gpus, include_dashboard=False,
-                 log_to_driver=False)  # our own instance
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            results = bench(f"http://127.0.0.1:{port}", args, gpus)
-        finally:
-            serve.shutdown()
-            from deployments.settings import ServiceSettings
-
-            settings = ServiceSettings()
-            with contextlib.suppress(ValueError):  # ValueError: the manager was never created
-                ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
-            ray.shutdown()
+        with local_serve(num_cpus=max(4, os.cpu_count() or 1), num_gpus=gpus) as base_url:
+            results = bench(base_url, args, gpus)
 
     ratios = {f"batching_gain_c{c}": round(results["batched"][f"c{c}"]["generations_per_s"]
                                            / results["unbatched"][f"c{c}"]["generations_per_s"], 2)

@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import ray
 import soundfile as sf
 from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
-from bench.local_hub import local_hub  # noqa: E402
+from bench.local_service import local_hub, local_serve  # noqa: E402
 from bench.embedding_latency import machine, summary  # noqa: E402
 
 REPO = "openai/whisper-base"
@@ -113,27 +111,14 @@ def main() -> None:
         os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
                           INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
                           PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        port = free_port()
-        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=int(args.gpu),  # our own instance
-                 include_dashboard=False, log_to_driver=False)
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+        with local_serve(num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
             results = {}
             for batch in (16, 1):
                 deploy(batch, args.max_new_tokens, args.gpu)
                 for clients in (1, args.concurrency):
                     name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
                     print(f"{name}: {args.requests} requests of {args.seconds:g} s...", flush=True)
-                    results[name] = asyncio.run(run_clients(f"http://127.0.0.1:{port}", audio, args.requests,
-                                                            clients, args.seconds))
-        finally:
-            serve.shutdown()
-            from deployments.settings import ServiceSettings
-
-            settings = ServiceSettings()
-            with contextlib.suppress(ValueError):  # the manager was never created
-                ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
-            ray.shutdown()
+                    results[name] = asyncio.run(run_clients(base_url, audio, args.requests, clients, args.seconds))
 
     batched, unbatched = (results[f"max_batch_size {b}, {args.concurrency} clients"] for b in (16, 1))
     ratios = {"batching_gain_at_concurrency": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
@@ -152,12 +137,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""What a benchmark runs against: the test hub as a subprocess (bench/ imports nothing from tests/)
+and its own local Ray with Serve."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def local_hub(repos: dict[str, str | Path]) -> Iterator[str]:
+    """Serve each folder under its repo id with `python -m tests.hub.server`; yields the hub's URL."""
+    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "tests.hub.server", "--port", "0",
+               *(f"{repo_id}={folder}" for repo_id, folder in repos.items())]
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as hub:
+        try:
+            url = hub.stdout.readline().strip()
+            if not url.startswith("http"):
+                raise RuntimeError(f"local hub did not start (exit code {hub.wait()})")
+            yield url
+        finally:
+            hub.terminate()
+
+
+@contextlib.contextmanager
+def local_serve(**ray_init) -> Iterator[str]:
+    """Our own local Ray (never one already running) with Serve's proxy on a free port; yields its URL.
+    On the way out it stops Serve, the detached model manager the app created, and Ray."""
+    import socket
+
+    import ray
+    from ray import serve
+
+    from deployments.settings import ServiceSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, **ray_init)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        settings = ServiceSettings()
+        with contextlib.suppress(ValueError):  # ValueError: the manager was never created
+            ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
+        ray.shutdown()
