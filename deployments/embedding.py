@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from ray import serve
 
 from deployments.errors import ModelNotFound
-from deployments.jobs.runner import JobContext, JobRunner
-from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, ManagesModels, pick_device
-from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry, UnknownModelError
+from deployments.jobs.runner import JobContext
+from deployments.model_loading import FamilyDeployment
+from registry import ModelEntry, UnknownModelError
 
 MAX_BATCH_SIZE = 32
 
@@ -32,13 +30,7 @@ class Embeddings:
 
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
-class EmbeddingDeployment(ManagesModels):
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        self._catalog = catalog
-        self._device = pick_device(settings)
-        self._models = LoadedModels(settings, self._load)
-        self._jobs = JobRunner(JobStore(settings.data_dir), settings.job_heartbeat_seconds)
-
+class EmbeddingDeployment(FamilyDeployment):
     async def embed(self, model: str, texts: list[str]) -> Embeddings:
         """Embed `texts` with catalog model `model`; requests arriving together share one forward pass."""
         try:

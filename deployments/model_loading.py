@@ -9,9 +9,11 @@ from typing import Any
 
 import ray
 
+from deployments.jobs.runner import JobRunner
+from deployments.jobs.store import JobStore
 from deployments.model_manager import get_model_manager
 from deployments.settings import ServiceSettings
-from registry import ModelEntry
+from registry import Catalog, ModelEntry
 
 
 def pick_device(settings: ServiceSettings) -> str:
@@ -137,12 +139,20 @@ def _modules(model: Any) -> list:
     return found
 
 
-class ManagesModels:
-    """What every family deployment answers for the management API (GET /models/managed, DELETE
-    /models/download/{name}, POST /models/manage action=optimize). Needs `self._models` (a
-    LoadedModels) and `self._catalog`."""
+class FamilyDeployment:
+    """Base of every family deployment: its catalog, device, job store and runner, its loaded models,
+    and what it answers for the management API (GET /models/managed, DELETE /models/download/{name},
+    POST /models/manage action=optimize). Subclasses define `_load(entry, paths)`."""
 
-    _models: LoadedModels
+    def __init__(self, catalog: Catalog, settings: ServiceSettings):
+        self._catalog = catalog
+        self._device = pick_device(settings)
+        self._store = JobStore(settings.data_dir)
+        self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
+        self._models = LoadedModels(settings, self._load)
+
+    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Any:
+        raise NotImplementedError
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()

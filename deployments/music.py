@@ -28,9 +28,8 @@ from ray import serve
 
 from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from deployments.jobs.runner import JobContext, JobRunner
-from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, ManagesModels, pick_device
+from deployments.jobs.runner import JobContext
+from deployments.model_loading import FamilyDeployment
 from deployments.model_manager import get_model_manager
 from deployments.settings import ServiceSettings
 from registry import AdapterEntry, Catalog, ModelEntry, UnknownModelError
@@ -248,13 +247,9 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
-class MusicDeployment(ManagesModels):
+class MusicDeployment(FamilyDeployment):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        self._catalog = catalog
-        self._device = pick_device(settings)
-        self._store = JobStore(settings.data_dir)
-        self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
-        self._models = LoadedModels(settings, self._load)
+        super().__init__(catalog, settings)
         self._manager = get_model_manager(settings)
         self._adapter_paths: dict[str, str] = {}
         self.reconfigure({})

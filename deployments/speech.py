@@ -24,9 +24,8 @@ from ray import serve
 
 from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ServiceError
-from deployments.jobs.runner import JobContext, JobRunner
-from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, ManagesModels, pick_device
+from deployments.jobs.runner import JobContext
+from deployments.model_loading import FamilyDeployment
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
@@ -92,12 +91,9 @@ class SpeechConfig(BaseModel):
 
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
-class SpeechDeployment(ManagesModels):
+class SpeechDeployment(FamilyDeployment):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        self._catalog = catalog
-        self._device = pick_device(settings)
-        self._models = LoadedModels(settings, self._load)
-        self._jobs = JobRunner(JobStore(settings.data_dir), settings.job_heartbeat_seconds)
+        super().__init__(catalog, settings)
         self.reconfigure({})
 
     def reconfigure(self, config: dict[str, Any]) -> None:

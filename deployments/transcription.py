@@ -21,9 +21,8 @@ from ray import serve
 
 from deployments.audio import BadAudio, decode_audio
 from deployments.errors import InvalidRequest, ModelNotFound
-from deployments.jobs.runner import JobContext, JobRunner
-from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, ManagesModels, pick_device
+from deployments.jobs.runner import JobContext
+from deployments.model_loading import FamilyDeployment
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
@@ -130,13 +129,9 @@ class WindowResult:
 
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
-class TranscriptionDeployment(ManagesModels):
+class TranscriptionDeployment(FamilyDeployment):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        self._catalog = catalog
-        self._device = pick_device(settings)
-        self._store = JobStore(settings.data_dir)
-        self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
-        self._models = LoadedModels(settings, self._load)
+        super().__init__(catalog, settings)
         self.reconfigure({})
 
     def reconfigure(self, config: dict[str, Any]) -> None:

@@ -16,9 +16,8 @@ from ray import serve
 
 from deployments.audio import read_audio, write_audio
 from deployments.errors import InvalidRequest
-from deployments.jobs.runner import JobContext, JobRunner
-from deployments.jobs.store import JobStore
-from deployments.model_loading import LoadedModels, ManagesModels, pick_device
+from deployments.jobs.runner import JobContext
+from deployments.model_loading import FamilyDeployment
 from deployments.separation.batched import separate
 from deployments.separation.params import SeparationInput
 from deployments.separation.weights import load_separator
@@ -39,13 +38,9 @@ class SeparationConfig(BaseModel):
 
 
 @serve.deployment(max_ongoing_requests=16, health_check_period_s=10, ray_actor_options={"num_cpus": 1})
-class SeparationDeployment(ManagesModels):
+class SeparationDeployment(FamilyDeployment):
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        self._catalog = catalog
-        self._device = pick_device(settings)
-        self._store = JobStore(settings.data_dir)
-        self._runner = JobRunner(self._store, settings.job_heartbeat_seconds)
-        self._models = LoadedModels(settings, self._load)
+        super().__init__(catalog, settings)
         self.reconfigure({})
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -57,7 +52,7 @@ class SeparationDeployment(ManagesModels):
 
     async def run_job(self, job_id: str) -> str:
         """Run a queued separation job; returns the status it ended in."""
-        return await self._runner.run(job_id, self._separate_job)
+        return await self._jobs.run(job_id, self._separate_job)
 
     async def _separate_job(self, context: JobContext) -> dict[str, Any]:
         entry = self._catalog.resolve(context.job.model)
