@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application, Deployment
 
+from deployments.chat import ChatDeployment
 from deployments.embedding import EmbeddingDeployment
 from deployments.ingress import Ingress
 from deployments.music import MusicDeployment
@@ -12,6 +13,7 @@ from deployments.separation.deployment import SeparationDeployment
 from deployments.settings import ServiceSettings
 from deployments.speech import SpeechDeployment
 from deployments.transcription import TranscriptionDeployment
+from deployments.vision import VisionDeployment
 from registry import Catalog, load_catalog
 
 # Catalog family `deployment` name -> Serve deployment. A new family adds one line here.
@@ -21,6 +23,8 @@ FAMILY_DEPLOYMENTS = {
     "music": MusicDeployment,
     "transcription": TranscriptionDeployment,
     "speech": SpeechDeployment,
+    "chat": ChatDeployment,
+    "vision": VisionDeployment,
 }
 
 

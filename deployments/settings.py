@@ -71,7 +71,16 @@ class ServiceSettings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS, or * for any; none by default."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    fetch_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time limit for fetching a URL a request names (image_url, url downloads).")
+    image_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, uploaded or fetched.")
+    private_url_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks (CIDR) that URLs in requests may reach although they are "
+        "private, loopback or link-local, e.g. 10.0.0.0/8 for an internal image store; none by default.",
+    )
+
+    @field_validator("api_keys", "cors_origins", "private_url_allowlist", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):

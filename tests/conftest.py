@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from tests import tiny_musicgen, tiny_speech, tiny_whisper
+from tests import tiny_chat, tiny_musicgen, tiny_speech, tiny_vision, tiny_whisper
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_REPO = "BAAI/bge-small-en-v1.5"
@@ -16,7 +16,8 @@ OFF_CATALOG_REPO = "tests/tiny-encoder"  # served by the hub, named by no catalo
 TINY_BGE_DIMENSIONS = 32
 UPLOAD_LIMIT_BYTES = 4 * 1024 * 1024
 # deployment name -> the module that builds its tiny models and says how the test app deploys it
-FAMILY_TEST_MODULES = {"music": tiny_musicgen, "transcription": tiny_whisper, "speech": tiny_speech}
+FAMILY_TEST_MODULES = {"music": tiny_musicgen, "transcription": tiny_whisper, "speech": tiny_speech,
+                       "chat": tiny_chat, "vision": tiny_vision}
 # Demucs variants as the catalog names them: (hub repo, demucs name, build options)
 DEMUCS_REPOS = {
     "htdemucs": ("adefossez/HTDemucs", {}),
@@ -75,9 +76,11 @@ def deploy_inference_app() -> None:
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 
+    from deployments.chat import ChatDeployment
     from deployments.music import MusicDeployment
     from deployments.speech import SpeechDeployment
     from deployments.transcription import TranscriptionDeployment
+    from deployments.vision import VisionDeployment
 
     # two embedding replicas, so concurrent first requests reach the model manager from two processes
     deployments = {
@@ -86,6 +89,8 @@ def deploy_inference_app() -> None:
         "music": MusicDeployment.options(**FAMILY_TEST_MODULES["music"].DEPLOYMENT_OPTIONS),
         "transcription": TranscriptionDeployment.options(**FAMILY_TEST_MODULES["transcription"].DEPLOYMENT_OPTIONS),
         "speech": SpeechDeployment.options(**FAMILY_TEST_MODULES["speech"].DEPLOYMENT_OPTIONS),
+        "chat": ChatDeployment.options(**FAMILY_TEST_MODULES["chat"].DEPLOYMENT_OPTIONS),
+        "vision": VisionDeployment.options(**FAMILY_TEST_MODULES["vision"].DEPLOYMENT_OPTIONS),
     }
     serve.run(compose_app(load_catalog(), ServiceSettings(), deployments), name="inference", route_prefix="/")
 
@@ -108,6 +113,8 @@ def service(hub, model_cache, job_store_dir):
         "INFERENCE_JOB_LEASE_SECONDS": "3",
         "INFERENCE_JOB_SWEEP_SECONDS": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        # the test servers (hub, images) listen on loopback; every other private address stays refused
+        "INFERENCE_PRIVATE_URL_ALLOWLIST": "127.0.0.1/32",
     })
     port = free_port()
     ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)

@@ -7,6 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deployments.ingress import (
     catalog_routes,
+    chat_routes,
     embedding_routes,
     job_routes,
     management_routes,
@@ -14,6 +15,7 @@ from deployments.ingress import (
     speech_routes,
     transcription_routes,
     upload_routes,
+    vision_routes,
 )
 from deployments.ingress.auth import require_api_key_for_changes
 from deployments.ingress.http_errors import error_response, install_error_handlers
@@ -29,6 +31,8 @@ ROUTERS = (
     music_routes.router,
     transcription_routes.router,
     speech_routes.router,
+    chat_routes.router,
+    vision_routes.router,
 )
 # Routers whose POST/DELETE routes change state: they need an API key when keys are configured.
 STATE_CHANGING_ROUTERS = (management_routes.router, upload_routes.router, job_routes.router)

@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from deployments.errors import InvalidRequest
+from deployments.ingress.chat_routes import chat_job_input
 from deployments.ingress.embedding_routes import EmbeddingRequest
 from deployments.ingress.music_routes import music_job_input
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services
 from deployments.ingress.speech_routes import speech_job_input
 from deployments.ingress.transcription_routes import transcription_job_input
+from deployments.ingress.vision_routes import vision_job_input
 from deployments.separation.params import SeparationInput, check_separation
 from registry import ModelEntry
 
@@ -36,6 +38,9 @@ JOB_INPUTS: dict[str, Callable[[Services, ModelEntry, dict[str, Any]], Awaitable
     "text-to-music": music_job_input,
     "speech-to-text": transcription_job_input,
     "text-to-speech": speech_job_input,
+    "chat": chat_job_input,
+    "image-classification": vision_job_input,
+    "image-to-text": vision_job_input,
 }
 
 
