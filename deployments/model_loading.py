@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from deployments.jobs.runner import JobRunner
 from deployments.jobs.store import JobStore
 from deployments.model_manager import get_model_manager
+from deployments.replica_board import get_replica_board
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry
+from registry.runtime import LiveCatalog
+
+logger = logging.getLogger(__name__)
 
 
 def pick_device(settings: ServiceSettings) -> str:
@@ -32,7 +39,7 @@ class LoadedModels:
     `load(paths)` receives the manager's local snapshot folders ({role: path}) and runs in a
     thread so the replica keeps answering health checks while weights load. A model whose files
     were removed from the cache (DELETE /models/download/{name}) is dropped on its next use, in
-    every replica, and downloaded again.
+    every replica, and downloaded again. Each change is reported to the cluster's ReplicaBoard.
     """
 
     def __init__(self, settings: ServiceSettings, load: Callable[[ModelEntry, dict[str, str]], Any]):
@@ -43,6 +50,8 @@ class LoadedModels:
         self._parameters: dict[str, int] = {}  # counted at load time (int8 packing hides them later)
         self._optimized: dict[str, str] = {}  # model id -> how it was optimized
         self._locks: dict[str, asyncio.Lock] = {}
+        self._board = get_replica_board(settings)
+        self._replica, self._app, self._deployment = _replica_identity()
 
     async def get(self, entry: ModelEntry) -> Any:
         self._drop_removed()
@@ -55,6 +64,9 @@ class LoadedModels:
                 self._paths[entry.id] = paths
                 self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())
                 self._models[entry.id] = model
+                if entry.id in await self._board.optimized_wanted.remote():  # optimized in the other replicas
+                    await self._optimize_loaded(entry.id, model)
+                self._report()
         return self._models[entry.id]
 
     def loaded(self) -> list[str]:
@@ -66,7 +78,10 @@ class LoadedModels:
         self._paths.pop(model_id, None)
         self._parameters.pop(model_id, None)
         self._optimized.pop(model_id, None)
-        return self._models.pop(model_id, None) is not None
+        unloaded = self._models.pop(model_id, None) is not None
+        if unloaded:
+            self._report()
+        return unloaded
 
     def describe(self) -> list[dict]:
         """Per loaded model: device, memory, parameters and whether it was optimized (GET /models/managed)."""
@@ -75,24 +90,42 @@ class LoadedModels:
 
     async def optimize(self, entry: ModelEntry) -> dict:
         """Reduced precision in place: fp16 weights on GPU, dynamic int8 Linear layers on CPU."""
+        model = await self.get(entry)
+        await self._optimize_loaded(entry.id, model)
+        return self._describe(entry.id, model)
+
+    async def sync(self) -> None:
+        """Follow the board's optimize wishes for loaded models, then report (every health check)."""
+        self._drop_removed()
+        for model_id in (await self._board.optimized_wanted.remote()) & set(self._models) - set(self._optimized):
+            await self._optimize_loaded(model_id, self._models[model_id])
+        self._report()
+
+    async def _optimize_loaded(self, model_id: str, model: Any) -> None:
         import torch
 
-        model = await self.get(entry)
-        if entry.id not in self._optimized:
-            modules = _modules(model)
-            if not modules:
-                from deployments.errors import InvalidRequest
+        if model_id in self._optimized:
+            return
+        modules = _modules(model)
+        if not modules:
+            from deployments.errors import InvalidRequest
 
-                raise InvalidRequest(f"Model '{entry.id}' has no torch modules to optimize")
-            on_gpu = any(p.is_cuda for m in modules for p in m.parameters())
-            for module in modules:
-                if on_gpu:
-                    module.half()
-                else:
-                    await asyncio.to_thread(torch.ao.quantization.quantize_dynamic, module,
-                                            {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-            self._optimized[entry.id] = "float16" if on_gpu else "dynamic-int8"
-        return self._describe(entry.id, model)
+            raise InvalidRequest(f"Model '{model_id}' has no torch modules to optimize")
+        on_gpu = any(p.is_cuda for m in modules for p in m.parameters())
+        for module in modules:
+            if on_gpu:
+                module.half()
+            else:
+                await asyncio.to_thread(torch.ao.quantization.quantize_dynamic, module,
+                                        {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        self._optimized[model_id] = "float16" if on_gpu else "dynamic-int8"
+        self._report()
+
+    def _report(self) -> None:
+        """Tell the board what this replica holds now (fire and forget: calls from here arrive in order)."""
+        models = [self._describe(model_id, model) for model_id, model in self._models.items()]
+        self._board.report.remote(self._replica, self._app, self._deployment,
+                                  ray.get_runtime_context().get_node_id(), models)
 
     def _describe(self, model_id: str, model: Any) -> dict:
         import torch
@@ -127,6 +160,15 @@ class LoadedModels:
                 self.unload(model_id)
 
 
+def _replica_identity() -> tuple[str, str, str]:
+    """This replica's id, application and deployment name (a process id outside Serve, e.g. in a benchmark)."""
+    try:
+        context = serve.get_replica_context()
+        return context.replica_id.unique_id, context.app_name, context.deployment
+    except RayServeException:
+        return f"process-{os.getpid()}", "", ""
+
+
 def _modules(model: Any) -> list:
     """The torch modules a loaded model holds: itself, or its attributes one level down (pipelines, bags)."""
     import torch
@@ -145,7 +187,7 @@ class FamilyDeployment:
     POST /models/manage action=optimize). Subclasses define `_load(entry, paths)`."""
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        self._catalog = catalog
+        self._catalog = LiveCatalog(catalog, settings.runtime_models_dir)  # plus models added at run time
         self._device = pick_device(settings)
         self._store = JobStore(settings.data_dir)
         self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
@@ -167,3 +209,10 @@ class FamilyDeployment:
     async def optimize(self, model_id: str) -> dict:
         """Reduced precision for this replica's copy, without a reload."""
         return await self._models.optimize(self._catalog.models[model_id])
+
+    async def check_health(self) -> None:
+        """Serve calls this every health_check_period_s: report loaded models, follow optimize wishes."""
+        try:
+            await self._models.sync()
+        except Exception:  # the board being away, or a failed optimize, does not make the replica unfit
+            logger.exception("replica board sync failed")

@@ -28,6 +28,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments.errors import ModelUnavailable
+from deployments.safe_urls import open_url
 from deployments.settings import ServiceSettings
 from registry import HubRepo
 
@@ -287,8 +288,8 @@ class ModelManager:
         digest = hashlib.sha256()
         handle, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".incomplete")
         try:
-            with os.fdopen(handle, "wb") as out, httpx.stream("GET", url, follow_redirects=True, timeout=60) as reply:
-                reply.raise_for_status()
+            # open_url re-checks every redirect hop against private addresses (server-side request forgery)
+            with os.fdopen(handle, "wb") as out, open_url(url, self._settings) as reply:
                 record.bytes_total = int(reply.headers.get("content-length") or 0)
                 if record.bytes_total > max_bytes:
                     raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")

@@ -62,6 +62,17 @@ class Catalog(BaseModel):
                 return entry
         raise UnknownModelError(variant, [m.variant for m in members], self.families[family].task)
 
+    def with_models(self, extra: list[ModelEntry]) -> Catalog:
+        """This catalog plus `extra` entries (models added at run time); one whose id or names clash
+        with a model already here, or whose family is unknown, is left out."""
+        models = dict(self.models)
+        taken = {name for entry in models.values() for name in entry.names}
+        for entry in extra:
+            if entry.family in self.families and not entry.names & taken:
+                models[entry.id] = entry
+                taken |= entry.names
+        return self.model_copy(update={"models": models}) if len(models) > len(self.models) else self
+
     def task_of(self, entry: ModelEntry) -> str:
         return self.families[entry.family].task
 

@@ -55,6 +55,38 @@ def test_eight_concurrent_downloads_share_one_fetch_per_file(client, hub):
     assert entry["size_bytes"] == sum(f.size for f in repo.files.values())
 
 
+def test_hub_repo_downloaded_at_run_time_is_served_without_restart(client, hub, job_store_dir):
+    from tests.conftest import TINY_BGE_DIMENSIONS
+
+    repo = add_encoder_repo(hub, "tests/runtime-encoder")
+    embed = lambda model: client.post("/api/embedding", json={"text": ["a runtime model", "b"], "model": model})
+    before = embed("runtime-encoder")
+    assert before.status_code == 404 and "all-minilm-l6-v2" in before.json()["message"]
+
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "Runtime-Encoder", "task": "text-embedding"}
+    started = client.post("/models/download", json=body).json()
+    assert started["model_name"] == "runtime-encoder"
+    assert wait_for(client, started["download_id"])["status"] == "completed"
+    for name in ("runtime-encoder", repo.repo_id):  # by its name or its hub id
+        served = embed(name)
+        assert served.status_code == 200, served.text
+        assert served.json()["model"] == "runtime-encoder" and served.json()["dimensions"] == TINY_BGE_DIMENSIONS
+    job = client.post("/api/v1/run", params={"wait": 60},
+                      json={"model": "runtime-encoder", "input": {"text": ["as a job"]}})
+    assert job.json()["status"] == "completed", job.text
+    assert len(job.json()["output"]["embeddings"][0]) == TINY_BGE_DIMENSIONS
+    listed = client.get("/models/available").json()["available_models"]["runtime-encoder"]
+    assert (listed["model_id"], listed["task"]) == (repo.repo_id, "text-embedding")
+    assert hub.file_downloads(repo.repo_id) == {path: 1 for path in repo.files}
+
+    removed = client.delete("/models/download/runtime-encoder")
+    assert removed.status_code == 200, removed.text
+    assert not list((job_store_dir / "runtime-models").glob("runtime-encoder*"))
+    after = embed("runtime-encoder")
+    assert after.status_code == 404 and "runtime-encoder" in after.json()["message"]
+    assert "runtime-encoder" not in client.get("/models/cache/info").json()["models"]
+
+
 def test_dropped_connection_fails_with_the_reason_and_retry_completes(client, hub, model_cache):
     repo = add_encoder_repo(hub, "tests/flaky-encoder")
     biggest = max(repo.files.values(), key=lambda f: f.size)
@@ -100,6 +132,9 @@ def test_url_source_checks_scheme_size_and_sha256(client, hub, model_cache):
 
     local = client.post("/models/download", json={**body, "model_id": f"file://{saved}"})
     assert local.status_code == 400 and "http or https" in local.json()["message"]
+    for private in ("http://10.0.0.1/model.bin", "http://169.254.169.254/latest/meta-data"):
+        refused = client.post("/models/download", json={**body, "name": "url-private", "model_id": private})
+        assert refused.status_code == 400 and "private" in refused.json()["message"], refused.text
 
 
 def test_bad_requests_get_clear_4xx(client):
@@ -139,23 +174,35 @@ def test_optimize_then_delete_unloads_and_next_request_downloads_again(client, h
     def managed() -> dict:
         return {m["name"]: m for m in client.get("/models/managed").json()["downloaded_models"]}
 
-    embed()
-    seen = next((m[model] for m in (managed() for _ in range(10)) if model in m), None)
+    for _ in range(10):  # the test app runs two embedding replicas: load the model in both
+        embed()
+        seen = managed().get(model)
+        if seen and seen["replica_count"] == 2:
+            break
     assert seen is not None and seen["device"] == "cpu" and seen["parameters"] > 1_000_000
     assert seen["memory_usage"]["allocated_mb"] > 1 and seen["deployment"] == "embedding"
+    assert seen["replica_count"] == 2 and len({r["replica"] for r in seen["replicas"]}) == 2
 
     optimized = client.post("/models/manage", params={"action": "optimize", "model_name": model})
     assert optimized.status_code == 200, optimized.text
     info = optimized.json()["model"]
     assert (info["optimized"], info["optimization"]) == (True, "dynamic-int8") and "qint8" in info["dtypes"]
     assert info["memory_usage"]["allocated_mb"] < seen["memory_usage"]["allocated_mb"]
+    # the replica the handle call did not reach follows within its health-check period (5 s)
+    deadline = time.monotonic() + 30
+    while not (row := managed()[model])["optimized"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [r["optimization"] for r in row["replicas"]] == ["dynamic-int8"] * 2, row["replicas"]
     assert {r.json()["dimensions"] for r in embed()} == {384}
 
     fetched = hub.file_downloads(MINILM_REPO)
     removed = client.delete(f"/models/download/{model}")
     assert removed.status_code == 200 and removed.json()["model_name"] == model
     assert model not in client.get("/models/cache/info").json()["models"]
-    assert all(model not in managed() for _ in range(4))
+    deadline = time.monotonic() + 30  # the other replica drops it at its next health check or use
+    while model in managed() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert model not in managed()
 
     embed()
     assert hub.file_downloads(MINILM_REPO) == {path: n + 1 for path, n in fetched.items()}

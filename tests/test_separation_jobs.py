@@ -181,7 +181,6 @@ def test_bad_processing_requests_name_the_problem(client):
         ("/process/mdx_extra/" + file_id, {"model_variant": "htdemucs"}, 400, "contradicts the model 'mdx_extra'"),
         ("/api/v1/run", {"model": "htdemucs"}, 400, "input: Field required"),
         ("/api/v1/run", {"model": "htdemucs", "input": {}}, 400, "file_id: Field required"),
-        ("/api/v1/run", {"model": "qwen2.5-0.5b-instruct", "input": {}}, 503, "Model 'qwen2.5-0.5b-instruct' (chat) is not deployed"),
         ("/jobs/nope/cancel", None, 404, "No job with id 'nope'"),
     ]
     for url, body, status, message in cases:

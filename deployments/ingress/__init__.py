@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.errors import InvalidRequest
 from deployments.ingress.http_app import build_http_app
+from deployments.ingress.http_errors import validation_message
+from deployments.ingress.job_routes import RunRequest, render_job, submit_run, wait_for
+from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services
 from deployments.jobs.dispatch import JobDispatcher
 from deployments.jobs.store import JobStore
 from deployments.model_manager import get_model_manager
+from deployments.replica_board import get_replica_board
 from deployments.settings import ServiceSettings
 from registry import Catalog
+from registry.runtime import LiveCatalog
 
 
 @serve.deployment(max_ongoing_requests=256, health_check_period_s=5)
@@ -25,9 +33,26 @@ class Ingress:
         store = JobStore(settings.data_dir)
         dispatcher = JobDispatcher(store, lambda job: self._services.handle_for_job(job),
                                    settings.job_lease_seconds, settings.job_max_attempts)
-        self._services = Services(catalog, settings, deployments, get_model_manager(settings), store, dispatcher)
+        live_catalog = LiveCatalog(catalog, settings.runtime_models_dir)
+        self._services = Services(live_catalog, settings, deployments, get_model_manager(settings),
+                                  get_replica_board(settings), store, dispatcher)
         # Jobs a previous ingress queued but never saw finish are dispatched again from here.
         self._sweep = asyncio.get_running_loop().create_task(dispatcher.sweep_forever(settings.job_sweep_seconds))
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self._services)
+
+    # Python callers (serve.get_app_handle("inference")) get the job API without HTTP; same checks.
+    async def run(self, model: str | None = None, input: dict[str, Any] | None = None, task: str | None = None,
+                  wait: float = 0) -> dict[str, Any]:
+        """Queue a job as POST /api/v1/run does; with `wait`, return it once finished (or when the wait runs out)."""
+        try:
+            body = parse(RunRequest, {"model": model, "task": task, "input": input if input is not None else {}})
+            job = await submit_run(self._services, body)
+        except RequestValidationError as invalid:  # the HTTP routes render it; a Python caller gets our error
+            raise InvalidRequest(validation_message(invalid)) from None
+        return render_job(await wait_for(self._services, job, wait))
+
+    async def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
+        """A job as GET /jobs/{job_id} shows it."""
+        return render_job(await wait_for(self._services, await self._services.job(job_id), wait))

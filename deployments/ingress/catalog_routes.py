@@ -1,7 +1,9 @@
-"""GET /health, /models and /models/{name}: the catalog as seeds 001 and 002 show it."""
+"""GET /health, /models and /models/{name}: the catalog as seeds 001 and 002 show it; /v1/models as
+OpenAI clients list it."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +15,7 @@ from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
 
 router = APIRouter(tags=["catalog"])
+STARTED = int(time.time())  # OpenAI's `created`: the catalog has no dates, so when this replica started
 
 
 def _now() -> str:
@@ -84,6 +87,33 @@ async def list_models(services: Services = Depends(get_services)) -> dict[str, A
             for name, f in catalog.families.items()
         },
     }
+
+
+def openai_model(services: Services, entry: ModelEntry) -> dict[str, Any]:
+    """A model as OpenAI's API lists it, plus the task and aliases (clients ignore extra fields)."""
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": STARTED,
+        "owned_by": entry.hub.repo_id.split("/")[0] if "/" in entry.hub.repo_id else "local",
+        "task": services.catalog.task_of(entry),
+        "aliases": entry.aliases,
+    }
+
+
+@router.get("/v1/models")
+async def list_openai_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    """The models this application serves (catalog and run-time ones), in OpenAI's list shape."""
+    served = [m for m in services.catalog.models.values() if services.is_served(m)]
+    return {"object": "list", "data": [openai_model(services, m) for m in served]}
+
+
+@router.get("/v1/models/{name:path}", responses=ERROR_RESPONSES)
+async def get_openai_model(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    try:
+        return openai_model(services, services.catalog.resolve(name))
+    except LookupError as missing:
+        raise ModelNotFound(str(missing)) from None
 
 
 @router.get("/models/{name:path}", responses=ERROR_RESPONSES)

@@ -17,17 +17,29 @@ logger = logging.getLogger(__name__)
 HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
+class OpenAIError(BaseModel):
+    """OpenAI's error object: what its clients read the message from (`error.message`)."""
+
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
 class ErrorBody(BaseModel):
     success: bool = False
     message: str
-    error: str
+    error: str | OpenAIError  # the object on OpenAI-compatible /v1/ routes, a short summary elsewhere
     error_code: str
 
 
 ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 503)}
 
 
-def error_response(status: int, message: str, error: str, error_code: str) -> JSONResponse:
+def error_response(request: Request, status: int, message: str, error: str, error_code: str) -> JSONResponse:
+    if request.url.path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        error = OpenAIError(message=message, type=kind, code=error_code.lower())
     body = ErrorBody(message=message, error=error, error_code=error_code)
     return JSONResponse(status_code=status, content=body.model_dump())
 
@@ -39,26 +51,31 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
     cause = getattr(exc, "cause", exc)  # errors raised in another replica arrive wrapped by Ray
-    return error_response(cause.status_code, cause.message, cause.error, cause.error_code)
+    return error_response(request, cause.status_code, cause.message, cause.error, cause.error_code)
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def validation_message(exc: RequestValidationError) -> str:
+    """'Invalid request: field: problem; ...' for a body that failed validation."""
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {message}")
-    return error_response(400, "Invalid request: " + "; ".join(problems), "Invalid request", "VALIDATION_ERROR")
+    return "Invalid request: " + "; ".join(problems)
 
 
-async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return error_response(request, 400, validation_message(exc), "Invalid request", "VALIDATION_ERROR")
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = HTTP_ERROR_CODES.get(exc.status_code, "HTTP_ERROR")
-    return error_response(exc.status_code, str(exc.detail), code.replace("_", " ").capitalize(), code)
+    return error_response(request, exc.status_code, str(exc.detail), code.replace("_", " ").capitalize(), code)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, f"Internal error while handling {request.url.path}: {type(exc).__name__}",
+    return error_response(request, 500, f"Internal error while handling {request.url.path}: {type(exc).__name__}",
                           "Internal error", "INTERNAL_ERROR")

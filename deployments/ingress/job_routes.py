@@ -49,13 +49,19 @@ def render_job(job: Job) -> dict[str, Any]:
     }
 
 
-async def job_reply(services: Services, job: Job, wait: float | None) -> JSONResponse:
-    """202 with the job as queued, or, with `wait`, the job as it stands when it finished (200) or
-    when the wait ran out (202)."""
+async def wait_for(services: Services, job: Job, wait: float | None) -> Job:
+    """The job once it finished, or as it stands when `wait` seconds ran out."""
     deadline = time.monotonic() + (wait or 0)
     while wait and job.status not in FINISHED and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         job = await services.job(job.id)
+    return job
+
+
+async def job_reply(services: Services, job: Job, wait: float | None) -> JSONResponse:
+    """202 with the job as queued, or, with `wait`, the job as it stands when it finished (200) or
+    when the wait ran out (202)."""
+    job = await wait_for(services, job, wait)
     return JSONResponse(render_job(job), status_code=200 if job.status in FINISHED else 202,
                         headers={"Location": f"/jobs/{job.id}"})
 
@@ -68,16 +74,20 @@ class RunRequest(BaseModel):
     input: dict[str, Any] = Field(description="Task input, e.g. {'file_id': ...} for source separation.")
 
 
-@router.post("/api/v1/run", status_code=202)
-async def run(body: RunRequest, wait: float | None = WAIT_QUERY,
-              services: Services = Depends(get_services)) -> JSONResponse:
+async def submit_run(services: Services, body: RunRequest) -> Job:
+    """Check a run request against the catalog and the task's input rules, then queue its job."""
     if body.model is None and body.task is None:
         raise InvalidRequest(f"Name a model or a task; tasks: {', '.join(services.catalog.tasks)}")
     if body.task is not None and body.task not in services.catalog.tasks:
         raise InvalidRequest(f"Unknown task '{body.task}'; tasks: {', '.join(services.catalog.tasks)}")
     entry = services.model_for(body.task, body.model)
-    job = await services.submit(entry, await job_input(services, entry, body.input))
-    return await job_reply(services, job, wait)
+    return await services.submit(entry, await job_input(services, entry, body.input))
+
+
+@router.post("/api/v1/run", status_code=202)
+async def run(body: RunRequest, wait: float | None = WAIT_QUERY,
+              services: Services = Depends(get_services)) -> JSONResponse:
+    return await job_reply(services, await submit_run(services, body), wait)
 
 
 @router.get("/api/v1/status/{job_id}")

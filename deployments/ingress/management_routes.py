@@ -17,9 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deployments.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.services import Services, get_services
+from deployments.safe_urls import check_url
 from registry import HubRepo, ModelEntry, UnknownModelError
+from registry.runtime import runtime_entry
 
 router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
+
+# Replicas report at every health check (5-10 s); a report older than this is from a replica that is gone.
+REPORT_MAX_AGE_SECONDS = 30.0
+REPLICA_FIELDS = ("replica", "node_id", "device", "optimized", "optimization", "memory_usage")
 
 SUPPORTED_SOURCES = ("huggingface", "url")
 UNSUPPORTED_SOURCES = ("pytorch_hub", "torchvision", "tts_auto")  # seed 001 names them; no build here
@@ -89,7 +95,7 @@ def _hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[Hu
             repos = [HubRepo(repo_id=body.model_id, revision=body.revision)]
         except ValidationError:
             raise InvalidRequest(f"model_id must be a hub repo id like 'owner/name', got {body.model_id!r}") from None
-        key, task = _check_name(body.name or body.model_id.replace("/", "--")), body.task
+        key, task = _check_name((body.name or body.model_id.replace("/", "--")).lower()), body.task
     if body.include_vocoder and body.vocoder_model and all(r.repo_id != body.vocoder_model for r in repos):
         try:
             repos.append(HubRepo(repo_id=body.vocoder_model, role="vocoder"))
@@ -115,8 +121,12 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
     _check_source(body.source)
     if body.source == "url":
         key, repos, url, task = _check_name(body.name or ""), [], _url_args(body), body.task
+        await asyncio.to_thread(check_url, url["url"], services.settings)  # no private addresses
     else:
         (key, repos, task), url = _hub_target(services, body), None
+        if key not in services.catalog.models:  # a repo outside the catalog: its task's family serves it
+            services.catalog.runtime.add(runtime_entry(services.catalog.base, key, repos[0], task, repos[1:]))
+            services.catalog.refresh()
     started = await services.manager.start.remote(key, repos, url=url, task=task)
     exists = started["status"] == "already_exists"
     return {
@@ -180,8 +190,13 @@ async def remove_model(model_name: str, services: Services = Depends(get_service
     key, repos = (entry.id, list(entry.repos)) if entry else (model_name, [])
     removed = await services.manager.remove.remote(key, repos)
     unloaded = False
+    await services.board.want_optimized.remote(key, False)  # a fresh download loads at full precision
     if entry and services.is_served(entry):  # other replicas drop it on next use: its files are gone
         unloaded = await services.deployment_for(entry).unload.remote(entry.id)
+    if entry and services.catalog.is_runtime(entry.id):  # added at run time: no longer a model of the service
+        if services.catalog.runtime.remove(entry.id):
+            removed.append(str(services.catalog.runtime.folder / f"{entry.id}.json"))
+        services.catalog.refresh()
     if not removed:
         raise ModelNotFound(f"Model not found in cache: {model_name}", error="Model does not exist")
     return {"success": True, "message": f"Successfully removed model from cache: {key}", "model_name": key,
@@ -238,22 +253,27 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
 
 @router.get("/models/managed")
 async def managed_models(services: Services = Depends(get_services)) -> dict[str, Any]:
-    """What the family replicas have loaded, as they report it (one replica per deployment answers)."""
-    names = sorted(services.deployments)
-    replies = await asyncio.gather(*(services.deployments[n].managed_models.remote() for n in names),
-                                   return_exceptions=True)
-    models, errors = [], {}
-    for name, reply in zip(names, replies):
-        if isinstance(reply, BaseException):
-            errors[name] = f"{type(reply).__name__}: {reply}"
-            continue
-        for info in reply:
-            entry = services.catalog.models.get(info["name"])
-            models.append({**info, "deployment": name, "task": entry and services.catalog.task_of(entry)})
+    """What every family replica in the cluster has loaded, as the replicas last reported it."""
+    reports = await services.board.reports.remote(REPORT_MAX_AGE_SECONDS)
+    reports = [{**r, "family": services.family_of_replica(r["app"], r["deployment"])} for r in reports]
+    reports = [r for r in reports if r["family"]]  # this application's replicas only
+    per_model: dict[str, list[dict]] = {}
+    for report in sorted(reports, key=lambda r: r["replica"]):
+        for info in report["models"]:
+            per_model.setdefault(info["name"], []).append({**info, "replica": report["replica"],
+                                                           "node_id": report["node_id"]})
+    models = []
+    for name, copies in per_model.items():
+        entry = services.catalog.models.get(name)
+        deployment = entry and services.catalog.families[entry.family].deployment
+        models.append({**copies[0], "deployment": deployment, "task": entry and services.catalog.task_of(entry),
+                       "optimized": all(c["optimized"] for c in copies), "replica_count": len(copies),
+                       "replicas": [{k: c[k] for k in REPLICA_FIELDS} for c in copies]})
     categories: dict[str, list] = {}
     for info in models:
         categories.setdefault(f"{info['task']}_models", []).append(
             {"name": info["name"], "loaded": True, "optimized": info["optimized"]})
+    reporting = {r["family"] for r in reports}
     return {
         "success": True,
         "total_models": len(models),
@@ -263,8 +283,12 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
             "total_loaded": len(models),
             "optimized_count": sum(m["optimized"] for m in models),
             "total_parameters": sum(m["parameters"] for m in models),
+            "replicas_reporting": len(reports),
         },
-        "unavailable_deployments": errors,
+        "unavailable_deployments": {
+            name: f"no replica reported in the last {REPORT_MAX_AGE_SECONDS:g} s"
+            for name in sorted(set(services.deployments) - reporting)
+        },
     }
 
 
@@ -312,9 +336,11 @@ async def manage_model(
                                 f"{', '.join(services.catalog.models)}")
         if not services.is_served(entry):
             raise InvalidRequest(f"Model '{entry.id}' is not deployed in this application, so it cannot be optimized")
+        await services.board.want_optimized.remote(entry.id)  # the other replicas follow at their health check
         model = await services.deployment_for(entry).optimize.remote(entry.id)
-        return {"success": True, "message": f"Model '{entry.id}' optimized successfully ({model['optimization']})",
-                "action": action, "model_name": entry.id, "model": model}
+        return {"success": True, "message": f"Model '{entry.id}' optimized successfully ({model['optimization']}); "
+                "every other replica follows within its health-check period", "action": action,
+                "model_name": entry.id, "model": model}
     if action == "retry_download" and force_redownload:
         await services.manager.remove.remote(key, list(entry.repos) if entry else [])
     started = await services.manager.restart.remote(key, list(entry.repos) if entry else None,

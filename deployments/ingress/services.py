@@ -12,15 +12,17 @@ from deployments.errors import ModelNotFound, ModelUnavailable, NotFound, WrongM
 from deployments.jobs.dispatch import JobDispatcher
 from deployments.jobs.store import Job, JobStore, Upload
 from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry, UnknownModelError
+from registry import ModelEntry, UnknownModelError
+from registry.runtime import LiveCatalog
 
 
 @dataclass
 class Services:
-    catalog: Catalog
+    catalog: LiveCatalog  # reads like a Catalog; includes models added at run time
     settings: ServiceSettings
     deployments: dict[str, DeploymentHandle]  # keyed by the catalog's family `deployment`
     manager: object  # the ModelManager actor handle
+    board: object  # the ReplicaBoard actor handle: what every family replica has loaded
     store: JobStore
     dispatcher: JobDispatcher
 
@@ -49,10 +51,15 @@ class Services:
     def is_served(self, entry: ModelEntry) -> bool:
         return self.catalog.families[entry.family].deployment in self.deployments
 
+    def family_of_replica(self, app: str, deployment: str) -> str | None:
+        """The family `deployment` key of a Serve (application, deployment) pair, if it is one of ours."""
+        for key, handle in self.deployments.items():
+            if (handle.app_name, handle.deployment_name) == (app, deployment):
+                return key
+        return None
+
     def deployment_for(self, entry: ModelEntry) -> DeploymentHandle:
         return self.deployments[self.catalog.families[entry.family].deployment]
-
-
     async def upload(self, file_id: str) -> Upload:
         upload = await asyncio.to_thread(self.store.get_upload, file_id)
         if upload is None:

@@ -1,0 +1,34 @@
+"""The README's Python-handle example, run exactly as written against the test application."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    block = re.search(r"<!-- python-handles:start -->\s*```python\n(.*?)```\s*<!-- python-handles:end -->", text, re.S)
+    assert block, "README.md lost its python-handles example"
+    return block.group(1)
+
+
+def test_the_readme_handle_example_runs_as_written(service):
+    printed = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(printed):
+        exec(compile(readme_example(), str(README), "exec"), namespace)
+    lines = printed.getvalue().splitlines()
+    assert len(lines) == 6, lines
+    assert lines[0] == "all-minilm-l6-v2 384 [8, 5]"  # as the README comment says
+    assert namespace["vectors"].dimensions == 384 and len(namespace["vectors"].vectors) == 2
+    spoken = namespace["spoken"]
+    assert (spoken.sample_rate, spoken.format) == (16000, "wav") and spoken.audio[:4] == b"RIFF"
+    assert namespace["transcript"].duration == spoken.duration
+    clip = namespace["clip"]
+    assert (clip.sample_rate, clip.duration, clip.seed) == (32000, 1.0, 7)
+    assert lines[4:] == ["completed 384", "completed"]
