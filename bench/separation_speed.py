@@ -144,10 +144,10 @@ def main() -> None:
     for seconds in args.seconds:
         mix = (0.3 * torch.randn(1, 2, int(seconds * SAMPLERATE), generator=generator)).to(device)
         print(f"{seconds:g} s: apply_model...", flush=True)
-        ref, ref_s, ref_mem = measure(lambda: apply_model(model, mix, shifts=1, split=True), device,
+        ref, ref_s, ref_mem = measure(lambda mix=mix: apply_model(model, mix, shifts=1, split=True), device,
                                      args.repeat)
         print(f"{seconds:g} s: separate (batch {batch_size})...", flush=True)
-        out, ours_s, ours_mem = measure(lambda: separate(model, mix, shifts=1, batch_size=batch_size,
+        out, ours_s, ours_mem = measure(lambda mix=mix: separate(model, mix, shifts=1, batch_size=batch_size,
                                                          autocast_dtype=autocast), device, args.repeat)
         error = ((out - ref).norm() / ref.norm()).item()
         if autocast is None:

@@ -87,3 +87,11 @@ class Forbidden(ServiceError):
     status_code = 403
     error_code = "FORBIDDEN"
     error = "Invalid API key"
+
+
+class BadModelOutput(ServiceError):
+    """The model answered, but not in a form the service can return (e.g. no valid JSON after retries)."""
+
+    status_code = 502
+    error_code = "BAD_MODEL_OUTPUT"
+    error = "Model answer unusable"

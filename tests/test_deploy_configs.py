@@ -37,11 +37,13 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
     from ray.serve.schema import ServeDeploySchema
 
     from deployments.app import AppArgs, build_app
+    from deployments.chat import ChatConfig
     from deployments.embedding import MAX_BATCH_SIZE
     from deployments.separation.deployment import SeparationConfig
     from deployments.music import MusicConfig
     from deployments.speech import SpeechConfig
     from deployments.transcription import TranscriptionConfig
+    from deployments.vision import VisionConfig
 
     config = ServeDeploySchema.model_validate(load(config_file))
     (app,) = config.applications
@@ -55,6 +57,9 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
     TranscriptionConfig.model_validate(user_configs["TranscriptionDeployment"])
     MusicConfig.model_validate(user_configs["MusicDeployment"])
     SpeechConfig.model_validate(user_configs["SpeechDeployment"])
+    for name, config_class in [("ChatDeployment", ChatConfig), ("VisionDeployment", VisionConfig)]:
+        config = config_class.model_validate(user_configs[name])
+        assert config.max_batch_size <= next(d for d in app.deployments if d.name == name).max_ongoing_requests
 
 
 def test_gpu_profile_gives_models_gpu_fractions_and_autoscaling():

@@ -17,13 +17,17 @@ def readme_example() -> str:
     return block.group(1)
 
 
-def test_the_readme_handle_example_runs_as_written(service):
+def test_the_readme_handle_example_runs_as_written(service, tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(tmp_path / "photo.png")  # the example reads photo.png
+    monkeypatch.chdir(tmp_path)
     printed = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(printed):
         exec(compile(readme_example(), str(README), "exec"), namespace)
     lines = printed.getvalue().splitlines()
-    assert len(lines) == 6, lines
+    assert len(lines) == 10, lines
     assert lines[0] == "all-minilm-l6-v2 384 [8, 5]"  # as the README comment says
     assert namespace["vectors"].dimensions == 384 and len(namespace["vectors"].vectors) == 2
     spoken = namespace["spoken"]
@@ -31,4 +35,12 @@ def test_the_readme_handle_example_runs_as_written(service):
     assert namespace["transcript"].duration == spoken.duration
     clip = namespace["clip"]
     assert (clip.sample_rate, clip.duration, clip.seed) == (32000, 1.0, 7)
-    assert lines[4:] == ["completed 384", "completed"]
+    answer = namespace["answer"]
+    assert answer.model == "qwen2.5-0.5b-instruct" and 1 <= answer.completion_tokens <= 16
+    assert lines[4] == f"{answer.finish_reason} {answer.prompt_tokens} {answer.completion_tokens}"
+    assert lines[5] == "True" and namespace["pieces"]
+    labels = namespace["labels"]
+    assert len(labels.predictions) == 3 and labels.image.width == 64
+    assert [p.score for p in labels.predictions] == sorted((p.score for p in labels.predictions), reverse=True)
+    assert lines[7].startswith("a photograph of")
+    assert lines[8:] == ["completed 384", "completed"]

@@ -1,10 +1,141 @@
-"""Tiny random-weight chat models saved with the libraries' own save code and served by the test hub. (stub)"""
+"""Tiny random-weight chat models, saved with the libraries' own save code and served by the test hub.
+
+Two real architectures under the catalog's repo ids: `Qwen2ForCausalLM` (Qwen/Qwen2.5-0.5B-Instruct)
+and `MistralForCausalLM` (mistralai/Mistral-7B-Instruct-v0.3), each ~60k parameters with a small
+`max_position_embeddings` (512), so the deployment's context limit is the model's, not the catalog's
+32768. Tokenizers are real `tokenizers` byte-level BPEs trained here on a few sentences, wrapped in
+`PreTrainedTokenizerFast` with each family's special tokens and a chat template in its style
+(ChatML for Qwen, [INST] with strict role alternation for Mistral). Weights are random, so answers
+are gibberish made of the training sentences' word pieces.
+"""
 
 from __future__ import annotations
 
-# Options the test app deploys this family's deployment with (conftest.deploy_inference_app).
-DEPLOYMENT_OPTIONS: dict = {}
+from pathlib import Path
+
+QWEN_REPO = "Qwen/Qwen2.5-0.5B-Instruct"
+MISTRAL_REPO = "mistralai/Mistral-7B-Instruct-v0.3"
+MAX_POSITIONS = 512
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Machine learning finds patterns in data and makes predictions.",
+    "A handmade leather wallet with six card slots and a coin pocket.",
+    "Stainless steel water bottle, keeps drinks cold for 24 hours!",
+    "What is the capital of France? Paris is the capital of France.",
+    "You are a helpful assistant. Answer briefly and politely.",
+    "Cotton t-shirt in navy blue; soft, breathable, and machine washable.",
+    "Write a product title, a description, keywords and categories as JSON: {\"title\": \"...\"}",
+]
+
+# ChatML as Qwen2.5 writes it (without the tool-calling branches); a default system turn when none is given.
+QWEN_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+# Mistral v0.3's template, shortened: the system prompt joins the last user turn; roles must alternate.
+MISTRAL_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}"
+    "{%- else %}{%- set loop_messages = messages %}{%- endif %}"
+    "{{- bos_token }}"
+    "{%- for message in loop_messages %}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{- raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if loop.last and system_message is defined %}"
+    "{{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}"
+    "{%- else %}{{- '[INST] ' + message['content'] + '[/INST]' }}{%- endif %}"
+    "{%- else %}{{- ' ' + message['content'] + eos_token }}{%- endif %}"
+    "{%- endfor %}"
+)
+
+# Options the test app deploys this family's deployment with (conftest.deploy_inference_app): requests
+# arriving within 0.2 s of each other share one batched generation loop.
+DEPLOYMENT_OPTIONS: dict = {"user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2}}
+
+
+def build_tokenizer(folder: Path, special: list[str], template: str, **roles: str):
+    """A byte-level BPE trained on SENTENCES with `special` tokens, saved as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(SENTENCES * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, chat_template=template, **roles)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def _save(folder: Path, config, tokenizer, seed: int) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    # the released checkpoints' sampling defaults (Qwen2.5: temperature 0.7, top_p 0.8, top_k 20)
+    GenerationConfig(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, eos_token_id=eos,
+                     pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id).save_pretrained(folder)
+    return folder
+
+
+# Qwen2 sizes: "tiny" for tests; "0.5b" is Qwen2.5-0.5B's real layer sizes (with the tiny vocabulary), for benchmarks.
+QWEN_SIZES = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2},
+    "0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2},
+}
+
+
+def build_tiny_qwen(folder: Path, seed: int = 0, size: str = "tiny") -> Path:
+    from transformers import Qwen2Config
+
+    tokenizer = build_tokenizer(folder, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], QWEN_TEMPLATE,
+                                eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    end, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    config = Qwen2Config(vocab_size=len(tokenizer), **QWEN_SIZES[size], max_position_embeddings=MAX_POSITIONS,
+                         tie_word_embeddings=True, bos_token_id=end, eos_token_id=[im_end, end], pad_token_id=end)
+    return _save(folder, config, tokenizer, seed)
+
+
+def build_tiny_mistral(folder: Path, seed: int = 1) -> Path:
+    from transformers import MistralConfig
+
+    tokenizer = build_tokenizer(folder, ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"], MISTRAL_TEMPLATE,
+                                bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS,
+                           sliding_window=None, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+    return _save(folder, config, tokenizer, seed)
 
 
 def add_repos(hub, folder) -> None:
     """Build the tiny models into subfolders of `folder` and serve them under the catalog's repo ids."""
+    folder = Path(folder)
+    hub.add_repo(QWEN_REPO, build_tiny_qwen(folder / "tiny-qwen2"))
+    hub.add_repo(MISTRAL_REPO, build_tiny_mistral(folder / "tiny-mistral"))
+
+
+if __name__ == "__main__":  # python -m tests.tiny_chat FOLDER [--size 0.5b]: a Qwen2 chat model for bench/
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a random-weight Qwen2 chat model to FOLDER.")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--size", choices=sorted(QWEN_SIZES), default="tiny")
+    args = parser.parse_args()
+    build_tiny_qwen(args.folder, size=args.size)

@@ -1,17 +1,265 @@
-"""Chat routes. (stub: being written)"""
+"""Chat: POST /api/llm (seed 003), POST /v1/chat/completions (OpenAI shape, with streaming),
+POST /api/product-description (seed 004's product text from an image description), and the job
+input of /api/v1/run. The chat deployment renders the template, batches and decodes; these routes
+check the request's shape and turn the deployment's answer into each API's reply."""
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deployments.chat import MAX_SEED, TASK, ChatJobInput, Completion, Started, Step
+from deployments.product import ProductRequest
+from deployments.errors import ServiceError
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.services import Services
+from deployments.ingress.request_checks import parse
+from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
+BATCH_HEADER = "X-Batch-Size"  # requests decoded together with this one
+ROLES = ("system", "user", "assistant")
+
+
+class Message(BaseModel):
+    """A chat turn; OpenAI's `developer` role reads as `system`, a list of text parts as their text.
+    Fields the openai client writes back with an earlier answer (refusal, tool_calls: null) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str | None = Field(description="Text, or a list of {'type': 'text', 'text': ...} parts.")
+    name: str | None = Field(None, description="Accepted and ignored.")
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        if value == "developer":
+            return "system"
+        if value not in ROLES:
+            raise ValueError(f"role '{value}' is not supported; use system, user or assistant")
+        return value
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        kinds = [part.get("type") if isinstance(part, dict) else type(part).__name__ for part in value]
+        if any(kind != "text" or not isinstance(part.get("text"), str) for kind, part in zip(kinds, value)):
+            raise ValueError(f"only text content parts ({{'type': 'text', 'text': ...}}) are supported; got {kinds}")
+        return "".join(part["text"] for part in value)
+
+    def plain(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content or ""}
+
+
+class ChatFields(BaseModel):
+    """What /api/llm, /v1/chat/completions and chat jobs share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] = Field(description="The conversation so far, oldest first.")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy; default the model's own.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed and request: same answer.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 texts that end the answer (cut off).")
+
+    @field_validator("messages")
+    @classmethod
+    def _some_messages(cls, value: list[Message]) -> list[Message]:
+        if not value:
+            raise ValueError("messages must hold at least one message")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop must be up to 4 non-empty strings")
+        return stops
+
+    def plain_messages(self) -> list[dict[str, str]]:
+        return [m.plain() for m in self.messages]
+
+    def options(self, max_tokens: int | None) -> dict[str, Any]:
+        return {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed, "stop": self.stop or []}
+
+
+class LLMRequest(ChatFields):
+    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default qwen2.5-0.5b-instruct.")
+    max_tokens: int | None = Field(None, gt=0, description="Most tokens to generate.")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+# OpenAI parameters this service does not implement: accepted only at their no-op value.
+UNSUPPORTED = {"tools": None, "tool_choice": None, "functions": None, "function_call": None, "logprobs": False,
+               "top_logprobs": None, "logit_bias": None, "audio": None, "prediction": None,
+               "frequency_penalty": 0, "presence_penalty": 0, "web_search_options": None}
+
+
+class OpenAIChatRequest(ChatFields):
+    model: str
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0, description="Takes precedence over max_tokens.")
+    n: int = Field(1, ge=1, description="Only 1.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: dict[str, Any] | None = Field(None, description="Only {'type': 'text'}.")
+    modalities: list[str] | None = Field(None, description="Only ['text'].")
+    user: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            used = [key for key, idle in UNSUPPORTED.items() if data.get(key) not in (None, idle)]
+            if used:
+                raise ValueError(f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} not supported by this service")
+            data = {key: value for key, value in data.items() if key not in UNSUPPORTED}
+        return data
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"n={value} is not supported; this service returns one choice (n=1)")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict | None) -> dict | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError(f"response_format type '{value.get('type')}' is not supported; only 'text'")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_modality(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and value != ["text"]:
+            raise ValueError("only the 'text' modality is supported")
+        return value
+
+
+class ProductDescriptionRequest(ProductRequest):
+    model: str | None = Field(None, description="Catalog id or alias of a chat model; default the chat default.")
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+async def _complete(services: Services, entry: ModelEntry, body: ChatFields, max_tokens: int | None) -> Completion:
+    return await services.deployment_for(entry).chat.remote(entry.id, body.plain_messages(), body.options(max_tokens))
+
+
+@router.post("/api/llm")
+async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> JSONResponse:
+    started = time.perf_counter()
+    entry = services.model_for(TASK, body.model)
+    done = await _complete(services, entry, body, body.max_tokens)
+    return JSONResponse({
+        "success": True,
+        "response": done.content,
+        "model": done.model,
+        "finish_reason": done.finish_reason,
+        "usage": _usage(done.prompt_tokens, done.completion_tokens),
+        "seed": done.seed,
+        "processing_time": round(time.perf_counter() - started, 4),
+    }, headers={BATCH_HEADER: str(done.batch_size)})
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def openai_chat(body: OpenAIChatRequest,
+                      services: Services = Depends(get_services)) -> JSONResponse | StreamingResponse:
+    entry = services.model_for(TASK, body.model)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": entry.id,
+             "system_fingerprint": None}
+    if not body.stream:
+        done = await _complete(services, entry, body, max_tokens)
+        choice = {"index": 0, "message": {"role": "assistant", "content": done.content, "refusal": None},
+                  "finish_reason": done.finish_reason, "logprobs": None}
+        return JSONResponse({**reply, "object": "chat.completion", "choices": [choice],
+                             "usage": _usage(done.prompt_tokens, done.completion_tokens)},
+                            headers={BATCH_HEADER: str(done.batch_size)})
+    handle = services.deployment_for(entry).options(stream=True)
+    stream = handle.chat_stream.remote(entry.id, body.plain_messages(), body.options(max_tokens))
+    first: Started = await stream.__anext__()  # a bad request raises here, while a 4xx can still be sent
+    usage = body.stream_options is not None and body.stream_options.include_usage
+    return StreamingResponse(_events(reply, first, stream, usage), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI's server-sent events: the role, the content pieces, the finish reason, usage, [DONE]."""
+    chunk = {**reply, "object": "chat.completion.chunk"} | ({"usage": None} if include_usage else {})
+
+    def event(delta: dict, finish_reason: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    last = None
+    try:
+        async for last in steps:
+            if last.text:
+                yield event({"content": last.text})
+    except ServiceError as error:  # after the headers were sent, an error can only be an event
+        cause = getattr(error, "cause", error)
+        yield f"data: {json.dumps({'error': {'message': cause.message, 'type': cause.error_code}})}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield event({}, last.finish_reason if last else "stop")
+    if include_usage:
+        tokens = last.completion_tokens if last else 0
+        yield f"data: {json.dumps({**chunk, 'choices': [], 'usage': _usage(first.prompt_tokens, tokens)})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+@router.post("/api/product-description")
+async def product_description(body: ProductDescriptionRequest,
+                              services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Seed 004's mistral-generate-description: title, description, keywords and suggested categories."""
+    started = time.perf_counter()
+    entry = services.model_for(TASK, body.model)
+    result = await services.deployment_for(entry).describe_product.remote(entry.id, body.model_dump(exclude={"model"}))
+    return {"success": True, **result, "processing_time": round(time.perf_counter() - started, 4)}
+
+
+class ChatJob(ChatFields):
+    max_tokens: int | None = Field(None, gt=0)
 
 
 async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
-    raise NotImplementedError
+    """A chat job's stored input (/api/v1/run): `messages` and sampling options, or a product description's
+    `image_description`; checked against the model (template, context) now, with its seed fixed, so a
+    re-run after a lost replica gives the same answer."""
+    data = {key: value for key, value in data.items() if key != "model_variant"}
+    seed = data.get("seed")
+    if "image_description" in data:
+        params = parse(ProductRequest, data)
+        return params.model_dump() | {"seed": secrets.randbelow(2**31) if seed is None else params.seed}
+    body = parse(ChatJob, data)
+    options = body.options(body.max_tokens) | {"seed": secrets.randbelow(2**31) if seed is None else body.seed}
+    await services.deployment_for(entry).check.remote(entry.id, body.plain_messages(), options)
+    return ChatJobInput.model_validate({"messages": body.plain_messages(), **options}).model_dump()

@@ -33,7 +33,7 @@ class ErrorBody(BaseModel):
     error_code: str
 
 
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 503)}
+ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 502, 503)}
 
 
 def error_response(request: Request, status: int, message: str, error: str, error_code: str) -> JSONResponse:

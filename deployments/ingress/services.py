@@ -39,7 +39,7 @@ class Services:
                 except UnknownModelError:
                     raise ModelNotFound(str(missing)) from None
                 raise WrongModelTask(
-                    f"Model '{other.id}' is a {self.catalog.task_of(other)} model, not {task}. "
+                    f"Model '{other.id}' is {_article(self.catalog.task_of(other))} model, not {task}. "
                     f"Known {task} models: {', '.join(missing.known)}"
                 ) from None
         if not self.is_served(entry):
@@ -81,6 +81,10 @@ class Services:
     def handle_for_job(self, job: Job) -> DeploymentHandle | None:
         entry = self.catalog.models.get(job.model)
         return self.deployment_for(entry) if entry and self.is_served(entry) else None
+
+
+def _article(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def get_services(request: Request) -> Services:

@@ -1,17 +1,175 @@
-"""Vision routes. (stub: being written)"""
+"""Vision routes: POST /api/image/classify, POST /api/image/describe, and the job input of
+/api/v1/run and /process/{model}/{file_id} (seed 004's image-description service).
+
+An image comes as a multipart `file` upload or as an `image_url` (a JSON or form field). URLs are
+fetched here, in a thread, through deployments.safe_urls: http/https only, no private address
+unless allow-listed, a size cap and a time limit. Decoding and the model run in the vision deployment.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 
+from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.services import Services
+from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.services import Services, get_services
+from deployments.safe_urls import fetch_bytes
+from deployments.vision import (CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput, open_image)
 from registry import ModelEntry
 
 router = APIRouter(tags=["vision"], responses=ERROR_RESPONSES)
 
+BATCH_HEADER = "X-Batch-Size"  # images that shared the model call with this request's
+
+
+class ImageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str | None = Field(None, description="http(s) URL of the image; or upload it as multipart `file`.")
+    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default the task's default model.")
+
+
+class ClassifyRequest(ImageRequest):
+    top_k: int = Field(5, ge=1, description="Labels to return, best first; at most the model's number of labels.")
+
+
+class DescribeRequest(ImageRequest):
+    prompt: str | None = Field(None, max_length=2000, description="Instruction (Qwen2-VL) or the caption's first "
+                               "words (BLIP); default 'Describe this image.' / an unconditional caption.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="Most tokens to generate.")
+
+
+def _body_doc(schema: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body that is JSON, or a multipart form with the same fields plus `file`."""
+    fields = schema.model_json_schema()
+    form = {**fields, "properties": {"file": {"type": "string", "format": "binary", "description": "The image."},
+                                     **fields["properties"]}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": fields},
+                                                          "multipart/form-data": {"schema": form}}}}
+
+
+async def _read(request: Request, schema: type[BaseModel]) -> tuple[Any, UploadFile | None]:
+    """The request's fields, validated, and its uploaded `file` (None for JSON bodies)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form()
+        file = form.get("file")
+        if file is not None and not isinstance(file, UploadFile):
+            raise InvalidRequest("`file` must be a file upload (multipart/form-data), not a text field")
+        fields = {key: value for key, value in form.items() if key != "file" and value != ""}
+        return parse(schema, fields), file
+    if kind == "application/json":
+        try:
+            data = await request.json()
+        except ValueError:
+            raise InvalidRequest("The body is not valid JSON") from None
+        return parse(schema, data), None
+    raise UnsupportedMediaType(f"Send the image as multipart/form-data (`file`) or JSON with `image_url`; "
+                               f"got content type '{kind or 'none'}'")
+
+
+def _check_source(has_file: bool, image_url: str | None, file_field: str = "file") -> None:
+    if has_file and image_url:
+        raise InvalidRequest(f"Send either `{file_field}` or `image_url`, not both")
+    if not has_file and not image_url:
+        how = "upload one as multipart `file`" if file_field == "file" else "give the `file_id` of an upload"
+        raise InvalidRequest(f"No image: {how}, or give its `image_url`")
+
+
+async def fetch_image(services: Services, url: str) -> bytes:
+    """The bytes at `url`, fetched with the SSRF checks and the image size limit."""
+    return await asyncio.to_thread(fetch_bytes, url, services.settings, services.settings.image_max_bytes)
+
+
+async def _image(services: Services, entry: ModelEntry, image_url: str | None,
+                 file: UploadFile | None) -> tuple[bytes, str]:
+    """(bytes, name for messages) of the request's image: the upload, type- and size-checked, or the URL's."""
+    _check_source(file is not None, image_url)
+    if image_url:
+        return await fetch_image(services, image_url), image_url
+    accepted = services.catalog.families[entry.family].file_types
+    name = file.filename or "upload"
+    kind = Path(name).suffix.lower().lstrip(".")
+    if not kind and (file.content_type or "").startswith("image/"):
+        kind = file.content_type.split("/", 1)[1]
+    if kind not in accepted:
+        raise UnsupportedMediaType(f"File type '{kind or name}' is not accepted by {entry.family}; "
+                                   f"it takes {', '.join(accepted)}")
+    limit = min(services.settings.image_max_bytes, services.settings.max_upload_bytes)
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"Image '{name}' exceeds the limit of {limit} bytes")
+    return data, name
+
+
+def _reply(result: BaseModel, started: float) -> JSONResponse:
+    body = {"success": True, **result.model_dump(mode="json"),
+            "processing_time": round(time.perf_counter() - started, 4)}
+    return JSONResponse(body, headers={BATCH_HEADER: str(result.batch_size)})
+
+
+@router.post("/api/image/classify", openapi_extra=_body_doc(ClassifyRequest),
+             description="Top-k labels with softmax scores, best first. Concurrent requests for one model "
+                         "share a forward pass; X-Batch-Size says how many images did.")
+async def classify(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
+    started = time.perf_counter()
+    params, file = await _read(request, ClassifyRequest)
+    entry = services.model_for(CLASSIFY, params.model)
+    data, name = await _image(services, entry, params.image_url, file)
+    result = await services.deployment_for(entry).classify.remote(entry.id, data, params.top_k, name)
+    return _reply(result, started)
+
+
+@router.post("/api/image/describe", openapi_extra=_body_doc(DescribeRequest),
+             description="A description of the image (BLIP caption or Qwen2-VL answer), guided by `prompt`.")
+async def describe(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
+    started = time.perf_counter()
+    params, file = await _read(request, DescribeRequest)
+    entry = services.model_for(DESCRIBE, params.model)
+    data, name = await _image(services, entry, params.image_url, file)
+    result = await services.deployment_for(entry).describe.remote(entry.id, data, params.prompt,
+                                                                  params.max_tokens, name)
+    return _reply(result, started)
+
 
 async def vision_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
-    raise NotImplementedError
+    """The stored input of a vision job (/api/v1/run, /process/{model}/{file_id}), checked now so a bad
+    request is a 4xx rather than a failed job. An `image_url` is fetched now and kept as an upload, so
+    the job does not depend on the URL still answering later."""
+    data = {key: value for key, value in data.items() if key != "model_variant"}
+    params = parse(ClassifyInput if services.catalog.task_of(entry) == CLASSIFY else DescribeInput, data)
+    _check_source(params.file_id is not None, params.image_url, "file_id")
+    if params.image_url:
+        image = await fetch_image(services, params.image_url)
+        _, info = await asyncio.to_thread(open_image, image, params.image_url)
+        upload = await _store_fetched(services, entry, image, info.model_dump(), params.image_url)
+        params.file_id = upload.file_id
+    else:
+        upload = await services.upload(params.file_id)
+        check_file_type(services, entry, upload)
+        if upload.size > services.settings.image_max_bytes:
+            raise PayloadTooLarge(f"Upload '{upload.filename}' is {upload.size} bytes; images may be at most "
+                                  f"{services.settings.image_max_bytes} bytes")
+        image = await asyncio.to_thread(services.store.upload_path(upload).read_bytes)
+        await asyncio.to_thread(open_image, image, upload.filename)
+    return params.model_dump()
+
+
+async def _store_fetched(services: Services, entry: ModelEntry, image: bytes, info: dict[str, Any], url: str):
+    filename = f"image.{(info.get('format') or 'bin').lower()}"
+
+    def store():
+        with services.store.staging() as folder:
+            (folder / filename).write_bytes(image)
+            return services.store.add_upload(entry.family, filename, folder / filename, {**info, "source_url": url})
+
+    return await asyncio.to_thread(store)

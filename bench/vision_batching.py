@@ -1,0 +1,145 @@
+"""Image classification batching: throughput of POST /api/image/classify from 1 and N concurrent
+clients, with @serve.batch (max_batch_size 8) and without (max_batch_size 1), switched live through
+the vision deployment's user_config.
+
+    .venv/bin/python bench/vision_batching.py                          # tiny random ResNet
+    .venv/bin/python bench/vision_batching.py --full-resnet            # ResNet-50's real sizes (25M parameters)
+    .venv/bin/python bench/vision_batching.py --model vit-base-patch16-224 --requests 96 --concurrency 16
+
+The models are random-weight ResNet and ViT written by `python -m tests.tiny_vision`, served as
+microsoft/resnet-50 and google/vit-base-patch16-224 by a local test hub subprocess, so no network is
+needed; random weights cost what trained ones cost. Every request uploads its own 320x240 PNG.
+Results, with the machine, go to bench/results/vision_batching.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+from ray import serve
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/vision_batching.py
+from bench.embedding_latency import machine, summary  # noqa: E402
+from bench.local_service import local_hub, local_serve  # noqa: E402
+
+REPOS = {"resnet": "microsoft/resnet-50", "vit": "google/vit-base-patch16-224"}
+BATCHED = 8
+
+
+def pictures(count: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(out, "PNG")
+        images.append(out.getvalue())
+    return images
+
+
+def deploy(max_batch_size: int, gpu: bool) -> None:
+    """(Re)deploy the ingress and the vision family; a second call only reconfigures the replica."""
+    from deployments.app import compose_app
+    from deployments.settings import ServiceSettings
+    from deployments.vision import VisionDeployment
+    from registry import load_catalog
+
+    config = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.01}
+    placement = {"ray_actor_options": {"num_gpus": 1}} if gpu else {}
+    vision = VisionDeployment.options(user_config=config, **placement)
+    serve.run(compose_app(load_catalog(), ServiceSettings(), {"vision": vision}), name="inference", route_prefix="/")
+
+
+async def run_clients(base_url: str, images: list[bytes], model: str, requests: int, clients: int) -> dict:
+    """`clients` concurrent clients each uploading an image to /api/image/classify until `requests` are done."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as http:
+        async def post(i: int) -> int:
+            reply = await http.post("/api/image/classify", files={"file": (f"{i}.png", images[i % len(images)])},
+                                    data={"model": model, "top_k": "5"})
+            reply.raise_for_status()
+            return int(reply.headers["x-batch-size"])
+
+        await asyncio.gather(*(post(i) for i in range(min(clients, 4))))  # warm-up (and the model load)
+        remaining, latencies, batch_sizes = requests, [], []
+
+        async def one_client() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                batch_sizes.append(await post(remaining))
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {**summary(latencies, wall, requests), "concurrency": clients,
+            "mean_batch_size": round(float(np.mean(batch_sizes)), 2), "max_batch_size_seen": max(batch_sizes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet-50", help="Catalog id of the classifier (resnet-50, vit-...).")
+    parser.add_argument("--full-resnet", action="store_true", help="ResNet-50's real sizes instead of a tiny one.")
+    parser.add_argument("--requests", type=int, default=64, help="Requests per measurement.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
+    parser.add_argument("--num-cpus", type=int, default=8, help="CPUs the local Ray instance advertises.")
+    parser.add_argument("--gpu", action="store_true", help="Give the vision replica the GPU.")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/vision_batching.json")
+    args = parser.parse_args()
+    images = pictures(32)
+
+    with contextlib.ExitStack() as cleanup:
+        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-vision-")))
+        print("writing random-weight classifiers...", flush=True)
+        subprocess.run([sys.executable, "-m", "tests.tiny_vision", str(work / "models"),
+                        *(["--full-resnet"] if args.full_resnet else [])],
+                       cwd=REPO_ROOT, check=True, capture_output=True)
+        endpoint = cleanup.enter_context(local_hub({repo: work / "models" / name for name, repo in REPOS.items()}))
+        # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
+        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
+                          INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
+                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        with local_serve(num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
+            results = {}
+            for batch in (BATCHED, 1):
+                deploy(batch, args.gpu)
+                for clients in (1, args.concurrency):
+                    name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
+                    print(f"{name}: {args.requests} requests...", flush=True)
+                    results[name] = asyncio.run(run_clients(base_url, images, args.model, args.requests, clients))
+
+    batched, unbatched = (results[f"max_batch_size {b}, {args.concurrency} clients"] for b in (BATCHED, 1))
+    ratios = {"batching_gain_at_concurrency": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
+              "concurrency_gain_batched": round(batched["throughput_rps"]
+                                                / results[f"max_batch_size {BATCHED}, 1 client"]["throughput_rps"], 2)}
+    print(f"\n{'':36}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>8}{'batch':>7}")
+    for name, row in results.items():
+        print(f"{name:36}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>8}{row['mean_batch_size']:>7}")
+    print(f"batched / unbatched req/s at {args.concurrency} clients: {ratios['batching_gain_at_concurrency']}x\n"
+          f"batched req/s, {args.concurrency} clients / 1 client:      {ratios['concurrency_gain_batched']}x")
+
+    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
+              "full_resnet": args.full_resnet, "image_size": [320, 240], "requests": args.requests,
+              "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Seed 004's product-description service: what a listing must hold, the prompts that ask a chat
+model for one, and the parsing of its answer. `ChatDeployment.describe_product` runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ProductListing(BaseModel):
+    """What a product description must hold; the model's answer is only returned once it validates."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(min_length=1)
+    keywords: list[str] = Field(min_length=1, max_length=20)
+    suggested_categories: list[str] = Field(min_length=1, max_length=10)
+
+    @field_validator("title", "description")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return " ".join(value.split())
+
+    @field_validator("keywords", "suggested_categories")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        items = [" ".join(str(v).split()) for v in value]
+        if any(not item for item in items):
+            raise ValueError("items must not be empty")
+        return list(dict.fromkeys(items))
+
+
+class ProductRequest(BaseModel):
+    """Seed 004's mistral-generate-description input, plus how the answer is produced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_description: str = Field(min_length=1, max_length=4000, description="What the product image shows.")
+    prompt: str | None = Field(None, max_length=2000, description="Extra instruction for the writer.")
+    mode: Literal["guided", "json"] = Field("guided", description="guided: the model writes each field's text "
+                                            "and the service builds the JSON; json: the model writes the JSON, "
+                                            "which is parsed and validated (retried with new seeds).")
+    temperature: float | None = Field(None, ge=0, le=2)
+    seed: int | None = Field(None, ge=0, le=2**62)  # retries use seed + attempt
+
+    @field_validator("image_description")
+    @classmethod
+    def _nonblank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("image_description must not be empty")
+        return value
+
+
+SHOP_WRITER = "You write listings for an online shop: accurate, concise, no invented facts."
+# guided mode: per field, the instruction, the most tokens, where its text ends
+FIELDS = {
+    "title": ("Write only a product title of at most 10 words.", 24, ["\n"]),
+    "description": ("Write only a product description of two or three sentences.", 120, ["\n\n"]),
+    "keywords": ("Write only 3 to 8 search keywords, separated by commas.", 40, ["\n"]),
+    "suggested_categories": ("Write only 1 to 3 shop categories, separated by commas.", 30, ["\n"]),
+}
+JSON_INSTRUCTION = ('Answer with one JSON object and nothing else: {"title": string, "description": string, '
+                    '"keywords": [strings], "suggested_categories": [strings]}.')
+
+
+def product_messages(request: ProductRequest, instruction: str) -> list[dict[str, str]]:
+    extra = f"\n{request.prompt.strip()}" if request.prompt and request.prompt.strip() else ""
+    return [{"role": "system", "content": SHOP_WRITER},
+            {"role": "user", "content": f"Product image: {request.image_description.strip()}{extra}\n\n{instruction}"}]
+
+
+def parse_listing(answer: str) -> ProductListing:
+    """The JSON object in a model's answer, validated; ValueError saying what is wrong otherwise."""
+    start, end = answer.find("{"), answer.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError("the answer holds no JSON object")
+    try:
+        data = json.loads(answer[start:end + 1])
+    except json.JSONDecodeError as bad:
+        raise ValueError(f"the answer's JSON is invalid ({bad})") from None
+    try:
+        return ProductListing.model_validate(data)
+    except ValidationError as bad:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in bad.errors())
+        raise ValueError(f"the answer's JSON is not a product description ({problems})") from None
+
+
+def split_list(text: str) -> list[str]:
+    return [item for item in (" ".join(part.split()) for part in re.split(r"[,;\n]", text)) if item]
