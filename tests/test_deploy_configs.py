@@ -20,8 +20,19 @@ from tests.test_separation_jobs import make_clip
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a config with one is a mistake."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"repeated keys {repeated}", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(name: str) -> dict:
-    return yaml.safe_load((ROOT / name).read_text())
+    return yaml.load((ROOT / name).read_text(), Loader=StrictLoader)
 
 
 @pytest.fixture(scope="module")
