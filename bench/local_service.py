@@ -4,6 +4,7 @@ and its own local Ray with Serve."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,3 +52,16 @@ def local_serve(**ray_init) -> Iterator[str]:
         with contextlib.suppress(ValueError):  # ValueError: the manager was never created
             ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def local_service(repos: dict[str, str | Path], work: Path, **ray_init) -> Iterator[str]:
+    """`local_hub(repos)`, the app's settings pointed at it (cache and job store under `work`), and
+    `local_serve(**ray_init)`; yields Serve's URL for the bench to deploy into."""
+    with local_hub(repos) as endpoint:
+        # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
+        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
+                          INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
+                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        with local_serve(**ray_init) as base_url:
+            yield base_url

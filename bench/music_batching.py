@@ -36,7 +36,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/music_batching.py
-from bench.local_service import local_hub, local_serve  # noqa: E402
+from bench.local_service import local_service  # noqa: E402
 REPO_ID = "facebook/musicgen-small"
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
            "90s rock song with loud guitars and heavy drums", "lofi hip hop beat to study to"]
@@ -123,12 +123,8 @@ def main() -> None:
     with contextlib.ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-music-")))
         print(f"building the {args.size} model...", flush=True)
-        endpoint = cleanup.enter_context(local_hub({REPO_ID: build_model(work / "model", args.size)}))
-        # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
-        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
-                          INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
-                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        with local_serve(num_cpus=max(4, os.cpu_count() or 1), num_gpus=gpus) as base_url:
+        repos = {REPO_ID: build_model(work / "model", args.size)}
+        with local_service(repos, work, num_cpus=max(4, os.cpu_count() or 1), num_gpus=gpus) as base_url:
             results = bench(base_url, args, gpus)
 
     ratios = {f"batching_gain_c{c}": round(results["batched"][f"c{c}"]["generations_per_s"]

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from ray import serve
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/vision_batching.py
 from bench.embedding_latency import machine, summary  # noqa: E402
-from bench.local_service import local_hub, local_serve  # noqa: E402
+from bench.local_service import local_service  # noqa: E402
 
 REPOS = {"resnet": "microsoft/resnet-50", "vit": "google/vit-base-patch16-224"}
 BATCHED = 8
@@ -109,12 +108,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "tests.tiny_vision", str(work / "models"),
                         *(["--full-resnet"] if args.full_resnet else [])],
                        cwd=REPO_ROOT, check=True, capture_output=True)
-        endpoint = cleanup.enter_context(local_hub({repo: work / "models" / name for name, repo in REPOS.items()}))
-        # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
-        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
-                          INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
-                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        with local_serve(num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
+        repos = {repo: work / "models" / name for name, repo in REPOS.items()}
+        with local_service(repos, work, num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
             results = {}
             for batch in (BATCHED, 1):
                 deploy(batch, args.gpu)

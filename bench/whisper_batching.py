@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
-from bench.local_service import local_hub, local_serve  # noqa: E402
+from bench.local_service import local_service  # noqa: E402
 from bench.embedding_latency import machine, summary  # noqa: E402
 
 REPO = "openai/whisper-base"
@@ -106,12 +105,8 @@ def main() -> None:
         print(f"writing a random-weight Whisper ({args.dims})...", flush=True)
         subprocess.run([sys.executable, "-m", "tests.tiny_whisper", str(work / "model"), "--dims", args.dims],
                        cwd=REPO_ROOT, check=True, capture_output=True)
-        endpoint = cleanup.enter_context(local_hub({REPO: work / "model"}))
-        # Read by ServiceSettings; PYTHONPATH lets the Ray workers import deployments/.
-        os.environ.update(HF_ENDPOINT=endpoint, INFERENCE_CACHE_DIR=str(work / "cache"),
-                          INFERENCE_DATA_DIR=str(work / "data"), HF_HUB_DISABLE_TELEMETRY="1",
-                          PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        with local_serve(num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
+        repos = {REPO: work / "model"}
+        with local_service(repos, work, num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
             results = {}
             for batch in (16, 1):
                 deploy(batch, args.max_new_tokens, args.gpu)

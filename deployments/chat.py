@@ -28,8 +28,7 @@ from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
 from deployments.product import (FIELDS, JSON_INSTRUCTION, ProductListing, ProductRequest, parse_listing,
                                  product_messages, split_list)
-from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry, UnknownModelError
+from registry import ModelEntry, UnknownModelError
 
 TASK = "chat"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
@@ -157,14 +156,7 @@ class Completion:
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
 class ChatDeployment(FamilyDeployment):
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        super().__init__(catalog, settings)
-        self.reconfigure({})
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = ChatConfig.model_validate(config or {})
-        self._decode_batch.set_max_batch_size(self._config.max_batch_size)
-        self._decode_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+    config_class, batched_methods = ChatConfig, ("_decode_batch",)
 
     async def chat(self, model: str, messages: list[dict], options: SamplingOptions | dict | None = None) -> Completion:
         """The whole answer to `messages` (a list of {role, content})."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from pydantic import BaseModel
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
@@ -186,12 +187,29 @@ class FamilyDeployment:
     and what it answers for the management API (GET /models/managed, DELETE /models/download/{name},
     POST /models/manage action=optimize). Subclasses define `_load(entry, paths)`."""
 
+    # The deployment's `user_config` schema, and the @serve.batch methods that follow its
+    # max_batch_size / batch_wait_timeout_s (1 switches batching off); reconfigure() applies both.
+    config_class: type[BaseModel] | None = None
+    batched_methods: tuple[str, ...] = ()
+
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = LiveCatalog(catalog, settings.runtime_models_dir)  # plus models added at run time
         self._device = pick_device(settings)
         self._store = JobStore(settings.data_dir)
         self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
         self._models = LoadedModels(settings, self._load)
+        if self.config_class is not None:
+            self.reconfigure({})
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve calls this with the deployment's user_config at start and whenever it changes (live)."""
+        if self.config_class is None:
+            raise ValueError(f"{type(self).__name__} takes no user_config")
+        self._config = self.config_class.model_validate(config or {})
+        for name in self.batched_methods:
+            batched = getattr(self, name)
+            batched.set_max_batch_size(self._config.max_batch_size)
+            batched.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Any:
         raise NotImplementedError

@@ -248,16 +248,12 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
 class MusicDeployment(FamilyDeployment):
+    config_class, batched_methods = MusicConfig, ("_generate_batch",)
+
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         super().__init__(catalog, settings)
         self._manager = get_model_manager(settings)
         self._adapter_paths: dict[str, str] = {}
-        self.reconfigure({})
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = MusicConfig.model_validate(config or {})
-        self._generate_batch.set_max_batch_size(self._config.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
 
     async def generate(self, prompt: str, model: str | None = None, params: MusicParams | dict | None = None) -> Music:
         """Music for `prompt` with catalog model `model` (default: the adapter's base, else the task default)."""

@@ -26,7 +26,6 @@ from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -92,14 +91,7 @@ class SpeechConfig(BaseModel):
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
 class SpeechDeployment(FamilyDeployment):
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        super().__init__(catalog, settings)
-        self.reconfigure({})
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = SpeechConfig.model_validate(config or {})
-        self._synthesize_batch.set_max_batch_size(self._config.max_batch_size)
-        self._synthesize_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+    config_class, batched_methods = SpeechConfig, ("_synthesize_batch",)
 
     async def synthesize(self, request: SpeechRequest) -> Speech:
         """Speak `request.text`; bad input (voice, speed, length, format) raises InvalidRequest (400)."""

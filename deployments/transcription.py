@@ -23,8 +23,7 @@ from deployments.audio import BadAudio, decode_audio
 from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry, UnknownModelError
+from registry import ModelEntry, UnknownModelError
 
 TASK = "speech-to-text"
 MAX_BATCH_SIZE = 16
@@ -130,14 +129,7 @@ class WindowResult:
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
 class TranscriptionDeployment(FamilyDeployment):
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        super().__init__(catalog, settings)
-        self.reconfigure({})
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = TranscriptionConfig.model_validate(config or {})
-        self._generate_batch.set_max_batch_size(self._config.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+    config_class, batched_methods = TranscriptionConfig, ("_generate_batch",)
 
     async def transcribe(self, model: str, audio: bytes, options: TranscriptionOptions | dict | None = None,
                          progress: Callable[[float], None] | None = None) -> Transcription:

@@ -21,8 +21,7 @@ from ray import serve
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable, PayloadTooLarge, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry, UnknownModelError
+from registry import ModelEntry, UnknownModelError
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +127,7 @@ class _Item:
 # max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
 class VisionDeployment(FamilyDeployment):
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        super().__init__(catalog, settings)
-        self.reconfigure({})
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = VisionConfig.model_validate(config or {})
-        for batched in (self._classify_batch, self._describe_batch):
-            batched.set_max_batch_size(self._config.max_batch_size)
-            batched.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+    config_class, batched_methods = VisionConfig, ("_classify_batch", "_describe_batch")
 
     async def classify(self, model: str, image: bytes, top_k: int = 5, name: str = "image") -> Classification:
         """The `top_k` most likely labels (fewer if the model has fewer) with softmax scores."""

@@ -21,8 +21,7 @@ from deployments.model_loading import FamilyDeployment
 from deployments.separation.batched import separate
 from deployments.separation.params import SeparationInput
 from deployments.separation.weights import load_separator
-from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry
+from registry import ModelEntry
 
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,12 +38,10 @@ class SeparationConfig(BaseModel):
 
 @serve.deployment(max_ongoing_requests=16, health_check_period_s=10, ray_actor_options={"num_cpus": 1})
 class SeparationDeployment(FamilyDeployment):
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        super().__init__(catalog, settings)
-        self.reconfigure({})
+    config_class = SeparationConfig
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = SeparationConfig.model_validate(config or {})
+        super().reconfigure(config)
         self._tracks = asyncio.Semaphore(self._config.concurrent_tracks)
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
