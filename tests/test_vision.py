@@ -205,6 +205,11 @@ def test_bad_uploads(client):
     assert error(upload(client, route, "big.png", b"\0" * (UPLOAD_LIMIT_BYTES + 1)), 413) == (
         f"Image 'big.png' exceeds the limit of {UPLOAD_LIMIT_BYTES} bytes")
     assert error(upload(client, route, "empty.png", b""), 400) == "'empty.png' is empty"
+    # the job routes' upload checks the same way, before anything enters the job store
+    staged = client.post("/upload/image-classifier", files={"file": ("notes.png", b"just some text")})
+    assert error(staged, 400).startswith("'notes.png' is not a readable image")
+    kept = client.post("/upload/image-classifier", files={"file": ("cat.png", picture(7, (40, 30)))})
+    assert kept.status_code == 201 and (kept.json()["width"], kept.json()["height"]) == (40, 30), kept.text
 
 
 def test_bad_requests(client, image_server):
@@ -285,11 +290,7 @@ def test_description_job_from_upload(client):
 
 
 def test_bad_job_inputs(client):
-    notes = client.post("/upload/image-classifier", files={"file": ("notes.png", b"not pixels")})
-    assert notes.status_code == 201, notes.text
-    run = {"model": "resnet-50"}
-    assert error(client.post("/api/v1/run", json={**run, "input": {"file_id": notes.json()["file_id"]}}), 400) == (
-        "'notes.png' is not a readable image: its format is not one Pillow knows (PNG, JPEG, WebP, GIF, BMP, TIFF...)")
+    run = {"model": "resnet-50"}  # (a non-image upload is refused at /upload: test_bad_uploads)
     assert error(client.post("/api/v1/run", json={**run, "input": {"image_url": "http://10.0.0.1/a.png"}}),
                  400).startswith("URL host '10.0.0.1' resolves to 10.0.0.1, a private")
     assert error(client.post("/api/v1/run", json={**run, "input": {}}), 400) == (

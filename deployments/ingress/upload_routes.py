@@ -1,6 +1,6 @@
 """Seed 000's file routes: POST /upload[/{model}], POST /process/{model}/{file_id}, POST /separate/{file_id}.
 
-An upload is checked (type, size, decodable audio) in a staging folder and only then enters the
+An upload is checked (type, size, decodable audio or image) in a staging folder and only then enters the
 job store; processing it queues a job and answers 202 at once (or waits, with `?wait=`).
 """
 
@@ -20,11 +20,13 @@ from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_routes import WAIT_QUERY, job_reply
 from deployments.ingress.services import Services, get_services
+from deployments.vision import open_image
 from registry import ModelEntry, UnknownModelError
 
 router = APIRouter(tags=["uploads and processing"], responses=ERROR_RESPONSES)
 
 AUDIO_TYPES = {"wav", "flac", "mp3", "ogg"}
+IMAGE_TYPES = {"png", "jpg", "jpeg", "webp"}
 PROCESS_BODY = Body(None, description="Seed 000's parameters, e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
 
 
@@ -68,6 +70,9 @@ def _check_content(path: Path, kind: str) -> dict[str, Any]:
             raise InvalidRequest(f"File '{path.name}' is not valid audio: {bad}") from None
         return {"duration": round(info.duration, 3), "sample_rate": info.sample_rate,
                 "channels": info.channels, "format": info.format}
+    if kind in IMAGE_TYPES:  # open_image names the problem: not an image, truncated, too many pixels
+        _, image = open_image(path.read_bytes(), path.name)
+        return image.model_dump()
     if kind == "txt":
         try:
             text = path.read_text(encoding="utf-8")
