@@ -112,6 +112,7 @@ class Row:
     seed: int
     stop: list[str]
     first_tokens: Any = None  # a tensor of ids the first token must be one of (guided product fields)
+    abandoned: bool = False  # its caller went away (a closed stream): the batch stops decoding it
 
 
 @dataclass
@@ -169,7 +170,7 @@ class ChatDeployment(FamilyDeployment):
         anything is yielded, so the caller can still answer with a 4xx."""
         started, row = await self._prepare(model, messages, options)
         yield started
-        async for step in self._decode_batch(row):
+        async for step in self._rows_steps(row):
             yield step
 
     async def check(self, model: str, messages: list[dict], options: SamplingOptions | dict | None = None) -> int:
@@ -290,12 +291,21 @@ class ChatDeployment(FamilyDeployment):
 
     async def _complete(self, started: Started, row: Row) -> Completion:
         pieces, last = [], None
-        async for last in self._decode_batch(row):
+        async for last in self._rows_steps(row):
             pieces.append(last.text)
         return Completion(started.model, "".join(pieces), last.finish_reason, started.prompt_tokens,
                           last.completion_tokens, started.seed, last.batch_size)
 
     # ------------------------------------------------------------ the batched decoding loop
+
+    async def _rows_steps(self, row: Row) -> AsyncIterator[Step]:
+        """The row's steps from the batch; when the caller stops listening (a client closed its
+        stream, Serve cancelled the request), the row is marked so the batch stops decoding it."""
+        try:
+            async for step in self._decode_batch(row):
+                yield step
+        finally:
+            row.abandoned = True
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def _decode_batch(self, rows: list[Row]):
@@ -311,6 +321,8 @@ class ChatDeployment(FamilyDeployment):
         while not all(finished):
             out: list[Any] = [StopIteration] * len(rows)
             for indices, decoder in decoders:
+                for i in indices:  # a row whose caller went away is finished; a group of only those stops
+                    finished[i] = finished[i] or rows[i].abandoned
                 if all(finished[i] for i in indices):
                     continue
                 for i, step in zip(indices, await asyncio.to_thread(decoder.step)):
@@ -411,9 +423,10 @@ class Decoder:
         logits = out.logits[:, -1].float().cpu()
         steps, tokens = [], []
         for i, row in enumerate(self.rows):
-            if self.done[i]:
+            if self.done[i] or row.abandoned:
+                self.done[i] = True
                 tokens.append(self.chat_model.pad_id)
-                steps.append(Step("", "done", self.counts[i], self.batch_size))
+                steps.append(Step("", "abandoned" if row.abandoned else "done", self.counts[i], self.batch_size))
                 continue
             token = _pick(logits[i], row, self.generators[i], first=self.counts[i] == 0)
             tokens.append(token)
