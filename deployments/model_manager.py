@@ -7,8 +7,10 @@ layout through huggingface_hub itself, which writes `*.incomplete` blobs and ren
 when whole, so a failed download leaves no half-written file in a snapshot.
 
 The management API (seed 001) uses `start` (a download id at once), `download_status`, `cancel`,
-`restart` (retry/update), `remove` and `cache_info`; `url` downloads stream into a hidden temp file
-inside `<cache>/url-downloads/<name>/`, checked for size and sha256, and renamed only when whole.
+`restart` (retry/update), `remove` and `cache_info`. Cancelling stops huggingface_hub's download
+threads at their next chunk (through the progress class it reports chunks to) and deletes the
+partial blobs. `url` downloads stream into a hidden temp file inside `<cache>/url-downloads/<name>/`,
+checked for size and sha256, and renamed only when whole.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -87,6 +90,7 @@ class ModelManager:
         self._node_copies: dict[tuple[str, str], asyncio.Task] = {}  # (node, model) -> its copy
         self._records: dict[str, DownloadRecord] = {}
         self._downloads: dict[str, asyncio.Task] = {}
+        self._stops: dict[str, threading.Event] = {}  # model -> set to stop its download threads mid-file
         self._ids: dict[str, str] = {}  # download id -> model, for the status API
         self._url_args: dict[str, dict] = {}  # model -> its url download's arguments, for retries
         self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
@@ -130,10 +134,11 @@ class ModelManager:
         download = self._downloads.get(model)
         if fresh or download is None or download.done():
             if download is not None and not download.done():
-                download.cancel()
+                self._stop(model)
             record = self._records[model] = DownloadRecord(model=model, repos=repos, task=task,
                                                            url=url["url"] if url else None)
-            work = self._download_url(record, **url) if url else self._download(record)
+            stop = self._stops[model] = threading.Event()
+            work = self._download_url(record, **url) if url else self._download(record, stop)
             download = self._downloads[model] = asyncio.create_task(work)
             download.add_done_callback(_retrieve)  # failures are reported by status, not logged as lost
         return download
@@ -180,14 +185,15 @@ class ModelManager:
         return {"download_id": download_id, **self._view(record)} if record else None
 
     async def cancel(self, download_id: str) -> dict | None:
-        """Cancel the download behind `download_id`; a hub download's running file finishes in its thread."""
+        """Cancel the download behind `download_id`: its threads stop at their next chunk, and the
+        partial files they were writing are deleted."""
         model = self._ids.get(download_id)
         record = self._records.get(model) if model else None
         if record is None:
             return None
         download = self._downloads.get(model)
         if record.status in ("pending", "downloading") and download is not None and not download.done():
-            download.cancel()
+            self._stop(model)
             record.status, record.finished_at = "cancelled", time.time()
         return {"download_id": download_id, **self._view(record)}
 
@@ -195,9 +201,10 @@ class ModelManager:
         """Delete a model's files from the cache (hub repos and url files); the paths removed."""
         from huggingface_hub import scan_cache_dir
 
-        download = self._downloads.pop(model, None)
+        download = self._downloads.get(model)
         if download is not None and not download.done():
-            download.cancel()
+            self._stop(model)
+        self._downloads.pop(model, None)
         record = self._records.pop(model, None)
         removed = []
         wanted = {(r.repo_id, r.repo_type) for r in (record.repos if record else repos) or repos}
@@ -246,13 +253,19 @@ class ModelManager:
             record.bytes_done = min(record.bytes_total, sum(self._bytes_on_disk(r) for r in record.repos))
         return record.view()
 
-    async def _download(self, record: DownloadRecord) -> dict[str, str]:
+    def _stop(self, model: str) -> None:
+        """Cancel a running download: the task at once, its threads at their next chunk."""
+        self._downloads[model].cancel()
+        if model in self._stops:
+            self._stops[model].set()
+
+    async def _download(self, record: DownloadRecord, stop: threading.Event) -> dict[str, str]:
         record.status, record.started_at = "downloading", time.time()
         try:
             sizes = await asyncio.gather(*(asyncio.to_thread(self._repo_size, r) for r in record.repos))
             record.bytes_total = sum(sizes)
             for repo in record.repos:
-                record.paths[repo.role] = await asyncio.to_thread(self._snapshot, repo)
+                record.paths[repo.role] = await asyncio.to_thread(snapshot, self._settings, repo, stop)
         except Exception as exc:  # any failure is reported as the model's status
             record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
             logger.warning("download of %s failed: %s", record.model, record.error)
@@ -321,9 +334,6 @@ class ModelManager:
         files = api.list_repo_tree(repo.repo_id, revision=repo.revision, repo_type=repo.repo_type, recursive=True)
         return sum(f.size for f in files if isinstance(f, RepoFile))
 
-    def _snapshot(self, repo: HubRepo) -> str:
-        return snapshot(self._settings, repo)
-
     def _bytes_on_disk(self, repo: HubRepo) -> int:
         from huggingface_hub.file_download import repo_folder_name
 
@@ -347,19 +357,46 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
-def snapshot(settings: ServiceSettings, repo: HubRepo) -> str:
-    """One repo into the cache through huggingface_hub (atomic per file); its local snapshot folder."""
-    from huggingface_hub import snapshot_download
+class DownloadStopped(Exception):
+    """Raised in huggingface_hub's download threads, at their next chunk, once a download is cancelled."""
 
-    return snapshot_download(
-        repo.repo_id,
-        revision=repo.revision,
-        repo_type=repo.repo_type,
-        cache_dir=settings.cache_dir,
-        endpoint=settings.hub_endpoint,
-        token=settings.hub_token,
-        max_workers=settings.download_workers,
-    )
+
+def snapshot(settings: ServiceSettings, repo: HubRepo, stop: threading.Event | None = None) -> str:
+    """One repo into the cache through huggingface_hub (atomic per file); its local snapshot folder.
+    Setting `stop` ends the download mid-file and deletes the partial (`.incomplete`) blobs."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    try:
+        return snapshot_download(
+            repo.repo_id,
+            revision=repo.revision,
+            repo_type=repo.repo_type,
+            cache_dir=settings.cache_dir,
+            endpoint=settings.hub_endpoint,
+            token=settings.hub_token,
+            max_workers=settings.download_workers,
+            tqdm_class=_stoppable_progress(stop) if stop else None,
+        )
+    except DownloadStopped:
+        blobs = Path(settings.cache_dir) / repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type) / "blobs"
+        for partial in blobs.glob("*.incomplete"):
+            partial.unlink(missing_ok=True)
+        raise
+
+
+def _stoppable_progress(stop: threading.Event) -> type:
+    """A progress-bar class for snapshot_download: huggingface_hub reports every chunk of every file
+    to it, from each worker thread, so raising there is how a running file download ends early."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class StoppableProgress(hf_tqdm):
+        def update(self, n: float | None = 1):
+            if stop.is_set():
+                raise DownloadStopped("the download was cancelled")
+            return super().update(n)
+
+    return StoppableProgress
 
 
 def on_this_node(settings: ServiceSettings) -> ServiceSettings:

@@ -107,6 +107,35 @@ def test_dropped_connection_fails_with_the_reason_and_retry_completes(client, hu
     assert not list(model_cache.rglob("*.incomplete"))
 
 
+def test_cancel_stops_a_running_download_mid_file_and_leaves_no_partial_file(client, hub, model_cache):
+    repo = add_encoder_repo(hub, "tests/cancelled-encoder")
+    biggest = max(repo.files.values(), key=lambda f: f.size)
+    release = hub.stall_once(repo.repo_id, biggest.path)  # half the file, then the hub waits
+    blobs = model_cache / "models--tests--cancelled-encoder" / "blobs"
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "cancelled-encoder", "task": "text-embedding"}
+    try:
+        started = client.post("/models/download", json=body).json()
+        deadline = time.monotonic() + 30
+        while not list(blobs.glob("*.incomplete")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(blobs.glob("*.incomplete")), "the download never reached the stalled file"
+        cancelled = client.post(f"/models/download/{started['download_id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    finally:
+        release.set()  # the rest of the file arrives: the stopped download must not keep it
+    deadline = time.monotonic() + 30
+    while list(blobs.glob("*.incomplete")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(blobs.glob("*.incomplete"))
+    assert not (blobs / biggest.sha256).exists()  # the file was not finished after the cancel
+    status = client.get(f"/models/download/status/{started['download_id']}").json()
+    assert status["status"] == "cancelled" and status["progress"] < 100
+
+    retry = client.post("/models/manage", params={"action": "retry_download", "model_name": "cancelled-encoder"})
+    assert wait_for(client, retry.json()["download_id"])["status"] == "completed"
+    assert sha256_of(blobs / biggest.sha256) == biggest.sha256
+
+
 def test_url_source_checks_scheme_size_and_sha256(client, hub, model_cache):
     repo = add_encoder_repo(hub, "tests/url-encoder")
     config = repo.files["config.json"]

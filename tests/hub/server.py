@@ -63,12 +63,26 @@ class TestHub:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._cuts: dict[tuple[str, str], str] = {}  # (count key, path) -> "armed" | "cut"
+        self._stalls: dict[tuple[str, str], threading.Event] = {}  # (count key, path) -> released when set
 
     def cut_once(self, repo_id: str, path: str, repo_type: str = "model") -> None:
         """The next full GET of `path` sends half the bytes then drops; the resume after it gets a 500."""
         repo = self._repos_of(repo_type)[repo_id]
         with self._lock:
             self._cuts[(_count_key(repo), path)] = "armed"
+
+    def stall_once(self, repo_id: str, path: str, repo_type: str = "model") -> threading.Event:
+        """The next full GET of `path` sends half the bytes, then waits until the returned event is set
+        (or 60 s) before it sends the rest: a download caught half-way, for as long as a test needs."""
+        repo = self._repos_of(repo_type)[repo_id]
+        release = threading.Event()
+        with self._lock:
+            self._stalls[(_count_key(repo), path)] = release
+        return release
+
+    def _take_stall(self, repo: HubRepo, path: str, start: int) -> threading.Event | None:
+        with self._lock:
+            return self._stalls.pop((_count_key(repo), path), None) if start == 0 else None
 
     def _take_cut(self, repo: HubRepo, path: str, start: int) -> str | None:
         """'cut' when this GET must stop half-way, 'refuse' when it is the resume after a cut."""
@@ -217,9 +231,18 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                while remaining > 0 and (chunk := handle.read(min(CHUNK, remaining))):
-                    self.wfile.write(chunk)
-                    remaining -= len(chunk)
+                stall = hub._take_stall(repo, hub_file.path, start)
+                if stall is not None:  # send half, then wait to be released
+                    self.wfile.write(handle.read(remaining // 2))
+                    self.wfile.flush()
+                    remaining -= remaining // 2
+                    stall.wait(60)
+                try:
+                    while remaining > 0 and (chunk := handle.read(min(CHUNK, remaining))):
+                        self.wfile.write(chunk)
+                        remaining -= len(chunk)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a cancelled download)
+                    self.close_connection = True
 
         def _json(self, payload: object, repo: HubRepo, send_body: bool) -> None:
             body = json.dumps(payload).encode()
