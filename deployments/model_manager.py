@@ -138,7 +138,7 @@ class ModelManager:
             record = self._records[model] = DownloadRecord(model=model, repos=repos, task=task,
                                                            url=url["url"] if url else None)
             stop = self._stops[model] = threading.Event()
-            work = self._download_url(record, **url) if url else self._download(record, stop)
+            work = self._download_url(record, stop, **url) if url else self._download(record, stop)
             download = self._downloads[model] = asyncio.create_task(work)
             download.add_done_callback(_retrieve)  # failures are reported by status, not logged as lost
         return download
@@ -254,7 +254,8 @@ class ModelManager:
         return record.view()
 
     def _stop(self, model: str) -> None:
-        """Cancel a running download: the task at once, its threads at their next chunk."""
+        """Cancel a running download (cancel, remove, a fresh restart): the task at once, its threads
+        (hub or url) at their next chunk."""
         self._downloads[model].cancel()
         if model in self._stops:
             self._stops[model].set()
@@ -277,10 +278,11 @@ class ModelManager:
                     record.finished_at - record.started_at)
         return record.paths
 
-    async def _download_url(self, record: DownloadRecord, url: str, sha256: str | None, max_bytes: int) -> dict[str, str]:
+    async def _download_url(self, record: DownloadRecord, stop: threading.Event, url: str, sha256: str | None,
+                            max_bytes: int) -> dict[str, str]:
         record.status, record.started_at = "downloading", time.time()
         try:
-            path = await asyncio.to_thread(self._fetch_url, record, url, sha256, max_bytes)
+            path = await asyncio.to_thread(self._fetch_url, record, stop, url, sha256, max_bytes)
         except Exception as exc:
             record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
             logger.warning("download of %s failed: %s", record.model, record.error)
@@ -291,7 +293,8 @@ class ModelManager:
         record.status, record.finished_at = "completed", time.time()
         return record.paths
 
-    def _fetch_url(self, record: DownloadRecord, url: str, sha256: str | None, max_bytes: int) -> str:
+    def _fetch_url(self, record: DownloadRecord, stop: threading.Event, url: str, sha256: str | None,
+                   max_bytes: int) -> str:
         """Stream `url` into a hidden temp file in the model's folder; renamed only when whole and verified."""
         import httpx
 
@@ -307,8 +310,8 @@ class ModelManager:
                 if record.bytes_total > max_bytes:
                     raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")
                 for chunk in reply.iter_bytes(1 << 20):
-                    if record.status == "cancelled":
-                        raise RuntimeError("cancelled")
+                    if stop.is_set():
+                        raise DownloadStopped("the download was cancelled")
                     record.bytes_done += len(chunk)
                     if record.bytes_done > max_bytes:
                         raise ValueError(f"{url} sent more than the limit of {max_bytes} bytes")
