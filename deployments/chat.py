@@ -23,12 +23,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 
-from deployments.errors import BadModelOutput, InvalidRequest, ModelNotFound
+from deployments.errors import BadModelOutput, InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
 from deployments.product import (FIELDS, JSON_INSTRUCTION, ProductListing, ProductRequest, parse_listing,
                                  product_messages, split_list)
-from registry import ModelEntry, UnknownModelError
+from registry import ModelEntry
 
 TASK = "chat"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
@@ -203,19 +203,19 @@ class ChatDeployment(FamilyDeployment):
             except ValueError as bad:
                 reason = str(bad)
                 continue
-            entry = self._entry(model)
+            entry = self._entry(model, TASK)
             return {"model": entry.id, "mode": request.mode, "product": listing.model_dump(),
                     "attempts": attempt + 1, "seed": seed + attempt,
                     "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                               "total_tokens": sum(usage)}}
         excerpt = answer if len(answer) <= 300 else answer[:300] + "..."
-        raise BadModelOutput(f"Model '{self._entry(model).id}' gave no usable product description in "
+        raise BadModelOutput(f"Model '{self._entry(model, TASK).id}' gave no usable product description in "
                              f"{self._config.product_attempts} attempts (seeds {seed}..."
                              f"{seed + self._config.product_attempts - 1}): {reason}. Last answer: {excerpt!r}")
 
     async def _guided_listing(self, model: str, request: ProductRequest, options: dict,
                               usage: list[int]) -> tuple[ProductListing, str]:
-        chat_model = await self._models.get(self._entry(model))
+        chat_model = await self._models.get(self._entry(model, TASK))
         first = await asyncio.to_thread(chat_model.wordy_tokens)
         rows = []
         for instruction, max_tokens, stop in FIELDS.values():
@@ -251,15 +251,9 @@ class ChatDeployment(FamilyDeployment):
 
     # ------------------------------------------------------------ requests -> rows
 
-    def _entry(self, model: str) -> ModelEntry:
-        try:
-            return self._catalog.resolve(model, task=TASK)
-        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
-            raise ModelNotFound(str(missing)) from None
-
     async def _prepare(self, model: str, messages: list[dict], options) -> tuple[Started, Row]:
         """Check the request against the loaded model (template, context) and make its row."""
-        entry = self._entry(model)
+        entry = self._entry(model, TASK)
         options = SamplingOptions.model_validate(options or {})
         messages = [ChatMessage.model_validate(m).model_dump() for m in messages]
         if not messages:

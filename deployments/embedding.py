@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from ray import serve
 
-from deployments.errors import ModelNotFound
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from registry import ModelEntry, UnknownModelError
+from registry import ModelEntry
 
 MAX_BATCH_SIZE = 32
 
@@ -33,10 +32,7 @@ class Embeddings:
 class EmbeddingDeployment(FamilyDeployment):
     async def embed(self, model: str, texts: list[str]) -> Embeddings:
         """Embed `texts` with catalog model `model`; requests arriving together share one forward pass."""
-        try:
-            entry = self._catalog.resolve(model, task="text-embedding")
-        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
-            raise ModelNotFound(str(missing)) from None
+        entry = self._entry(model, "text-embedding")
         # Loaded before joining a batch: a failed load fails only its own requests, and a batch
         # never waits on a download.
         await self._models.get(entry)

@@ -13,12 +13,13 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
+from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.jobs.runner import JobRunner
 from deployments.jobs.store import JobStore
 from deployments.model_manager import get_model_manager
 from deployments.replica_board import get_replica_board
 from deployments.settings import ServiceSettings
-from registry import Catalog, ModelEntry
+from registry import Catalog, ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
 
 logger = logging.getLogger(__name__)
@@ -84,11 +85,6 @@ class LoadedModels:
             self._report()
         return unloaded
 
-    def describe(self) -> list[dict]:
-        """Per loaded model: device, memory, parameters and whether it was optimized (GET /models/managed)."""
-        self._drop_removed()
-        return [self._describe(model_id, model) for model_id, model in self._models.items()]
-
     async def optimize(self, entry: ModelEntry) -> dict:
         """Reduced precision in place: fp16 weights on GPU, dynamic int8 Linear layers on CPU."""
         model = await self.get(entry)
@@ -109,8 +105,6 @@ class LoadedModels:
             return
         modules = _modules(model)
         if not modules:
-            from deployments.errors import InvalidRequest
-
             raise InvalidRequest(f"Model '{model_id}' has no torch modules to optimize")
         on_gpu = any(p.is_cuda for m in modules for p in m.parameters())
         for module in modules:
@@ -123,7 +117,8 @@ class LoadedModels:
         self._report()
 
     def _report(self) -> None:
-        """Tell the board what this replica holds now (fire and forget: calls from here arrive in order)."""
+        """Tell the board what this replica holds now, per model: device, memory, parameters, optimized
+        (GET /models/managed). Fire and forget: calls from here arrive in order."""
         models = [self._describe(model_id, model) for model_id, model in self._models.items()]
         self._board.report.remote(self._replica, self._app, self._deployment,
                                   ray.get_runtime_context().get_node_id(), models)
@@ -184,8 +179,9 @@ def _modules(model: Any) -> list:
 
 class FamilyDeployment:
     """Base of every family deployment: its catalog, device, job store and runner, its loaded models,
-    and what it answers for the management API (GET /models/managed, DELETE /models/download/{name},
-    POST /models/manage action=optimize). Subclasses define `_load(entry, paths)`."""
+    and its part in the management API (reports to the ReplicaBoard for GET /models/managed;
+    DELETE /models/download/{name}; POST /models/manage action=optimize). Subclasses define
+    `_load(entry, paths)`."""
 
     # The deployment's `user_config` schema, and the @serve.batch methods that follow its
     # max_batch_size / batch_wait_timeout_s (1 switches batching off); reconfigure() applies both.
@@ -214,12 +210,16 @@ class FamilyDeployment:
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Any:
         raise NotImplementedError
 
+    def _entry(self, model: str, task: str) -> ModelEntry:
+        """The catalog entry `model` names for `task`; callers through a Python handle skip the ingress'
+        checks, so an unknown name is a 404 here too."""
+        try:
+            return self._catalog.resolve(model, task=task)
+        except UnknownModelError as missing:
+            raise ModelNotFound(str(missing)) from None
+
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
-
-    def managed_models(self) -> list[dict]:
-        """What this replica has loaded (device, memory, parameters, optimized)."""
-        return self._models.describe()
 
     def unload(self, model_id: str) -> bool:
         return self._models.unload(model_id)

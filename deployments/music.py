@@ -32,7 +32,7 @@ from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
 from deployments.model_manager import get_model_manager
 from deployments.settings import ServiceSettings
-from registry import AdapterEntry, Catalog, ModelEntry, UnknownModelError
+from registry import AdapterEntry, Catalog, ModelEntry
 
 TASK = "text-to-music"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
@@ -260,10 +260,7 @@ class MusicDeployment(FamilyDeployment):
         params = MusicParams.model_validate(params or {})
         adapter = find_adapter(self._catalog, params.adapter) if params.adapter else None
         name = model or (adapter.base_model if adapter else self._catalog.tasks[TASK].default_model)
-        try:
-            entry = self._catalog.resolve(name, task=TASK)
-        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
-            raise ModelNotFound(str(missing)) from None
+        entry = self._entry(name, TASK)
         if adapter:
             check_adapter(self._catalog, entry, adapter)
         duration = params.duration or default_duration(entry)

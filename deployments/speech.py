@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.audio import OUTPUT_FORMATS
-from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ServiceError
+from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from registry import Catalog, ModelEntry, UnknownModelError
+from registry import Catalog, ModelEntry
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class SpeechDeployment(FamilyDeployment):
 
     async def synthesize(self, request: SpeechRequest) -> Speech:
         """Speak `request.text`; bad input (voice, speed, length, format) raises InvalidRequest (400)."""
-        entry = self._entry(request.model)
+        entry = self._entry(request.model, TASK)
         if request.format not in OUTPUT_FORMATS:
             raise InvalidRequest(f"Unknown format '{request.format}'; supported: {', '.join(OUTPUT_FORMATS)}")
         request = replace(request, model=entry.id, voice=resolve_voice(entry, request.voice))
@@ -114,7 +114,7 @@ class SpeechDeployment(FamilyDeployment):
 
     async def check_text(self, model: str, text: str) -> int:
         """Tokens `text` is read as, or InvalidRequest naming the model's limit (jobs check before queueing)."""
-        return (await self._models.get(self._entry(model))).check_text(text)
+        return (await self._models.get(self._entry(model, TASK))).check_text(text)
 
     async def run_job(self, job_id: str) -> str:
         """Speech as a queued job (seed 004's /api/v1/run): the audio becomes the job's result file."""
@@ -149,12 +149,6 @@ class SpeechDeployment(FamilyDeployment):
             for i, outcome in zip(indices, outcomes):
                 results[i] = outcome
         return results
-
-    def _entry(self, model: str) -> ModelEntry:
-        try:
-            return self._catalog.resolve(model, task=TASK)
-        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
-            raise ModelNotFound(str(missing)) from None
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         engine = {"speecht5": SpeechT5Engine, "bark": BarkEngine}.get(entry.family)

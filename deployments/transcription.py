@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from deployments.audio import BadAudio, decode_audio
-from deployments.errors import InvalidRequest, ModelNotFound
+from deployments.errors import InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from registry import ModelEntry, UnknownModelError
+from registry import ModelEntry
 
 TASK = "speech-to-text"
 MAX_BATCH_SIZE = 16
@@ -135,10 +135,7 @@ class TranscriptionDeployment(FamilyDeployment):
                          progress: Callable[[float], None] | None = None) -> Transcription:
         """Transcribe encoded audio (WAV, FLAC, MP3, OGG; any rate, any channels) with catalog model `model`;
         `progress(fraction of windows done)` is for in-replica callers (jobs)."""
-        try:
-            entry = self._catalog.resolve(model, task=TASK)
-        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
-            raise ModelNotFound(str(missing)) from None
+        entry = self._entry(model, TASK)
         options = TranscriptionOptions.model_validate(options or {})
         # Loaded before joining a batch: a failed load fails only its own requests.
         whisper = await self._models.get(entry)

@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable, PayloadTooLarge, ServiceError
+from deployments.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from registry import ModelEntry, UnknownModelError
+from registry import ModelEntry
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +228,6 @@ class VisionDeployment(FamilyDeployment):
         if isinstance(result, Exception):
             raise result
         return result
-
-    def _entry(self, model: str, task: str) -> ModelEntry:
-        try:
-            return self._catalog.resolve(model, task=task)
-        except UnknownModelError as missing:  # callers through a Python handle skip the ingress' checks
-            raise ModelNotFound(str(missing)) from None
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         if self._catalog.task_of(entry) == CLASSIFY:

@@ -24,6 +24,15 @@ def parse(schema: type[Schema], data: Any) -> Schema:
         raise RequestValidationError(error.errors()) from None
 
 
+def check_upload_kind(services: Services, family: str, kind: str, name: str) -> None:
+    """A file about to be received: a 415 listing what `family` takes when it does not take `kind`."""
+    accepted = services.catalog.families[family].file_types
+    if kind not in accepted:
+        raise UnsupportedMediaType(
+            f"File type '{kind or name}' is not accepted by {family}; it takes {', '.join(accepted)}"
+        )
+
+
 def check_file_type(services: Services, entry: ModelEntry, upload: Upload) -> None:
     accepted = services.catalog.families[entry.family].file_types
     kind = Path(upload.filename).suffix.lower().lstrip(".")

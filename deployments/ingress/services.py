@@ -60,6 +60,7 @@ class Services:
 
     def deployment_for(self, entry: ModelEntry) -> DeploymentHandle:
         return self.deployments[self.catalog.families[entry.family].deployment]
+
     async def upload(self, file_id: str) -> Upload:
         upload = await asyncio.to_thread(self.store.get_upload, file_id)
         if upload is None:

@@ -15,10 +15,11 @@ from fastapi import APIRouter, Body, Depends, File, UploadFile
 from fastapi.responses import JSONResponse
 
 from deployments.audio import BadAudio, probe_audio
-from deployments.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, UnsupportedMediaType
+from deployments.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_routes import WAIT_QUERY, job_reply
+from deployments.ingress.request_checks import check_upload_kind
 from deployments.ingress.services import Services, get_services
 from deployments.vision import open_image
 from registry import ModelEntry, UnknownModelError
@@ -90,10 +91,7 @@ async def _store_upload(services: Services, family: str, file: UploadFile) -> di
         raise InvalidRequest(f"Model family '{family}' does not take file uploads")
     filename = _safe_filename(file.filename)
     kind = Path(filename).suffix.lower().lstrip(".")
-    if kind not in accepted:
-        raise UnsupportedMediaType(
-            f"File type '{kind or filename}' is not accepted by {family}; it takes {', '.join(accepted)}"
-        )
+    check_upload_kind(services, family, kind, filename)
     with services.store.staging() as folder:
         staged = folder / filename
         await asyncio.to_thread(_copy_capped, file.file, staged, services.settings.max_upload_bytes)

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.request_checks import check_file_type, check_upload_kind, parse
 from deployments.ingress.services import Services, get_services
 from deployments.safe_urls import fetch_bytes
 from deployments.vision import (CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput, open_image)
@@ -96,14 +96,11 @@ async def _image(services: Services, entry: ModelEntry, image_url: str | None,
     _check_source(file is not None, image_url)
     if image_url:
         return await fetch_image(services, image_url), image_url
-    accepted = services.catalog.families[entry.family].file_types
     name = file.filename or "upload"
     kind = Path(name).suffix.lower().lstrip(".")
     if not kind and (file.content_type or "").startswith("image/"):
         kind = file.content_type.split("/", 1)[1]
-    if kind not in accepted:
-        raise UnsupportedMediaType(f"File type '{kind or name}' is not accepted by {entry.family}; "
-                                   f"it takes {', '.join(accepted)}")
+    check_upload_kind(services, entry.family, kind, name)
     limit = min(services.settings.image_max_bytes, services.settings.max_upload_bytes)
     data = await file.read(limit + 1)
     if len(data) > limit:
@@ -159,8 +156,7 @@ async def vision_job_input(services: Services, entry: ModelEntry, data: dict[str
         if upload.size > services.settings.image_max_bytes:
             raise PayloadTooLarge(f"Upload '{upload.filename}' is {upload.size} bytes; images may be at most "
                                   f"{services.settings.image_max_bytes} bytes")
-        image = await asyncio.to_thread(services.store.upload_path(upload).read_bytes)
-        await asyncio.to_thread(open_image, image, upload.filename)
+        # (its image was decoded when it was uploaded: upload_routes refuses one that is not)
     return params.model_dump()
 
 
