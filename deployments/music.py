@@ -7,7 +7,8 @@ service's torch, while transformers loads the same `facebook/musicgen-*` repos.
 Prompts arriving together share one `generate` call (@serve.batch), grouped by model and adapter;
 each row is sampled with its own seeded generator (`SeededSampler`), so a request's audio does not
 depend on what it was batched with. LoRA adapters (catalog `adapters:`) come through the model
-manager like any repo and are switched per group with transformers' PEFT integration.
+manager like any repo and are switched per group (`music_adapters`); a failed switch never leaves
+the base model changed.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from deployments.audio import OUTPUT_FORMATS
-from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable
+from deployments.errors import InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
 from deployments.model_manager import get_model_manager
+from deployments.music_adapters import (AdapterSlots, AdapterSwitchFailed, check_adapter, find_adapter,
+                                        require_adapter_support)
 from deployments.settings import ServiceSettings
 from registry import AdapterEntry, Catalog, ModelEntry
 
@@ -111,23 +114,6 @@ def default_duration(entry: ModelEntry) -> float:
     return entry.specs.recommended_duration_seconds or min(10.0, entry.specs.max_duration_seconds or 10.0)
 
 
-def find_adapter(catalog: Catalog, name: str) -> AdapterEntry:
-    """An adapter by id or hub repo id (case-insensitive), or 404 listing the known ones."""
-    wanted = name.strip().lower()
-    for adapter in catalog.adapters.values():
-        if wanted in (adapter.id, adapter.hub.repo_id.lower()):
-            return adapter
-    raise ModelNotFound(f"Adapter '{name}' not found. Known adapters: {', '.join(catalog.adapters) or 'none'}",
-                        error="Adapter does not exist")
-
-
-def check_adapter(catalog: Catalog, entry: ModelEntry, adapter: AdapterEntry) -> None:
-    if adapter.base_model != entry.id:
-        base = catalog.models[adapter.base_model]
-        raise InvalidRequest(f"Adapter '{adapter.id}' requires model '{base.id}' ({base.hub.repo_id}); "
-                             f"the request uses '{entry.id}'")
-
-
 class SeededSampler:
     """A logits processor that samples every request's rows with that request's own torch.Generator.
 
@@ -181,7 +167,7 @@ class MusicGen:
     model: Any
     processor: Any
     device: str
-    adapters: set[str] = field(default_factory=set)
+    adapters: AdapterSlots = field(default_factory=AdapterSlots)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -201,28 +187,13 @@ class MusicGen:
         # `delay` extra steps before the last codebook has the last frame.
         frames = max(math.ceil(max(durations) * self.frame_rate), delay + 1)
         with self.lock, torch.inference_mode():
-            self._use_adapter(adapter, adapter_path)
+            self.adapters.use(self.model, adapter, adapter_path)
             inputs = self.processor(text=prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
             sampler = SeededSampler(seeds, decoder.num_codebooks, self.model.generation_config)
             audio = self.model.generate(**inputs, do_sample=False, top_k=None, max_new_tokens=frames + delay,
                                         logits_processor=[sampler])
         audio = audio.float().cpu().numpy()
         return [audio[i, :, :round(d * self.sample_rate)] for i, d in enumerate(durations)]
-
-    def _use_adapter(self, adapter: str | None, path: str | None) -> None:
-        if adapter is None:
-            if self.adapters:
-                self.model.disable_adapters()
-            return
-        if adapter not in self.adapters:
-            try:
-                self.model.load_adapter(path, adapter_name=adapter)
-            except Exception as error:  # e.g. weights shaped for another base model
-                raise ModelUnavailable(f"Adapter '{adapter}' could not be applied: {type(error).__name__}: "
-                                       f"{error}", error="Adapter unusable") from None
-            self.adapters.add(adapter)
-        self.model.set_adapter(adapter)
-        self.model.enable_adapters()
 
 
 @dataclass
@@ -263,6 +234,7 @@ class MusicDeployment(FamilyDeployment):
         entry = self._entry(name, TASK)
         if adapter:
             check_adapter(self._catalog, entry, adapter)
+            require_adapter_support()
         duration = params.duration or default_duration(entry)
         check_duration(entry, duration)
         if not prompt.strip():
@@ -321,15 +293,33 @@ class MusicDeployment(FamilyDeployment):
         for (model_id, adapter), indices in groups.items():
             group = [prompts[i] for i in indices]
             try:
-                musicgen = await self._models.get(self._catalog.models[model_id])
-                audios = await asyncio.to_thread(
-                    musicgen.generate, [p.prompt for p in group], [p.duration for p in group],
-                    [p.seed for p in group], adapter, group[0].adapter_path)
+                audios = await self._generate_group(model_id, adapter, group)
             except Exception as error:  # noqa: BLE001 - handed to the group's callers, who raise it
                 audios = [error] * len(group)
             for i, audio in zip(indices, audios):
                 results[i] = audio if isinstance(audio, Exception) else (audio, len(group))
         return results
+
+    async def _generate_group(self, model_id: str, adapter: str | None, group: list[_Prompt]) -> list[np.ndarray]:
+        """One generate call on a model whose adapters are in a known state: a copy tainted by a failed
+        adapter switch is reloaded first, and plain prompts that meet a failed switch-off run on a fresh copy."""
+        def generate(musicgen: MusicGen):
+            return asyncio.to_thread(musicgen.generate, [p.prompt for p in group], [p.duration for p in group],
+                                     [p.seed for p in group], adapter, group[0].adapter_path)
+
+        try:
+            return await generate(await self._untainted(model_id))
+        except AdapterSwitchFailed:
+            if adapter is not None:
+                raise
+            return await generate(await self._untainted(model_id))  # a fresh copy has no adapter to switch off
+
+    async def _untainted(self, model_id: str) -> MusicGen:
+        musicgen = await self._models.get(self._catalog.models[model_id])
+        if musicgen.adapters.tainted:
+            self._models.unload(model_id)
+            musicgen = await self._models.get(self._catalog.models[model_id])
+        return musicgen
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> MusicGen:
         from transformers import AutoProcessor, MusicgenForConditionalGeneration

@@ -19,6 +19,9 @@ ADAPTERS = {
     "lofi-small": ("musicgen-loras/musicgen-small-lofi", SMALL_REPO, 11),
     "jazz-medium": ("musicgen-loras/musicgen-medium-jazz", MEDIUM_REPO, 12),
 }
+# An adapter for musicgen-small whose feed-forward LoRA was trained on a wider decoder (ffn 96, not 64):
+# lora_B of fc2 fits the base and lora_A does not, so transformers fails half-way through loading it.
+MISFIT_ADAPTER = ("misfit-small", "musicgen-loras/musicgen-small-misfit", SMALL_REPO, 13)
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
            "90s rock song with loud guitars and heavy drums", "lofi hip hop beat to study to",
            "jazz trio with walking bass and brushed drums", "epic orchestral film score with choir"]
@@ -97,15 +100,21 @@ def build_tiny_musicgen(folder: Path, seed: int = 0, hidden: int | None = None, 
     return folder
 
 
-def build_tiny_lora(folder: Path, base_folder: Path, base_repo: str, seed: int) -> Path:
-    """A PEFT LoRA adapter with random (non-zero) weights on the decoder's attention projections."""
+def build_tiny_lora(folder: Path, base_folder: Path, base_repo: str, seed: int, ffn_dim: int | None = None) -> Path:
+    """A PEFT LoRA adapter with random (non-zero) weights on the decoder's attention projections;
+    with `ffn_dim`, on the feed-forward layers of a decoder that much wider instead (a misfit)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import MusicgenForConditionalGeneration
+    from transformers import MusicgenConfig, MusicgenForConditionalGeneration
 
-    base = MusicgenForConditionalGeneration.from_pretrained(base_folder)
-    config = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
-                        target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    if ffn_dim is None:
+        base = MusicgenForConditionalGeneration.from_pretrained(base_folder)
+        targets = ["q_proj", "k_proj", "v_proj", "out_proj"]
+    else:
+        config = MusicgenConfig.from_pretrained(base_folder)
+        config.decoder.ffn_dim = ffn_dim
+        base, targets = MusicgenForConditionalGeneration(config), ["fc1", "fc2"]
+    config = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=targets)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         adapted = get_peft_model(base, config)
@@ -124,6 +133,8 @@ def add_repos(hub, folder: Path) -> None:
     bases = {SMALL_REPO: small, MEDIUM_REPO: medium}
     for adapter_id, (repo_id, base_repo, seed) in ADAPTERS.items():
         hub.add_repo(repo_id, build_tiny_lora(folder / adapter_id, bases[base_repo], base_repo, seed))
+    adapter_id, repo_id, base_repo, seed = MISFIT_ADAPTER
+    hub.add_repo(repo_id, build_tiny_lora(folder / adapter_id, small, base_repo, seed, ffn_dim=96))
 
 
 if __name__ == "__main__":  # for benchmarks, which do not import tests/:  python -m tests.tiny_musicgen OUT [SIZE]
