@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -123,7 +123,7 @@ def main() -> None:
     print(f"batched / unbatched at {args.concurrency} clients: {ratios['requests_per_second']}x req/s, "
           f"{ratios['tokens_per_second']}x tokens/s; answers differing between the runs: {mismatches}/{args.requests}")
 
-    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "size": args.size,
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "size": args.size,
               "max_tokens": args.max_tokens, "requests": args.requests, "concurrency": args.concurrency,
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios,
               "answers_differing_between_runs": mismatches}

@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,7 @@ from ray import serve
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/embedding_latency.py
 from bench.local_service import local_hub, local_serve  # noqa: E402
+
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 SUBJECTS = ["The old lighthouse keeper", "A small startup in Berlin", "My neighbour's cat", "The central bank",
             "A team of marine biologists", "The orchestra", "An autonomous delivery robot", "Our sales report"]
@@ -65,11 +66,11 @@ def bench_in_process(texts: list[str], batch_size: int, device: str) -> dict:
     model = SentenceTransformer(str(get_model_path()), device=device)
     model.encode(SENTENCES[:8], normalize_embeddings=True)  # warm-up
     started = time.perf_counter()
-    latencies = [timed(lambda: model.encode([text], normalize_embeddings=True)) for text in texts]
+    latencies = [timed(lambda text=text: model.encode([text], normalize_embeddings=True)) for text in texts]
     sequential = summary(latencies, time.perf_counter() - started, len(texts))
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     started = time.perf_counter()
-    latencies = [timed(lambda: model.encode(batch, normalize_embeddings=True)) for batch in batches]
+    latencies = [timed(lambda batch=batch: model.encode(batch, normalize_embeddings=True)) for batch in batches]
     batched = summary(latencies, time.perf_counter() - started, len(texts))  # latency is per batch
     return {"sequential": sequential, "batched": {**batched, "batch_size": batch_size, "batches": len(batches)}}
 
@@ -166,7 +167,7 @@ def main() -> None:
           f"serve concurrent req/s / in-process sequential req/s: {ratios['serve_batching_gain']}x (batching gain)\n"
           f"handle concurrent req/s / handle sequential req/s:    {ratios['handle_batching_gain']}x (batching alone)")
 
-    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": MINILM_REPO,
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": MINILM_REPO,
               "requests": args.requests, "concurrency": args.concurrency, "machine": machine(device),
               "in_process": in_process, "serve": served, "ratios": ratios}
     args.out.parent.mkdir(parents=True, exist_ok=True)

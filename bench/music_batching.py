@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -37,6 +37,7 @@ from ray import serve
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/music_batching.py
 from bench.local_service import local_service  # noqa: E402
+
 REPO_ID = "facebook/musicgen-small"
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
            "90s rock song with loud guitars and heavy drums", "lofi hip hop beat to study to"]
@@ -140,7 +141,7 @@ def main() -> None:
     for name, value in ratios.items():
         print(f"{name}: {value}x")
 
-    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": REPO_ID,
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": REPO_ID,
               "size": args.size, "duration_s": args.duration, "max_batch_size": MAX_BATCH_SIZE,
               "machine": machine(device), "results": results, "ratios": ratios}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import re
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -166,11 +166,12 @@ def main() -> None:
     print(f"(model: {'tiny' if args.tiny else 'htdemucs'} HTDemucs, random weights; shifts=1; batch size "
           f"{batch_size}; autocast {args.autocast}; peak = {memory})")
 
-    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
               "model": "tiny HTDemucs" if args.tiny else "htdemucs (HTDemucs default args, segment 39/5)",
               "parameters": sum(p.numel() for p in model.parameters()), "machine": machine(device),
               "arguments": {"seconds": args.seconds, "device": device.type, "batch_size": batch_size,
-                            "autocast": args.autocast, "tiny": args.tiny, "repeat": args.repeat, "shifts": 1, "overlap": 0.25},
+                            "autocast": args.autocast, "tiny": args.tiny, "repeat": args.repeat, "shifts": 1,
+                            "overlap": 0.25},
               "peak_memory": memory, "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -128,7 +128,7 @@ def main() -> None:
     print(f"batched / unbatched req/s at {args.concurrency} clients: {ratios['batching_gain_at_concurrency']}x\n"
           f"batched req/s, {args.concurrency} clients / 1 client:      {ratios['concurrency_gain_batched']}x")
 
-    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": args.model,
               "full_resnet": args.full_resnet, "image_size": [320, 240], "requests": args.requests,
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios}
     args.out.parent.mkdir(parents=True, exist_ok=True)

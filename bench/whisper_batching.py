@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -32,8 +32,8 @@ from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
-from bench.local_service import local_service  # noqa: E402
 from bench.embedding_latency import machine, summary  # noqa: E402
+from bench.local_service import local_service  # noqa: E402
 
 REPO = "openai/whisper-base"
 
@@ -126,7 +126,7 @@ def main() -> None:
     print(f"batched / unbatched req/s at {args.concurrency} clients: {ratios['batching_gain_at_concurrency']}x\n"
           f"batched req/s, {args.concurrency} clients / 1 client:      {ratios['concurrency_gain_batched']}x")
 
-    result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dims": args.dims,
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "dims": args.dims,
               "clip_seconds": args.seconds, "max_new_tokens": args.max_new_tokens, "requests": args.requests,
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,15 @@ from ray import serve
 from deployments.errors import BadModelOutput, InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from deployments.product import (FIELDS, JSON_INSTRUCTION, ProductListing, ProductRequest, parse_listing,
-                                 product_messages, split_list)
+from deployments.product import (
+    FIELDS,
+    JSON_INSTRUCTION,
+    ProductListing,
+    ProductRequest,
+    parse_listing,
+    product_messages,
+    split_list,
+)
 from registry import ModelEntry
 
 TASK = "chat"

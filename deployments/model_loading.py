@@ -61,7 +61,8 @@ class LoadedModels:
             return self._models[entry.id]
         async with self._locks.setdefault(entry.id, asyncio.Lock()):
             if entry.id not in self._models:
-                paths = await self._manager.ensure.remote(entry.id, entry.repos, ray.get_runtime_context().get_node_id())
+                node = ray.get_runtime_context().get_node_id()
+                paths = await self._manager.ensure.remote(entry.id, entry.repos, node)
                 model = await asyncio.to_thread(self._load, entry, paths)
                 self._paths[entry.id] = paths
                 self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())

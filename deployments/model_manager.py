@@ -340,7 +340,8 @@ class ModelManager:
     def _bytes_on_disk(self, repo: HubRepo) -> int:
         from huggingface_hub.file_download import repo_folder_name
 
-        blobs = Path(self._settings.cache_dir) / repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type) / "blobs"
+        folder = repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type)
+        blobs = Path(self._settings.cache_dir) / folder / "blobs"
         return sum(_size(p) for p in blobs.glob("*")) if blobs.is_dir() else 0
 
 

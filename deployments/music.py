@@ -32,8 +32,13 @@ from deployments.errors import InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
 from deployments.model_manager import get_model_manager
-from deployments.music_adapters import (AdapterSlots, AdapterSwitchFailed, check_adapter, find_adapter,
-                                        require_adapter_support)
+from deployments.music_adapters import (
+    AdapterSlots,
+    AdapterSwitchFailed,
+    check_adapter,
+    find_adapter,
+    require_adapter_support,
+)
 from deployments.settings import ServiceSettings
 from registry import AdapterEntry, Catalog, ModelEntry
 
@@ -125,8 +130,12 @@ class SeededSampler:
     """
 
     def __init__(self, seeds: list[int], rows_per_request: int, generation_config):
-        from transformers import (ClassifierFreeGuidanceLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            ClassifierFreeGuidanceLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.rows = rows_per_request

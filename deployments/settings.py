@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from pydantic import Field, field_validator
 from typing import Annotated, Literal
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 

@@ -71,16 +71,15 @@ def deploy_inference_app() -> None:
     from ray import serve
 
     from deployments.app import compose_app
+    from deployments.chat import ChatDeployment
     from deployments.embedding import EmbeddingDeployment
+    from deployments.music import MusicDeployment
     from deployments.separation.deployment import SeparationDeployment
     from deployments.settings import ServiceSettings
-    from registry import load_catalog
-
-    from deployments.chat import ChatDeployment
-    from deployments.music import MusicDeployment
     from deployments.speech import SpeechDeployment
     from deployments.transcription import TranscriptionDeployment
     from deployments.vision import VisionDeployment
+    from registry import load_catalog
 
     # two embedding replicas, so concurrent first requests reach the model manager from two processes
     deployments = {

@@ -71,6 +71,7 @@ def test_a_family_the_application_does_not_deploy_answers_503(secured):
     """This copy deploys only the embedding family: the catalog still lists the rest, as not active."""
     models = {m["id"]: m for m in secured.get("/models").json()["models"]}
     assert models["all-minilm-l6-v2"]["is_active"] is True and models["qwen2.5-0.5b-instruct"]["is_active"] is False
-    reply = secured.post("/api/v1/run", json={"model": "qwen2.5-0.5b-instruct", "input": {}}, headers={"x-api-key": KEY})
+    reply = secured.post("/api/v1/run", json={"model": "qwen2.5-0.5b-instruct", "input": {}},
+                         headers={"x-api-key": KEY})
     assert reply.status_code == 503, reply.text
     assert "Model 'qwen2.5-0.5b-instruct' (chat) is not deployed in this application" in reply.json()["message"]

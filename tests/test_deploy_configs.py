@@ -50,8 +50,8 @@ def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
     from deployments.app import AppArgs, build_app
     from deployments.chat import ChatConfig
     from deployments.embedding import MAX_BATCH_SIZE
-    from deployments.separation.deployment import SeparationConfig
     from deployments.music import MusicConfig
+    from deployments.separation.deployment import SeparationConfig
     from deployments.speech import SpeechConfig
     from deployments.transcription import TranscriptionConfig
     from deployments.vision import VisionConfig

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sysconfig
 from importlib.metadata import distributions
 from pathlib import Path
 
@@ -28,7 +29,9 @@ def locked(path: Path) -> dict[str, str]:
 
 def test_every_installed_package_is_the_locked_version():
     lock = Path(os.environ.get("INFERENCE_LOCK") or ROOT / "requirements-test.lock")
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
+    # the venv's own site-packages: Ray puts its vendored copies (ray/thirdparty_files) on sys.path too
+    site = list({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions(path=site)}
     installed = {name: v for name, v in installed.items() if name not in INSTALLER_TOOLS | {PROJECT}}
     pins = locked(ROOT / lock)
     assert {n: v for n, v in installed.items() if pins.get(n) != v} == {}, "installed but not as locked"

@@ -59,7 +59,9 @@ def test_hub_repo_downloaded_at_run_time_is_served_without_restart(client, hub, 
     from tests.conftest import TINY_BGE_DIMENSIONS
 
     repo = add_encoder_repo(hub, "tests/runtime-encoder")
-    embed = lambda model: client.post("/api/embedding", json={"text": ["a runtime model", "b"], "model": model})
+    def embed(model):
+        return client.post("/api/embedding", json={"text": ["a runtime model", "b"], "model": model})
+
     before = embed("runtime-encoder")
     assert before.status_code == 404 and "all-minilm-l6-v2" in before.json()["message"]
 

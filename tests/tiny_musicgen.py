@@ -1,4 +1,5 @@
-"""Tiny random-weight MusicGen (T5 text encoder + EnCodec + decoder), its tokenizer, and LoRA adapters, saved with the libraries' own save code and served by the test hub.
+"""Tiny random-weight MusicGen (T5 text encoder + EnCodec + decoder), its tokenizer, and LoRA adapters,
+saved with the libraries' own save code and served by the test hub.
 
 The model is the real `MusicgenForConditionalGeneration` with the released checkpoints' audio
 layout (32 kHz, hop 640 = 50 frames/s, 4 codebooks with the delay pattern, guidance 3, top-k 250)
@@ -65,9 +66,17 @@ SIZES = {
 def build_tiny_musicgen(folder: Path, seed: int = 0, hidden: int | None = None, size: str = "tiny") -> Path:
     """Save model, generation config and processor (tokenizer + EnCodec feature extractor) into `folder`."""
     import torch
-    from transformers import (EncodecConfig, EncodecFeatureExtractor, GenerationConfig, MusicgenConfig,
-                              MusicgenDecoderConfig, MusicgenForConditionalGeneration, MusicgenProcessor,
-                              T5Config, T5Tokenizer)
+    from transformers import (
+        EncodecConfig,
+        EncodecFeatureExtractor,
+        GenerationConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+        T5Config,
+        T5Tokenizer,
+    )
 
     build_tokenizer(folder)
     tokenizer = T5Tokenizer.from_pretrained(folder)

@@ -42,8 +42,15 @@ def build_speecht5(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     """Acoustic model + processor, and the vocoder, each saved into its own folder."""
     import sentencepiece
     import torch
-    from transformers import (SpeechT5Config, SpeechT5FeatureExtractor, SpeechT5ForTextToSpeech, SpeechT5HifiGan,
-                              SpeechT5HifiGanConfig, SpeechT5Processor, SpeechT5Tokenizer)
+    from transformers import (
+        SpeechT5Config,
+        SpeechT5FeatureExtractor,
+        SpeechT5ForTextToSpeech,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+        SpeechT5Processor,
+        SpeechT5Tokenizer,
+    )
 
     model_dir, vocoder_dir = folder / "speecht5_tts", folder / "speecht5_hifigan"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -91,10 +98,22 @@ def build_xvectors(folder: Path, speakers: list[str], utterances: int = 3, seed:
 def build_bark(folder: Path, voices: list[str], seed: int = 0) -> Path:
     """BarkModel + BarkProcessor with voice presets; generation config written by its own to_json_file."""
     import torch
-    from transformers import (BarkCoarseConfig, BarkConfig, BarkFineConfig, BarkModel, BarkProcessor,
-                              BarkSemanticConfig, BertTokenizer, EncodecConfig)
+    from transformers import (
+        BarkCoarseConfig,
+        BarkConfig,
+        BarkFineConfig,
+        BarkModel,
+        BarkProcessor,
+        BarkSemanticConfig,
+        BertTokenizer,
+        EncodecConfig,
+    )
     from transformers.models.bark.generation_configuration_bark import (
-        BarkCoarseGenerationConfig, BarkFineGenerationConfig, BarkGenerationConfig, BarkSemanticGenerationConfig)
+        BarkCoarseGenerationConfig,
+        BarkFineGenerationConfig,
+        BarkGenerationConfig,
+        BarkSemanticGenerationConfig,
+    )
 
     chars = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "the", *chars, *(f"##{c}" for c in chars)]

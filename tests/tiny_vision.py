@@ -85,8 +85,7 @@ def build_vit(folder: Path, seed: int = 1) -> Path:
 
 
 def build_blip(folder: Path, seed: int = 2) -> Path:
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     letters = list(string.ascii_lowercase + string.digits)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS + letters),
@@ -110,8 +109,13 @@ def build_blip(folder: Path, seed: int = 2) -> Path:
 
 
 def build_qwen2_vl(folder: Path, seed: int = 3) -> Path:
-    from transformers import (GenerationConfig, Qwen2TokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessor)
+    from transformers import (
+        GenerationConfig,
+        Qwen2TokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+    )
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_tokens = bytes_to_unicode()

@@ -54,8 +54,14 @@ def build_tiny_whisper(folder: Path, seed: int = 0, dims: str = "tiny") -> Path:
     """Save model, generation config, feature extractor and tokenizer into `folder` (deterministic)."""
     import torch
     from tokenizers import AddedToken
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     width, layers, heads, ffn, text_tokens, languages = DIMS[dims]
     vocab, special, timestamps = _vocab(text_tokens, languages)

@@ -4,7 +4,7 @@ OpenAI clients list it."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -19,7 +19,7 @@ STARTED = int(time.time())  # OpenAI's `created`: the catalog has no dates, so w
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def model_view(services: Services, entry: ModelEntry) -> dict[str, Any]:

@@ -58,7 +58,8 @@ def build_http_app(services: Services) -> FastAPI:
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             return error_response(request, 413, f"Request body of {length} bytes exceeds the upload limit of "
-                                  f"{services.settings.max_upload_bytes} bytes", "Upload too large", "PAYLOAD_TOO_LARGE")
+                                  f"{services.settings.max_upload_bytes} bytes", "Upload too large",
+                                  "PAYLOAD_TOO_LARGE")
         return await call_next(request)
 
     if services.settings.cors_origins:

@@ -14,7 +14,8 @@ from deployments.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
-HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
+                    415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 class OpenAIError(BaseModel):

@@ -15,8 +15,15 @@ from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services, get_services
-from deployments.music import (MAX_PROMPT_CHARS, TASK, MusicJobInput, MusicParams, check_duration, default_duration,
-                               nonblank_prompt)
+from deployments.music import (
+    MAX_PROMPT_CHARS,
+    TASK,
+    MusicJobInput,
+    MusicParams,
+    check_duration,
+    default_duration,
+    nonblank_prompt,
+)
 from deployments.music_adapters import check_adapter, find_adapter
 from registry import AdapterEntry, ModelEntry, UnknownModelError
 

@@ -18,8 +18,16 @@ from deployments.errors import InvalidRequest
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services, get_services
-from deployments.transcription import (TASK, Transcription, TranscriptionJobInput, TranscriptionOptions,
-                                       check_duration, language_name, to_srt, to_vtt)
+from deployments.transcription import (
+    TASK,
+    Transcription,
+    TranscriptionJobInput,
+    TranscriptionOptions,
+    check_duration,
+    language_name,
+    to_srt,
+    to_vtt,
+)
 from registry import ModelEntry
 
 router = APIRouter(tags=["speech-to-text"], responses=ERROR_RESPONSES)

@@ -28,7 +28,8 @@ router = APIRouter(tags=["uploads and processing"], responses=ERROR_RESPONSES)
 
 AUDIO_TYPES = {"wav", "flac", "mp3", "ogg"}
 IMAGE_TYPES = {"png", "jpg", "jpeg", "webp"}
-PROCESS_BODY = Body(None, description="Seed 000's parameters, e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
+PROCESS_BODY = Body(None, description="Seed 000's parameters, "
+                                      "e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
 
 
 def _family(services: Services, name: str) -> tuple[str, ModelEntry | None]:
@@ -116,7 +117,8 @@ async def upload_default(file: UploadFile = File(...), services: Services = Depe
 
 
 @router.post("/upload/{model}", status_code=201)
-async def upload(model: str, file: UploadFile = File(...), services: Services = Depends(get_services)) -> dict[str, Any]:
+async def upload(model: str, file: UploadFile = File(...),
+                 services: Services = Depends(get_services)) -> dict[str, Any]:
     family, _ = _family(services, model)
     return await _store_upload(services, family, file)
 

@@ -23,7 +23,7 @@ from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, check_upload_kind, parse
 from deployments.ingress.services import Services, get_services
 from deployments.safe_urls import fetch_bytes
-from deployments.vision import (CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput, open_image)
+from deployments.vision import CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput, open_image
 from registry import ModelEntry
 
 router = APIRouter(tags=["vision"], responses=ERROR_RESPONSES)

@@ -224,7 +224,8 @@ class JobStore:
         """pending/running -> cancelled; a running worker notices at its next heartbeat."""
         with self._db() as db:
             return bool(db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('pending', 'running')",
+                "UPDATE jobs SET status = 'cancelled', finished_at = ? "
+                "WHERE id = ? AND status IN ('pending', 'running')",
                 (time.time(), job_id)).rowcount)
 
     def delete_job(self, job_id: str) -> bool:

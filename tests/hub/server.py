@@ -122,7 +122,7 @@ class TestHub:
         assert self._server is not None, "hub not started"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self, port: int = 0) -> "TestHub":
+    def start(self, port: int = 0) -> TestHub:
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="test-hub", daemon=True).start()
@@ -170,7 +170,7 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self, send_body: bool) -> None:
             path = urlsplit(self.path).path
-            for kind, repo_type, pattern in ROUTES:
+            for kind, repo_type, pattern in ROUTES:  # noqa: B007 - the match is used after the loop
                 match = pattern.match(path)
                 if match:
                     break

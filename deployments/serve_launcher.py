@@ -1,0 +1,80 @@
+"""`serve run` as scripts/serve.sh starts it: an embedded Ray unless the user names a cluster.
+
+Left alone, `serve run` joins whatever cluster Ray's temp dir names (`ray_current_cluster`), and a
+`ray start` cluster that died uncleanly leaves that file behind: `serve run` then retries the dead
+GCS for ever. Here no address means `--address local` (a fresh embedded Ray), and a named address
+(`RAY_ADDRESS` or `--address`) that nothing answers on is a clear error within seconds.
+
+    python -m deployments.serve_launcher serve_config.cpu.yaml [serve run options]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+CONNECT_TIMEOUT_S = 3.0
+
+
+class NoCluster(RuntimeError):
+    """The named Ray cluster does not answer."""
+
+
+def named_address(argv: list[str]) -> str | None:
+    """The cluster address the user named: `--address`/`-a` on the command line, else RAY_ADDRESS."""
+    for i, arg in enumerate(argv):
+        if arg in ("--address", "-a") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--address="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise NoCluster unless a GCS answers at `address` (host:port; "auto" is looked up as Ray does)."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address.startswith("ray://") or address == "local":
+        return  # Ray Client's own handshake reports a dead server; "local" starts one
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as error:
+        raise NoCluster(f"No Ray cluster found for address '{address}': {error}") from None
+    if resolved is None:
+        return
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise NoCluster(f"No Ray cluster answers at {resolved} (address '{address}'): {error}. Start it, "
+                        "or unset RAY_ADDRESS and drop --address to serve on an embedded Ray.") from None
+
+
+def serve_run_args(argv: list[str]) -> list[str]:
+    """`serve run` arguments: the user's, plus `--address local` when they named no cluster."""
+    address = named_address(argv)
+    if address is None:
+        return ["run", "--address", "local", *argv]
+    check_reachable(address)
+    return ["run", *argv]
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = serve_run_args(argv)
+    except NoCluster as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # SIGINT back to its default: a shell starts background jobs with it ignored, and `serve run`
+    # needs it to shut Serve and its embedded Ray down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from ray.serve.scripts import cli
+
+    cli(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
