@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,6 +34,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def stale_temp_dir():
+    """A short RAY_TMPDIR (Ray's socket paths must fit 107 bytes) naming a cluster nobody runs."""
+    folder = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    dead = free_port()
+    (folder / "ray").mkdir()
+    (folder / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{dead}")
+    yield folder, dead
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

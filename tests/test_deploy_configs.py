@@ -113,13 +113,16 @@ def own_hub(hub):
     second.stop()
 
 
-def test_readme_serve_command_starts_and_stops(own_hub, tmp_path):
-    """`bash scripts/serve.sh` (the CPU profile, on a free port here) serves, then stops on SIGINT."""
+def test_readme_serve_command_starts_and_stops(own_hub, tmp_path, stale_temp_dir):
+    """`bash scripts/serve.sh` (the CPU profile, on a free port here) serves on its own embedded Ray,
+    though Ray's temp dir names a dead cluster (as a `ray start` that died uncleanly leaves it), then
+    stops on SIGINT."""
     port = free_port()
     config = load("serve_config.cpu.yaml")
     config["http_options"]["port"] = port
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "SERVE_CONFIG": str(tmp_path / "serve_config.yaml"), "RAY_ADDRESS": "local",
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(stale_temp_dir[0]),
+           "SERVE_CONFIG": str(tmp_path / "serve_config.yaml"),
            "HF_ENDPOINT": own_hub.url, "INFERENCE_CACHE_DIR": str(tmp_path / "cache"),
            "INFERENCE_DATA_DIR": str(tmp_path / "jobs")}
     log = (tmp_path / "serve.log").open("w")
