@@ -54,4 +54,4 @@ def build_app(args: AppArgs | dict) -> Application:
 def compose_app(catalog: Catalog, settings: ServiceSettings, deployments: dict[str, Deployment]) -> Application:
     """The ingress bound to the given family deployments (tests pass ones with other options)."""
     families = {name: deployment.bind(catalog, settings) for name, deployment in deployments.items()}
-    return Ingress.bind(catalog, settings, families)
+    return Ingress.bind(catalog, settings, families)  # type: ignore[attr-defined]

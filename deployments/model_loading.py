@@ -188,6 +188,7 @@ class FamilyDeployment:
     # max_batch_size / batch_wait_timeout_s (1 switches batching off); reconfigure() applies both.
     config_class: type[BaseModel] | None = None
     batched_methods: tuple[str, ...] = ()
+    _config: Any  # an instance of config_class, whose fields each family reads
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings):
         self._catalog = LiveCatalog(catalog, settings.runtime_models_dir)  # plus models added at run time

@@ -104,7 +104,7 @@ class ModelManager:
             return paths
         copy = self._node_copies.get((node_id, model))
         if copy is None or (copy.done() and (copy.cancelled() or copy.exception())):
-            copier = NodeCopier.options(
+            copier = NodeCopier.options(  # type: ignore[attr-defined]
                 name=f"model-copier-{node_id}", namespace=self._settings.manager_namespace, lifetime="detached",
                 get_if_exists=True, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
             ).remote(self._settings)
@@ -427,7 +427,7 @@ class NodeCopier:
 
 def get_model_manager(settings: ServiceSettings) -> ray.actor.ActorHandle:
     """The cluster's one ModelManager, created by whichever caller comes first."""
-    return ModelManager.options(
+    return ModelManager.options(  # type: ignore[attr-defined]
         name=settings.manager_name,
         namespace=settings.manager_namespace,
         lifetime="detached",

@@ -18,10 +18,11 @@ from typing import Any
 from packaging.version import Version
 
 from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from registry import AdapterEntry, Catalog, ModelEntry
+from registry import AdapterEntry, ModelEntry
+from registry.runtime import CatalogView
 
 
-def find_adapter(catalog: Catalog, name: str) -> AdapterEntry:
+def find_adapter(catalog: CatalogView, name: str) -> AdapterEntry:
     """An adapter by id or hub repo id (case-insensitive), or 404 listing the known ones."""
     wanted = name.strip().lower()
     for adapter in catalog.adapters.values():
@@ -31,7 +32,7 @@ def find_adapter(catalog: Catalog, name: str) -> AdapterEntry:
                         error="Adapter does not exist")
 
 
-def check_adapter(catalog: Catalog, entry: ModelEntry, adapter: AdapterEntry) -> None:
+def check_adapter(catalog: CatalogView, entry: ModelEntry, adapter: AdapterEntry) -> None:
     if adapter.base_model != entry.id:
         base = catalog.models[adapter.base_model]
         raise InvalidRequest(f"Adapter '{adapter.id}' requires model '{base.id}' ({base.hub.repo_id}); "

@@ -40,7 +40,7 @@ class ReplicaBoard:
 
 def get_replica_board(settings: ServiceSettings) -> ray.actor.ActorHandle:
     """The cluster's one ReplicaBoard, beside the ModelManager, created by whichever caller comes first."""
-    return ReplicaBoard.options(
+    return ReplicaBoard.options(  # type: ignore[attr-defined]
         name=f"{settings.manager_name}-replicas",
         namespace=settings.manager_namespace,
         lifetime="detached",

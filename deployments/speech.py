@@ -26,7 +26,8 @@ from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
-from registry import Catalog, ModelEntry
+from registry import ModelEntry
+from registry.runtime import CatalogView
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def resolve_voice(entry: ModelEntry, voice: str | None) -> str:
     raise InvalidRequest(f"Unknown voice '{voice}' for model '{entry.id}'. Its voices: {', '.join(voices)}")
 
 
-def check_speed(catalog: Catalog, entry: ModelEntry, speed: float) -> None:
+def check_speed(catalog: CatalogView, entry: ModelEntry, speed: float) -> None:
     """Only models with the `speed` capability change their speaking rate; say which ones do."""
     if speed != 1.0 and "speed" not in entry.capabilities:
         able = [m.id for m in catalog.models_for_task(TASK) if "speed" in m.capabilities]

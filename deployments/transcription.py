@@ -224,7 +224,7 @@ class TranscriptionDeployment(FamilyDeployment):
         dtype = torch.float16 if self._device == "cuda" else torch.float32
         model = WhisperForConditionalGeneration.from_pretrained(paths["weights"], dtype=dtype, local_files_only=True)
         processor = WhisperProcessor.from_pretrained(paths["weights"], local_files_only=True)
-        return Whisper(processor, model.to(self._device).eval())
+        return Whisper(processor, model.to(self._device).eval())  # type: ignore[arg-type]
 
 
 def _check_options(entry: ModelEntry, whisper: Whisper, options: TranscriptionOptions) -> None:

@@ -278,7 +278,7 @@ class BlipCaptioner:
 
         self.device, self.dtype = device, _generation_dtype(device)
         self.processor = AutoProcessor.from_pretrained(path, backend="pil")
-        self.model = BlipForConditionalGeneration.from_pretrained(path, dtype=self.dtype).to(device).eval()
+        self.model = BlipForConditionalGeneration.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
         text = self.model.config.text_config
         self.stop = {text.sep_token_id, text.pad_token_id}  # BLIP's text decoder ends a caption with [SEP]
 
@@ -310,7 +310,7 @@ class ChatDescriber:
         self.device, self.dtype = device, _generation_dtype(device)
         self.processor = _chat_processor(path)
         self.processor.tokenizer.padding_side = "left"  # rows of a batch end where generation starts
-        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype).to(device).eval()
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
         generation = self.model.generation_config
         eos = generation.eos_token_id
         self.stop = {*(eos if isinstance(eos, list) else [eos]), generation.pad_token_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from registry.schema import HubRepo, ModelEntry
 REFRESH_SECONDS = 2.0
 
 
-def runtime_entry(catalog: Catalog, name: str, repo: HubRepo, task: str, extra: list[HubRepo] = ()) -> ModelEntry:
+def runtime_entry(catalog: Catalog, name: str, repo: HubRepo, task: str, extra: Sequence[HubRepo] = ()) -> ModelEntry:
     """An entry for `repo` in `task`'s default family, with the limits, capabilities and companions
     (vocoder, speaker embeddings) of that family's default model; `extra` repos replace companions
     of the same role."""
@@ -93,3 +94,6 @@ class LiveCatalog:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.current(), name)
+
+
+CatalogView = Catalog | LiveCatalog  # what a family or a route reads limits from

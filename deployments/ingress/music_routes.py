@@ -28,8 +28,9 @@ from deployments.music_adapters import check_adapter, find_adapter
 from registry import AdapterEntry, ModelEntry, UnknownModelError
 
 router = APIRouter(tags=["music"], responses=ERROR_RESPONSES)
-AUDIO_RESPONSE = {200: {"content": {MEDIA_TYPES[f]: {} for f in ("wav", "flac", "mp3")},
-                        "description": "The audio file; X-Sample-Rate, X-Duration, X-Seed, X-Batch-Size headers."}}
+AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {MEDIA_TYPES[f]: {} for f in ("wav", "flac", "mp3")},
+          "description": "The audio file; X-Sample-Rate, X-Duration, X-Seed, X-Batch-Size headers."}}
 
 
 class MusicRequest(MusicParams):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from ray.serve.handle import DeploymentHandle
@@ -21,8 +22,8 @@ class Services:
     catalog: LiveCatalog  # reads like a Catalog; includes models added at run time
     settings: ServiceSettings
     deployments: dict[str, DeploymentHandle]  # keyed by the catalog's family `deployment`
-    manager: object  # the ModelManager actor handle
-    board: object  # the ReplicaBoard actor handle: what every family replica has loaded
+    manager: Any  # the ModelManager actor handle
+    board: Any  # the ReplicaBoard actor handle: what every family replica has loaded
     store: JobStore
     dispatcher: JobDispatcher
 

@@ -25,7 +25,7 @@ router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
 
 CLONING_FIELDS = ("voice_sample_file_id", "audio_prompt_url", "audio_prompt")
 SUPPORTED = ", ".join(OUTPUT_FORMATS)
-AUDIO_RESPONSE = {200: {
+AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "content": {media_type: {} for _, _, media_type in OUTPUT_FORMATS.values()},
     "description": "The audio file. Headers: X-Sample-Rate, X-Audio-Duration (s), X-Voice, X-Model, and "
                    "X-Batch-Size (texts synthesized in the same model call).",
