@@ -15,7 +15,8 @@ from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services, get_services
-from deployments.music import (
+from deployments.music_adapters import check_adapter, find_adapter
+from deployments.music_params import (
     MAX_PROMPT_CHARS,
     TASK,
     MusicJobInput,
@@ -24,7 +25,6 @@ from deployments.music import (
     default_duration,
     nonblank_prompt,
 )
-from deployments.music_adapters import check_adapter, find_adapter
 from registry import AdapterEntry, ModelEntry, UnknownModelError
 
 router = APIRouter(tags=["music"], responses=ERROR_RESPONSES)

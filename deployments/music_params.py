@@ -1,0 +1,88 @@
+"""Text-to-music requests, results and limits: what the ingress checks before a request reaches the
+MusicGen deployment. Plain pydantic and the catalog, no torch, so the ingress stays light."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deployments.errors import InvalidRequest
+from registry import ModelEntry
+
+TASK = "text-to-music"
+MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**63 - 1
+OutputFormat = Literal["wav", "flac", "mp3"]
+
+
+def nonblank_prompt(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("prompt must not be empty")
+    return value
+
+
+class MusicParams(BaseModel):
+    """What a request may set besides the model; shared by POST /api/music and the job input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration: float | None = Field(None, gt=0, description="Seconds of audio; default the model's "
+                                   "recommended_duration_seconds; at most its max_duration_seconds.")
+    adapter: str | None = Field(None, description="LoRA adapter id (GET /adapters); it must be made for the model.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, prompt and settings: same audio.")
+    output_format: OutputFormat = "wav"
+
+
+class MusicJobInput(MusicParams):
+    """A job's stored input: the prompt, or an uploaded UTF-8 text file holding it."""
+
+    file_id: str | None = Field(None, description="Upload whose text is the prompt (seed 000).")
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="Overrides the uploaded text.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str | None) -> str | None:
+        return nonblank_prompt(value)
+
+
+class MusicConfig(BaseModel):
+    """`user_config` of the deployment; changed live through `reconfigure` (max_batch_size 1 = no batching)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(8, gt=0, le=MAX_BATCH_SIZE, description="Prompts per generate call.")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill.")
+
+
+@dataclass
+class Music:
+    """One generated clip, encoded; `batch_size` = prompts that shared its generate call."""
+
+    audio: bytes
+    format: str
+    media_type: str
+    sample_rate: int
+    duration: float
+    model: str
+    adapter: str | None
+    seed: int
+    batch_size: int
+
+
+def format_seconds(seconds: float) -> str:
+    """31 -> '31', 31.5 -> '31.5' (as seed 002's message shows durations)."""
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+
+
+def check_duration(entry: ModelEntry, duration: float) -> None:
+    """Seed 002's limit, from the catalog (so CATALOG__<MODEL>__MAX_DURATION_SECONDS overrides it)."""
+    limit = entry.specs.max_duration_seconds
+    if limit is not None and duration > limit:
+        raise InvalidRequest(f"Duration {format_seconds(duration)}s exceeds model limit of {format_seconds(limit)}s")
+
+
+def default_duration(entry: ModelEntry) -> float:
+    return entry.specs.recommended_duration_seconds or min(10.0, entry.specs.max_duration_seconds or 10.0)
