@@ -16,5 +16,5 @@ links=(); [ -d /opt/wheels ] && links=(--find-links /opt/wheels)
 compile() { "$uv" pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
   "${links[@]}" --no-header --annotation-style line --quiet "$@"; }
 compile --extra test -o "$out/requirements-test.lock" "$@"
-compile -c "$out/requirements-test.lock" -o "$out/requirements.lock"
+compile -c "$out/requirements-test.lock" -o "$out/requirements.lock" "$@"
 echo "locked: $(grep -c '==' "$out/requirements-test.lock") packages (test), $(grep -c '==' "$out/requirements.lock") (service)"
