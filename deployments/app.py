@@ -1,10 +1,14 @@
-"""The Serve application builder that `serve run` / `serve deploy` point at (import_path)."""
+"""The Serve application builder that `serve run` / `serve deploy` point at (import_path): the ingress
+in front of one deployment per catalog model (named by its catalog id) and a pool per family for
+models registered at run time. What each gets is planned in app_plan.py from the catalog and profile."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
 from ray.serve import Application, Deployment
 
+from deployments.app_plan import AppArgs, DeploymentPlan, plan_deployments
 from deployments.chat import ChatDeployment
 from deployments.embedding import EmbeddingDeployment
 from deployments.ingress import Ingress
@@ -16,8 +20,8 @@ from deployments.transcription import TranscriptionDeployment
 from deployments.vision import VisionDeployment
 from registry import Catalog, load_catalog
 
-# Catalog family `deployment` name -> Serve deployment. A new family adds one line here.
-FAMILY_DEPLOYMENTS = {
+# Catalog family `deployment` kind -> the class that loads and runs one model of it. A new family adds one line.
+FAMILY_DEPLOYMENTS: dict[str, Deployment] = {
     "embedding": EmbeddingDeployment,
     "separation": SeparationDeployment,
     "music": MusicDeployment,
@@ -27,31 +31,39 @@ FAMILY_DEPLOYMENTS = {
     "vision": VisionDeployment,
 }
 
+__all__ = ["AppArgs", "FAMILY_DEPLOYMENTS", "build_app", "compose_app", "plan_app"]
 
-class AppArgs(BaseModel):
-    """`args:` of the application in serve_config.yaml."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    catalog_path: str | None = Field(None, description="Catalog file; default registry/catalog.yaml.")
-    deployments: list[str] = Field(
-        default_factory=lambda: list(FAMILY_DEPLOYMENTS),
-        description=f"Family deployments to run; any of {sorted(FAMILY_DEPLOYMENTS)}.",
-    )
+def plan_app(catalog: Catalog, args: AppArgs) -> list[DeploymentPlan]:
+    """The model deployments `args` asks for (tests and the config checks read them without Ray)."""
+    unknown = sorted(set(args.families) - set(FAMILY_DEPLOYMENTS))
+    if unknown:
+        raise ValueError(f"Profile configures unknown families {unknown}; this build has {sorted(FAMILY_DEPLOYMENTS)}")
+    defaults = {kind: {"max_ongoing_requests": d.max_ongoing_requests} for kind, d in FAMILY_DEPLOYMENTS.items()}
+    return plan_deployments(catalog, args, defaults)
 
 
 def build_app(args: AppArgs | dict) -> Application:
-    """Load and check the catalog (failing here, at start, if it is broken) and bind the deployments."""
+    """Load and check the catalog and profile (failing here, at start, if either is wrong) and bind."""
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     settings = ServiceSettings()
     catalog = load_catalog(args.catalog_path or settings.catalog_path)
-    unknown = sorted(set(args.deployments) - set(FAMILY_DEPLOYMENTS))
+    return compose_app(catalog, settings, args)
+
+
+def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
+                overrides: dict[str, dict[str, Any]] | None = None) -> Application:
+    """The ingress bound to every planned deployment; `overrides` by deployment name play the part of
+    serve_config's `deployments:` list for callers that serve.run in Python (tests, benches)."""
+    overrides = overrides or {}
+    plans = plan_app(catalog, args)
+    unknown = sorted(set(overrides) - {p.name for p in plans})
     if unknown:
-        raise ValueError(f"Unknown deployments {unknown}; this build has {sorted(FAMILY_DEPLOYMENTS)}")
-    return compose_app(catalog, settings, {name: FAMILY_DEPLOYMENTS[name] for name in args.deployments})
-
-
-def compose_app(catalog: Catalog, settings: ServiceSettings, deployments: dict[str, Deployment]) -> Application:
-    """The ingress bound to the given family deployments (tests pass ones with other options)."""
-    families = {name: deployment.bind(catalog, settings) for name, deployment in deployments.items()}
-    return Ingress.bind(catalog, settings, families)  # type: ignore[attr-defined]
+        raise ValueError(f"Overrides for deployments the profile does not plan: {unknown}")
+    bound = {}
+    for plan in plans:
+        options = {**plan.options, **overrides.get(plan.name, {})}
+        if "num_replicas" in overrides.get(plan.name, {}):  # Serve allows one of the two
+            options.pop("autoscaling_config")
+        bound[plan.name] = FAMILY_DEPLOYMENTS[plan.kind].options(**options).bind(catalog, settings, plan.model_id)
+    return Ingress.bind(catalog, settings, bound)  # type: ignore[attr-defined]

@@ -12,9 +12,12 @@ class ServiceError(Exception):
     error_code = "INTERNAL_ERROR"
     error = "Internal error"
 
-    def __init__(self, message: str, *, error: str | None = None):
+    def __init__(self, message: str, *, error: str | None = None, headers: dict[str, str] | None = None,
+                 model_state: dict | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After
+        self.model_state = model_state  # the model's lifecycle, where the error is about its state
         if error is not None:
             self.error = error
 
@@ -43,6 +46,16 @@ class ModelUnavailable(ServiceError):
     status_code = 503
     error_code = "MODEL_UNAVAILABLE"
     error = "Model unavailable"
+
+
+class ModelStarting(ModelUnavailable):
+    """The model has no replica ready (scaled to zero, or starting) and the caller would not wait longer."""
+
+    error_code = "MODEL_STARTING"
+    error = "Model starting"
+
+    def __init__(self, message: str, retry_after_s: float, model_state: dict | None = None):
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))}, model_state=model_state)
 
 
 class NotFound(ServiceError):

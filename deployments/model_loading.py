@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import resource
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,33 +47,56 @@ class LoadedModels:
     every replica, and downloaded again. Each change is reported to the cluster's ReplicaBoard.
     """
 
-    def __init__(self, settings: ServiceSettings, load: Callable[[ModelEntry, dict[str, str]], Any]):
+    def __init__(self, settings: ServiceSettings, load: Callable[[ModelEntry, dict[str, str]], Any],
+                 max_models: int = 0):
         self._manager = get_model_manager(settings)
         self._load = load
+        self._max_models = max_models  # 0: no limit; else the least recently used model goes first
         self._models: dict[str, Any] = {}
         self._paths: dict[str, dict[str, str]] = {}
         self._parameters: dict[str, int] = {}  # counted at load time (int8 packing hides them later)
         self._optimized: dict[str, str] = {}  # model id -> how it was optimized
+        self._load_stats: dict[str, dict] = {}  # model id -> seconds and peak memory of its load
+        self._last_used: dict[str, float] = {}
+        self._loading: set[str] = set()
+        self._failed: dict[str, str] = {}  # model id -> why its last load failed
         self._locks: dict[str, asyncio.Lock] = {}
         self._board = get_replica_board(settings)
         self._replica, self._app, self._deployment = _replica_identity()
 
     async def get(self, entry: ModelEntry) -> Any:
         self._drop_removed()
+        self._last_used[entry.id] = time.time()
         if entry.id in self._models:
             return self._models[entry.id]
         async with self._locks.setdefault(entry.id, asyncio.Lock()):
             if entry.id not in self._models:
-                node = ray.get_runtime_context().get_node_id()
-                paths = await self._manager.ensure.remote(entry.id, entry.repos, node)
-                model = await asyncio.to_thread(self._load, entry, paths)
-                self._paths[entry.id] = paths
-                self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())
-                self._models[entry.id] = model
-                if entry.id in await self._board.optimized_wanted.remote():  # optimized in the other replicas
-                    await self._optimize_loaded(entry.id, model)
+                self._loading.add(entry.id)
                 self._report()
+                try:
+                    await self._load_new(entry)
+                except Exception as error:
+                    self._failed[entry.id] = f"{type(error).__name__}: {error}"
+                    raise
+                finally:
+                    self._loading.discard(entry.id)
+                    self._report()
         return self._models[entry.id]
+
+    async def _load_new(self, entry: ModelEntry) -> None:
+        node = ray.get_runtime_context().get_node_id()
+        paths = await self._manager.ensure.remote(entry.id, entry.repos, node)
+        while self._max_models and len(self._models) >= self._max_models:  # least recently used goes
+            self.unload(min(self._models, key=lambda m: self._last_used.get(m, 0)))
+        started, memory = time.monotonic(), MemoryProbe()
+        model = await asyncio.to_thread(self._load, entry, paths)
+        self._load_stats[entry.id] = {"load_seconds": round(time.monotonic() - started, 3), **memory.peak()}
+        self._paths[entry.id] = paths
+        self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())
+        self._models[entry.id] = model
+        self._failed.pop(entry.id, None)
+        if entry.id in await self._board.optimized_wanted.remote():  # optimized in the other replicas
+            await self._optimize_loaded(entry.id, model)
 
     def loaded(self) -> list[str]:
         self._drop_removed()
@@ -81,8 +107,11 @@ class LoadedModels:
         self._paths.pop(model_id, None)
         self._parameters.pop(model_id, None)
         self._optimized.pop(model_id, None)
+        self._load_stats.pop(model_id, None)
         unloaded = self._models.pop(model_id, None) is not None
         if unloaded:
+            gc.collect()  # a model's modules hold reference cycles; free them now, not at some later pass
+            _empty_gpu_cache()
             self._report()
         return unloaded
 
@@ -122,7 +151,8 @@ class LoadedModels:
         (GET /models/managed). Fire and forget: calls from here arrive in order."""
         models = [self._describe(model_id, model) for model_id, model in self._models.items()]
         self._board.report.remote(self._replica, self._app, self._deployment,
-                                  ray.get_runtime_context().get_node_id(), models)
+                                  ray.get_runtime_context().get_node_id(), models,
+                                  {"loading": sorted(self._loading), "failed": dict(self._failed)})
 
     def _describe(self, model_id: str, model: Any) -> dict:
         import torch
@@ -149,12 +179,50 @@ class LoadedModels:
             "weight_bytes": weight_bytes,
             "parameters": self._parameters.get(model_id, 0),
             "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
+            "load": self._load_stats.get(model_id, {}),
+            "idle_s": round(time.time() - self._last_used.get(model_id, time.time()), 1),
         }
 
     def _drop_removed(self) -> None:
         for model_id, paths in list(self._paths.items()):
             if not all(os.path.exists(p) for p in paths.values()):
                 self.unload(model_id)
+
+
+class MemoryProbe:
+    """Peak memory a load adds: GPU peak allocated when CUDA is up, else growth of the process' peak RSS."""
+
+    def __init__(self):
+        import torch
+
+        self._cuda = torch.cuda.is_available()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+        else:
+            self._start = _rss_bytes()
+
+    def peak(self) -> dict:
+        import torch
+
+        if self._cuda:
+            return {"peak_memory_mb": round((torch.cuda.max_memory_allocated() - self._start) / 2**20, 1),
+                    "memory_kind": "cuda-allocated"}
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+        return {"peak_memory_mb": round(max(peak - self._start, _rss_bytes() - self._start, 0) / 2**20, 1),
+                "memory_kind": "rss-growth"}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _empty_gpu_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _replica_identity() -> tuple[str, str, str]:
@@ -190,14 +258,19 @@ class FamilyDeployment:
     batched_methods: tuple[str, ...] = ()
     _config: Any  # an instance of config_class, whose fields each family reads
 
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
+    def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
+        """`model_id`: the one catalog model this deployment serves, loaded as the replica starts (a
+        replica exists because the model is warm or was just asked for). None: a family pool serving
+        models registered at run time, the least recently used unloaded past `pool_max_models`."""
         self._catalog = LiveCatalog(catalog, settings.runtime_models_dir)  # plus models added at run time
+        self._model_id = model_id
         self._device = pick_device(settings)
         self._store = JobStore(settings.data_dir)
         self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
-        self._models = LoadedModels(settings, self._load)
+        self._models = LoadedModels(settings, self._load, 1 if model_id else settings.pool_max_models)
         if self.config_class is not None:
             self.reconfigure({})
+        self._warming = asyncio.get_running_loop().create_task(self.ready()) if model_id else None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve calls this with the deployment's user_config at start and whenever it changes (live)."""
@@ -216,9 +289,28 @@ class FamilyDeployment:
         """The catalog entry `model` names for `task`; callers through a Python handle skip the ingress'
         checks, so an unknown name is a 404 here too."""
         try:
-            return self._catalog.resolve(model, task=task)
+            entry = self._catalog.resolve(model, task=task)
         except UnknownModelError as missing:
             raise ModelNotFound(str(missing)) from None
+        if self._model_id and entry.id != self._model_id:
+            raise InvalidRequest(f"Deployment '{self._model_id}' serves model '{self._model_id}' only; "
+                                 f"call the '{entry.id}' deployment for '{entry.id}'")
+        return entry
+
+    async def ready(self) -> dict:
+        """Load this deployment's model (at start, and when the ingress waits for a cold start); what
+        it loaded. A pool has nothing to load ahead."""
+        if not self._model_id:
+            return {"name": None, "loaded": False}
+        entry = self._catalog.models[self._model_id]
+        try:
+            await self._models.get(entry)
+        except Exception:
+            if asyncio.current_task() is self._warming:  # no caller to tell: the board shows it failed
+                logger.exception("loading %s at start failed", self._model_id)
+                return {"name": self._model_id, "loaded": False}
+            raise
+        return {"name": self._model_id, "loaded": True}
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()

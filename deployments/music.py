@@ -163,16 +163,17 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 class MusicDeployment(FamilyDeployment):
     config_class, batched_methods = MusicConfig, ("_generate_batch",)
 
-    def __init__(self, catalog: Catalog, settings: ServiceSettings):
-        super().__init__(catalog, settings)
+    def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
+        super().__init__(catalog, settings, model_id)
         self._manager = get_model_manager(settings)
         self._adapter_paths: dict[str, str] = {}
 
     async def generate(self, prompt: str, model: str | None = None, params: MusicParams | dict | None = None) -> Music:
-        """Music for `prompt` with catalog model `model` (default: the adapter's base, else the task default)."""
+        """Music for `prompt` with catalog model `model` (default: the adapter's base, else this deployment's
+        model, else the task default)."""
         params = MusicParams.model_validate(params or {})
         adapter = find_adapter(self._catalog, params.adapter) if params.adapter else None
-        name = model or (adapter.base_model if adapter else self._catalog.tasks[TASK].default_model)
+        name = model or (adapter.base_model if adapter else self._model_id or self._catalog.tasks[TASK].default_model)
         entry = self._entry(name, TASK)
         if adapter:
             check_adapter(self._catalog, entry, adapter)

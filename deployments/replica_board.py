@@ -22,10 +22,21 @@ class ReplicaBoard:
     def __init__(self):
         self._reports: dict[str, dict] = {}  # replica id -> its last report
         self._optimize: set[str] = set()  # model ids every replica should run optimized
+        self._ever_loaded: set[tuple[str, str]] = set()  # (app, model id)
 
-    def report(self, replica: str, app: str, deployment: str, node_id: str, models: list[dict]) -> None:
+    def report(self, replica: str, app: str, deployment: str, node_id: str, models: list[dict],
+               state: dict | None = None) -> None:
+        """`models`: loaded ones; `state`: {"loading": [ids], "failed": {id: reason}}."""
         self._reports[replica] = {"replica": replica, "app": app, "deployment": deployment, "node_id": node_id,
-                                  "models": models, "at": time.monotonic()}
+                                  "models": models, "at": time.monotonic(),
+                                  "loading": (state or {}).get("loading", []),
+                                  "failed": (state or {}).get("failed", {})}
+        for info in models:
+            self._ever_loaded.add((app, info["name"]))
+
+    def ever_loaded(self, app: str) -> set[str]:
+        """Models that some replica of `app` has held (so none now means scaled to zero, not never started)."""
+        return {model for a, model in self._ever_loaded if a == app}
 
     def reports(self, max_age: float) -> list[dict]:
         now = time.monotonic()

@@ -70,6 +70,14 @@ class ServiceSettings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS, or * for any; none by default."
     )
 
+    cold_start_wait_seconds: float = Field(
+        120.0, ge=0, description="How long a request waits for a model scaled to zero to start and load "
+        "(a request may ask for less with `Prefer: wait=N`); past it, 503 with Retry-After.")
+    idle_after_seconds: float = Field(60.0, gt=0, description="A loaded model unused this long shows as idle.")
+    pool_max_models: int = Field(
+        2, gt=0, description="Models one replica of a family pool (models added at run time) holds; the "
+        "least recently used is unloaded to load another.")
+
     fetch_timeout_seconds: float = Field(
         10.0, gt=0, description="Time limit for fetching a URL a request names (image_url, url downloads).")
     image_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, uploaded or fetched.")

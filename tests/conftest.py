@@ -18,7 +18,7 @@ BGE_REPO = "BAAI/bge-small-en-v1.5"
 OFF_CATALOG_REPO = "tests/tiny-encoder"  # served by the hub, named by no catalog entry
 TINY_BGE_DIMENSIONS = 32
 UPLOAD_LIMIT_BYTES = 4 * 1024 * 1024
-# deployment name -> the module that builds its tiny models and says how the test app deploys it
+# family kind -> the module that builds its tiny models and says how the test app deploys it
 FAMILY_TEST_MODULES = {"music": tiny_musicgen, "transcription": tiny_whisper, "speech": tiny_speech,
                        "chat": tiny_chat, "vision": tiny_vision}
 # Demucs variants as the catalog names them: (hub repo, demucs name, build options)
@@ -80,32 +80,34 @@ def job_store_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("job-store")
 
 
+def tiny_profile(**changes):
+    """The profile the tests deploy: every catalog model its own deployment, the task defaults warm, the
+    rest scaled from zero; the tiny models' batch settings per family."""
+    from deployments.app import AppArgs
+
+    families = {kind: module.DEPLOYMENT_OPTIONS["user_config"] for kind, module in FAMILY_TEST_MODULES.items()}
+    families["separation"] = {"segment_batch_size": 3}
+    profile = {"models": ["all"], "families": families, "num_cpus": 0.1,
+               # idle models leave within the suite, so replicas do not pile up on a 2-core box
+               "autoscaling": {"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 90}}
+    return AppArgs.model_validate({**profile, **changes})
+
+
+# by deployment name, as serve_config's `deployments:` would say it: two embedding replicas, so
+# concurrent first requests reach the model manager from two processes
+TEST_OVERRIDES = {"all-minilm-l6-v2": {"num_replicas": 2}}
+
+
 def deploy_inference_app() -> None:
     """serve.run the real application as the tests configure it (also used to redeploy it)."""
     from ray import serve
 
     from deployments.app import compose_app
-    from deployments.chat import ChatDeployment
-    from deployments.embedding import EmbeddingDeployment
-    from deployments.music import MusicDeployment
-    from deployments.separation.deployment import SeparationDeployment
     from deployments.settings import ServiceSettings
-    from deployments.speech import SpeechDeployment
-    from deployments.transcription import TranscriptionDeployment
-    from deployments.vision import VisionDeployment
     from registry import load_catalog
 
-    # two embedding replicas, so concurrent first requests reach the model manager from two processes
-    deployments = {
-        "embedding": EmbeddingDeployment.options(num_replicas=2),
-        "separation": SeparationDeployment.options(user_config={"segment_batch_size": 3}),
-        "music": MusicDeployment.options(**FAMILY_TEST_MODULES["music"].DEPLOYMENT_OPTIONS),
-        "transcription": TranscriptionDeployment.options(**FAMILY_TEST_MODULES["transcription"].DEPLOYMENT_OPTIONS),
-        "speech": SpeechDeployment.options(**FAMILY_TEST_MODULES["speech"].DEPLOYMENT_OPTIONS),
-        "chat": ChatDeployment.options(**FAMILY_TEST_MODULES["chat"].DEPLOYMENT_OPTIONS),
-        "vision": VisionDeployment.options(**FAMILY_TEST_MODULES["vision"].DEPLOYMENT_OPTIONS),
-    }
-    serve.run(compose_app(load_catalog(), ServiceSettings(), deployments), name="inference", route_prefix="/")
+    app = compose_app(load_catalog(), ServiceSettings(), tiny_profile(), TEST_OVERRIDES)
+    serve.run(app, name="inference", route_prefix="/")
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +132,8 @@ def service(hub, model_cache, job_store_dir):
         "INFERENCE_PRIVATE_URL_ALLOWLIST": "127.0.0.1/32",
     })
     port = free_port()
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    # one GPU declared (none is present): GPU fractions schedule as on a one-GPU box; replicas run on CPU
+    ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deploy_inference_app()
     yield f"http://127.0.0.1:{port}"

@@ -14,13 +14,12 @@ ORIGIN = "https://studio.example"
 def secured(service):
     from ray import serve
 
-    from deployments.app import compose_app
-    from deployments.embedding import EmbeddingDeployment
+    from deployments.app import AppArgs, compose_app
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 
     settings = ServiceSettings(api_keys=f"{KEY}, other-key", cors_origins=ORIGIN)
-    app = compose_app(load_catalog(), settings, {"embedding": EmbeddingDeployment})
+    app = compose_app(load_catalog(), settings, AppArgs(models=["all-minilm-l6-v2"], runtime_pools=False))
     serve.run(app, name="secured", route_prefix="/secured")
     with httpx.Client(base_url=f"{service}/secured", timeout=120) as http:
         yield http

@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DRIVER = textwrap.dedent("""
     import json, sys, httpx, ray
     from ray import serve
-    from deployments.app import compose_app
-    from deployments.embedding import EmbeddingDeployment
+    from deployments.app import AppArgs, compose_app
     from deployments.model_manager import ModelManager
     from deployments.settings import ServiceSettings
     from registry import load_catalog
@@ -36,8 +35,9 @@ DRIVER = textwrap.dedent("""
     # the manager lives on the head (node_a); the model replica may only run on node_b
     ModelManager.options(name=settings.manager_name, namespace=settings.manager_namespace, lifetime="detached",
                          get_if_exists=True, resources={"node_a": 0.01}).remote(settings)
-    embedding = EmbeddingDeployment.options(ray_actor_options={"num_cpus": 0, "resources": {"node_b": 0.1}})
-    serve.run(compose_app(load_catalog(), settings, {"embedding": embedding}), name="cluster", route_prefix="/")
+    profile = AppArgs(models=["all-minilm-l6-v2"], runtime_pools=False)
+    on_b = {"all-minilm-l6-v2": {"ray_actor_options": {"num_cpus": 0, "resources": {"node_b": 0.1}}}}
+    serve.run(compose_app(load_catalog(), settings, profile, on_b), name="cluster", route_prefix="/")
     reply = httpx.post(f"http://127.0.0.1:{port}/api/embedding", json={"text": "on node b"}, timeout=120)
     # the replica holds 0.1 of node_b, which only the second node has
     on_b = ray.available_resources().get("node_b", 1) < 1

@@ -112,10 +112,12 @@ def test_malformed_json_is_400(client):
 def test_python_deployment_handle(service):
     from ray import serve
 
-    from deployments.errors import ModelNotFound
+    from deployments.errors import InvalidRequest, ModelNotFound
 
-    embedder = serve.get_deployment_handle("EmbeddingDeployment", app_name="inference")
+    embedder = serve.get_deployment_handle("all-minilm-l6-v2", app_name="inference")  # one deployment per model
     result = embedder.embed.remote("sentence-transformers/all-MiniLM-L6-v2", ["a cat sits on the mat"]).result()
     assert (result.model, result.dimensions, len(result.vectors)) == ("all-minilm-l6-v2", 384, 1)
     with pytest.raises(ModelNotFound, match="Model 'nope' not found for task 'text-embedding'"):
         embedder.embed.remote("nope", ["hi"]).result()
+    with pytest.raises(InvalidRequest, match="Deployment 'all-minilm-l6-v2' serves model 'all-minilm-l6-v2' only"):
+        embedder.embed.remote("bge-small-en-v1.5", ["hi"]).result()

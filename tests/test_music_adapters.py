@@ -18,17 +18,16 @@ def adapters_app(service):
     from ray import serve
 
     from deployments.app import compose_app
-    from deployments.music import MusicDeployment
     from deployments.settings import ServiceSettings
     from registry import AdapterEntry, load_catalog
-    from tests.tiny_musicgen import DEPLOYMENT_OPTIONS
+    from tests.conftest import tiny_profile
 
     adapter_id, repo_id, _, _ = MISFIT_ADAPTER
     catalog = load_catalog()
     misfit = AdapterEntry.model_validate({"id": adapter_id, "name": "Misfit", "base_model": "musicgen-small",
                                           "hub": {"repo_id": repo_id}})
     catalog = catalog.model_copy(update={"adapters": {**catalog.adapters, adapter_id: misfit}})
-    app = compose_app(catalog, ServiceSettings(), {"music": MusicDeployment.options(**DEPLOYMENT_OPTIONS)})
+    app = compose_app(catalog, ServiceSettings(), tiny_profile(models=["musicgen-small"], runtime_pools=False))
     serve.run(app, name="adapters", route_prefix="/adapters")
     with httpx.Client(base_url=f"{service}/adapters", timeout=120) as http:
         yield http

@@ -13,6 +13,7 @@ from deployments.errors import InvalidRequest
 from deployments.ingress.http_app import build_http_app
 from deployments.ingress.http_errors import validation_message
 from deployments.ingress.job_routes import RunRequest, render_job, submit_run, wait_for
+from deployments.ingress.lifecycle import DeploymentStates
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services
 from deployments.jobs.dispatch import JobDispatcher
@@ -27,15 +28,16 @@ from registry.runtime import LiveCatalog
 @serve.deployment(max_ongoing_requests=256, health_check_period_s=5)
 @serve.ingress()
 class Ingress:
-    """Owns no model; validates requests, keeps the job store, forwards work to family deployments."""
+    """Owns no model; validates requests, keeps the job store, forwards work to the model deployments."""
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings, deployments: dict[str, DeploymentHandle]):
         store = JobStore(settings.data_dir)
         dispatcher = JobDispatcher(store, lambda job: self._services.handle_for_job(job),
                                    settings.job_lease_seconds, settings.job_max_attempts)
         live_catalog = LiveCatalog(catalog, settings.runtime_models_dir)
+        states = DeploymentStates(serve.get_replica_context().app_name)
         self._services = Services(live_catalog, settings, deployments, get_model_manager(settings),
-                                  get_replica_board(settings), store, dispatcher)
+                                  get_replica_board(settings), store, dispatcher, states)
         # Jobs a previous ingress queued but never saw finish are dispatched again from here.
         self._sweep = asyncio.get_running_loop().create_task(dispatcher.sweep_forever(settings.job_sweep_seconds))
 

@@ -3,6 +3,7 @@ OpenAI clients list it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +42,8 @@ def model_view(services: Services, entry: ModelEntry) -> dict[str, Any]:
         "companions": [c.model_dump(include={"repo_id", "revision", "role"}) for c in entry.companions],
         "capabilities": entry.capabilities,
         "file_types": family.file_types,
-        "deployment": family.deployment,
+        "deployment": services.deployment_name(entry),  # its Serve deployment here (None: not deployed)
+        "family_kind": family.deployment,
         "is_default": task.default_model == entry.id,
         "is_family_default": family.default_model == entry.id,
         "is_active": services.is_served(entry),
@@ -128,5 +130,8 @@ async def get_model(name: str, services: Services = Depends(get_services)) -> di
         entry = catalog.resolve(name)
     except LookupError as missing:
         raise ModelNotFound(f"{missing} (families: {', '.join(catalog.families)})") from None
-    download = await services.manager.status.remote(entry.id)
-    return {"success": True, "model": model_view(services, entry), "download": download}
+    download, lifecycle = await asyncio.gather(services.manager.status.remote(entry.id), services.lifecycle(entry))
+    lifecycle["memory"] = {"declared_gb": entry.specs.vram_requirement_gb,
+                           "measured_peak_mb": lifecycle.get("load", {}).get("peak_memory_mb"),
+                           "measured_kind": lifecycle.get("load", {}).get("memory_kind")}
+    return {"success": True, "model": model_view(services, entry), "download": download, "lifecycle": lifecycle}

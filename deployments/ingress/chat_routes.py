@@ -169,7 +169,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 async def _complete(services: Services, entry: ModelEntry, body: ChatFields, max_tokens: int | None) -> Completion:
-    return await services.deployment_for(entry).chat.remote(entry.id, body.plain_messages(), body.options(max_tokens))
+    return await services.call(entry, "chat", entry.id, body.plain_messages(), body.options(max_tokens))
 
 
 @router.post("/api/llm")
@@ -202,7 +202,7 @@ async def openai_chat(body: OpenAIChatRequest,
         return JSONResponse({**reply, "object": "chat.completion", "choices": [choice],
                              "usage": _usage(done.prompt_tokens, done.completion_tokens)},
                             headers={BATCH_HEADER: str(done.batch_size)})
-    handle = services.deployment_for(entry).options(stream=True)
+    handle = (await services.started(entry)).options(stream=True)
     stream = handle.chat_stream.remote(entry.id, body.plain_messages(), body.options(max_tokens))
     first: Started = await stream.__anext__()  # a bad request raises here, while a 4xx can still be sent
     usage = body.stream_options is not None and body.stream_options.include_usage
@@ -242,7 +242,7 @@ async def product_description(body: ProductDescriptionRequest,
     """Seed 004's mistral-generate-description: title, description, keywords and suggested categories."""
     started = time.perf_counter()
     entry = services.model_for(TASK, body.model)
-    result = await services.deployment_for(entry).describe_product.remote(entry.id, body.model_dump(exclude={"model"}))
+    result = await services.call(entry, "describe_product", entry.id, body.model_dump(exclude={"model"}))
     return {"success": True, **result, "processing_time": round(time.perf_counter() - started, 4)}
 
 
@@ -261,5 +261,5 @@ async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, 
         return params.model_dump() | {"seed": secrets.randbelow(2**31) if seed is None else params.seed}
     body = parse(ChatJob, data)
     options = body.options(body.max_tokens) | {"seed": secrets.randbelow(2**31) if seed is None else body.seed}
-    await services.deployment_for(entry).check.remote(entry.id, body.plain_messages(), options)
+    await services.call(entry, "check", entry.id, body.plain_messages(), options)
     return ChatJobInput.model_validate({"messages": body.plain_messages(), **options}).model_dump()

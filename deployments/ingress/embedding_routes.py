@@ -69,7 +69,7 @@ async def _embed(services: Services, model: str | None, texts: list[str]) -> Emb
         raise InvalidRequest(
             f"Too many inputs: {len(texts)}; model '{entry.id}' accepts at most {limit} per request"
         )
-    return await services.deployment_for(entry).embed.remote(entry.id, texts)
+    return await services.call(entry, "embed", entry.id, texts)
 
 
 @router.post("/api/embedding")

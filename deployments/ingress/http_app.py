@@ -19,6 +19,7 @@ from deployments.ingress import (
 )
 from deployments.ingress.auth import require_api_key_for_changes
 from deployments.ingress.http_errors import error_response, install_error_handlers
+from deployments.ingress.lifecycle import WAIT_PREFERENCE, parse_prefer_wait
 from deployments.ingress.services import Services
 
 # management routes first: /models/download etc. must win over catalog's /models/{name:path}
@@ -50,6 +51,12 @@ def build_http_app(services: Services) -> FastAPI:
     for router in ROUTERS:
         guarded = router in STATE_CHANGING_ROUTERS
         app.include_router(router, dependencies=[Depends(require_api_key_for_changes)] if guarded else [])
+
+    @app.middleware("http")
+    async def read_wait_preference(request: Request, call_next):
+        """`Prefer: wait=N`: how long this request waits for a model scaled to zero (Services.started)."""
+        WAIT_PREFERENCE.set(parse_prefer_wait(request.headers.get("prefer")))
+        return await call_next(request)
 
     @app.middleware("http")
     async def refuse_oversized_bodies(request: Request, call_next):

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from deployments.errors import ServiceError
@@ -33,18 +33,24 @@ class ErrorBody(BaseModel):
     message: str
     error: str | OpenAIError  # the object on OpenAI-compatible /v1/ routes, a short summary elsewhere
     error_code: str
+    model_state: dict | None = Field(None, description="The model's lifecycle, on errors about its state "
+                                     "(503 while it starts).")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 502, 503)}
 
 
-def error_response(request: Request, status: int, message: str, error: str, error_code: str) -> JSONResponse:
+def error_response(request: Request, status: int, message: str, error: str, error_code: str,
+                   headers: dict[str, str] | None = None, model_state: dict | None = None) -> JSONResponse:
     if request.url.path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
         error = OpenAIError(message=message, type=kind, code=error_code.lower())
-    body = ErrorBody(message=message, error=error, error_code=error_code)
-    return JSONResponse(status_code=status, content=body.model_dump())
+    body = ErrorBody(message=message, error=error, error_code=error_code, model_state=model_state)
+    content = body.model_dump()
+    if model_state is None:
+        del content["model_state"]
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -56,7 +62,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
     cause = getattr(exc, "cause", exc)  # errors raised in another replica arrive wrapped by Ray
-    return error_response(request, cause.status_code, cause.message, cause.error, cause.error_code)
+    return error_response(request, cause.status_code, cause.message, cause.error, cause.error_code,
+                          getattr(cause, "headers", None), getattr(cause, "model_state", None))
 
 
 def validation_message(exc: RequestValidationError) -> str:

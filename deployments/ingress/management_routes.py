@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -25,7 +26,8 @@ router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
 
 # Replicas report at every health check (5-10 s); a report older than this is from a replica that is gone.
 REPORT_MAX_AGE_SECONDS = 30.0
-REPLICA_FIELDS = ("replica", "node_id", "device", "optimized", "optimization", "memory_usage")
+REPLICA_FIELDS = ("replica", "deployment", "node_id", "device", "optimized", "optimization", "memory_usage", "load",
+                  "idle_s")
 
 SUPPORTED_SOURCES = ("huggingface", "url")
 UNSUPPORTED_SOURCES = ("pytorch_hub", "torchvision", "tts_auto")  # seed 001 names them; no build here
@@ -191,7 +193,8 @@ async def remove_model(model_name: str, services: Services = Depends(get_service
     removed = await services.manager.remove.remote(key, repos)
     unloaded = False
     await services.board.want_optimized.remote(key, False)  # a fresh download loads at full precision
-    if entry and services.is_served(entry):  # other replicas drop it on next use: its files are gone
+    if entry and services.is_served(entry) and await services.has_replicas(entry):
+        # one replica unloads now; the others drop it on next use: its files are gone
         unloaded = await services.deployment_for(entry).unload.remote(entry.id)
     if entry and services.catalog.is_runtime(entry.id):  # added at run time: no longer a model of the service
         if services.catalog.runtime.remove(entry.id):
@@ -253,27 +256,32 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
 
 @router.get("/models/managed")
 async def managed_models(services: Services = Depends(get_services)) -> dict[str, Any]:
-    """What every family replica in the cluster has loaded, as the replicas last reported it."""
+    """What every model replica in the cluster has loaded, as the replicas last reported it, and the
+    lifecycle of every model this application deploys."""
     reports = await services.board.reports.remote(REPORT_MAX_AGE_SECONDS)
-    reports = [{**r, "family": services.family_of_replica(r["app"], r["deployment"])} for r in reports]
-    reports = [r for r in reports if r["family"]]  # this application's replicas only
+    reports = [{**r, "name": services.deployment_of_replica(r["app"], r["deployment"])} for r in reports]
+    reports = [r for r in reports if r["name"]]  # this application's replicas only
     per_model: dict[str, list[dict]] = {}
     for report in sorted(reports, key=lambda r: r["replica"]):
         for info in report["models"]:
             per_model.setdefault(info["name"], []).append({**info, "replica": report["replica"],
-                                                           "node_id": report["node_id"]})
+                                                           "node_id": report["node_id"],
+                                                           "deployment": report["name"]})
     models = []
     for name, copies in per_model.items():
         entry = services.catalog.models.get(name)
-        deployment = entry and services.catalog.families[entry.family].deployment
-        models.append({**copies[0], "deployment": deployment, "task": entry and services.catalog.task_of(entry),
+        models.append({**copies[0], "family": entry and services.kind_of(entry),
+                       "task": entry and services.catalog.task_of(entry),
                        "optimized": all(c["optimized"] for c in copies), "replica_count": len(copies),
                        "replicas": [{k: c[k] for k in REPLICA_FIELDS} for c in copies]})
     categories: dict[str, list] = {}
     for info in models:
         categories.setdefault(f"{info['task']}_models", []).append(
             {"name": info["name"], "loaded": True, "optimized": info["optimized"]})
-    reporting = {r["family"] for r in reports}
+    deployed = [m for m in services.catalog.models.values() if services.is_served(m)]
+    lifecycles = await services.lifecycles(deployed)
+    for info in models:
+        info["lifecycle"] = lifecycles.get(info["name"])
     return {
         "success": True,
         "total_models": len(models),
@@ -284,10 +292,11 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
             "optimized_count": sum(m["optimized"] for m in models),
             "total_parameters": sum(m["parameters"] for m in models),
             "replicas_reporting": len(reports),
+            "states": dict(Counter(view["state"] for view in lifecycles.values())),
         },
+        "lifecycles": lifecycles,
         "unavailable_deployments": {
-            name: f"no replica reported in the last {REPORT_MAX_AGE_SECONDS:g} s"
-            for name in sorted(set(services.deployments) - reporting)
+            name: view["reason"] for name, view in lifecycles.items() if view["state"] == "failed"
         },
     }
 
@@ -337,7 +346,7 @@ async def manage_model(
         if not services.is_served(entry):
             raise InvalidRequest(f"Model '{entry.id}' is not deployed in this application, so it cannot be optimized")
         await services.board.want_optimized.remote(entry.id)  # the other replicas follow at their health check
-        model = await services.deployment_for(entry).optimize.remote(entry.id)
+        model = await services.call(entry, "optimize", entry.id)
         return {"success": True, "message": f"Model '{entry.id}' optimized successfully ({model['optimization']}); "
                 "every other replica follows within its health-check period", "action": action,
                 "model_name": entry.id, "model": model}

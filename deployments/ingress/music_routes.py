@@ -62,7 +62,7 @@ async def generate_music(body: MusicRequest, services: Services = Depends(get_se
     entry = services.model_for(TASK, body.model) if body.model else None
     entry, duration = _checked(services, entry, body)
     params = body.model_dump(include=set(MusicParams.model_fields)) | {"duration": duration}
-    music = await services.deployment_for(entry).generate.remote(body.prompt.strip(), entry.id, params)
+    music = await services.call(entry, "generate", body.prompt.strip(), entry.id, params)
     headers = {"X-Model": music.model, "X-Sample-Rate": str(music.sample_rate), "X-Duration": str(music.duration),
                "X-Seed": str(music.seed), "X-Batch-Size": str(music.batch_size),
                "Content-Disposition": f'attachment; filename="music.{music.format}"'}

@@ -1,31 +1,37 @@
-"""What routes reach: the catalog, the family deployments' handles, the model manager."""
+"""What routes reach: the catalog, the model deployments' handles, the model manager, each model's lifecycle."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 from ray.serve.handle import DeploymentHandle
 
-from deployments.errors import ModelNotFound, ModelUnavailable, NotFound, WrongModelTask
+from deployments.app_plan import pool_name
+from deployments.errors import ModelNotFound, ModelStarting, ModelUnavailable, NotFound, WrongModelTask
+from deployments.ingress.lifecycle import WAIT_PREFERENCE, DeploymentStates, model_lifecycle, running_replicas
 from deployments.jobs.dispatch import JobDispatcher
 from deployments.jobs.store import Job, JobStore, Upload
 from deployments.settings import ServiceSettings
 from registry import ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
 
+REPORT_MAX_AGE_S = 30.0  # board reports older than this come from replicas that are gone
+
 
 @dataclass
 class Services:
     catalog: LiveCatalog  # reads like a Catalog; includes models added at run time
     settings: ServiceSettings
-    deployments: dict[str, DeploymentHandle]  # keyed by the catalog's family `deployment`
+    deployments: dict[str, DeploymentHandle]  # by Serve deployment name: a catalog id, or '<kind>-pool'
     manager: Any  # the ModelManager actor handle
-    board: Any  # the ReplicaBoard actor handle: what every family replica has loaded
+    board: Any  # the ReplicaBoard actor handle: what every model replica has loaded
     store: JobStore
     dispatcher: JobDispatcher
+    states: DeploymentStates  # Serve's view of this application's deployments
+    _cold_starts: set[asyncio.Task] = field(default_factory=set)
 
     def model_for(self, task: str, name: str | None) -> ModelEntry:
         """The catalog entry a request names for `task` (its default when None), or a 4xx saying why not."""
@@ -50,17 +56,80 @@ class Services:
         return entry
 
     def is_served(self, entry: ModelEntry) -> bool:
-        return self.catalog.families[entry.family].deployment in self.deployments
+        return self.deployment_name(entry) is not None
 
-    def family_of_replica(self, app: str, deployment: str) -> str | None:
-        """The family `deployment` key of a Serve (application, deployment) pair, if it is one of ours."""
-        for key, handle in self.deployments.items():
-            if (handle.app_name, handle.deployment_name) == (app, deployment):
-                return key
-        return None
+    def deployment_name(self, entry: ModelEntry) -> str | None:
+        """The deployment serving `entry`: its own, or for a model added at run time its family's pool."""
+        if entry.id in self.deployments:
+            return entry.id
+        pool = pool_name(self.kind_of(entry))
+        return pool if self.catalog.is_runtime(entry.id) and pool in self.deployments else None
+
+    def kind_of(self, entry: ModelEntry) -> str:
+        return self.catalog.families[entry.family].deployment
+
+    def deployment_of_replica(self, app: str, deployment: str) -> str | None:
+        """The deployment name of a Serve (application, deployment) pair, if it is one of ours."""
+        handle = self.deployments.get(deployment)
+        return deployment if handle is not None and handle.app_name == app else None
 
     def deployment_for(self, entry: ModelEntry) -> DeploymentHandle:
-        return self.deployments[self.catalog.families[entry.family].deployment]
+        name = self.deployment_name(entry)
+        if name is None:
+            raise ModelUnavailable(f"Model '{entry.id}' ({self.catalog.task_of(entry)}) is not deployed in this "
+                                   "application")
+        return self.deployments[name]
+
+    async def has_replicas(self, entry: ModelEntry) -> bool:
+        """Whether the model's deployment runs a replica now (scaled to zero: none)."""
+        return running_replicas((await self.states.get(fresh=True)).get(self.deployment_for(entry).deployment_name)) > 0
+
+    async def call(self, entry: ModelEntry, method: str, *args: Any) -> Any:
+        """`method` of the deployment serving `entry`, once it has a replica (see `started`)."""
+        handle = await self.started(entry)
+        return await getattr(handle, method).remote(*args)
+
+    async def started(self, entry: ModelEntry) -> DeploymentHandle:
+        """The model's handle once a replica runs it. A model scaled to zero is started by asking its
+        deployment for `ready` (Serve's autoscaler starts a replica for a queued request); the caller
+        waits `Prefer: wait=N` seconds, else cold_start_wait_seconds, then gets a 503 with Retry-After
+        while the start carries on."""
+        handle = self.deployment_for(entry)
+        states = await self.states.get()
+        if running_replicas(states.get(handle.deployment_name)):
+            return handle
+        bound, asked = self.settings.cold_start_wait_seconds, WAIT_PREFERENCE.get()
+        wait = bound if asked is None else min(asked, bound)
+        start = asyncio.ensure_future(_result(handle.ready.remote()))
+        self._cold_starts.add(start)  # carried on after a caller that stops waiting
+        start.add_done_callback(self._cold_starts.discard)
+        start.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: no warning
+        done, _ = await asyncio.wait({start}, timeout=wait)
+        if done:
+            start.result()  # a failed load fails the request with its own error
+            return handle
+        lifecycle = await self.lifecycle(entry)
+        raise ModelStarting(f"Model '{entry.id}' is {lifecycle['state'].replace('_', ' ')} and not ready after "
+                            f"{wait:g}s; retry shortly", retry_after_s=max(5.0, wait), model_state=lifecycle)
+
+    async def lifecycle(self, entry: ModelEntry) -> dict[str, Any]:
+        return (await self.lifecycles([entry]))[entry.id]
+
+    async def lifecycles(self, entries: list[ModelEntry]) -> dict[str, dict[str, Any]]:
+        """Each model's lifecycle (lifecycle.py), from Serve, the manager and the replica board."""
+        app = next(iter(self.deployments.values())).app_name if self.deployments else ""
+        states, downloads, reports, ever = await asyncio.gather(
+            self.states.get(), self.manager.status.remote(), self.board.reports.remote(REPORT_MAX_AGE_S),
+            self.board.ever_loaded.remote(app))
+        downloads = {d["model"]: d for d in downloads}
+        views = {}
+        for entry in entries:
+            name = self.deployment_name(entry)
+            mine = [r for r in reports if name and (r["app"], r["deployment"]) == (app, name)]
+            views[entry.id] = model_lifecycle(entry.id, name, states.get(name) if name else None,
+                                              downloads.get(entry.id), mine, entry.id in ever,
+                                              self.settings.idle_after_seconds)
+        return views
 
     async def upload(self, file_id: str) -> Upload:
         upload = await asyncio.to_thread(self.store.get_upload, file_id)
@@ -81,8 +150,13 @@ class Services:
         return job
 
     def handle_for_job(self, job: Job) -> DeploymentHandle | None:
+        """Jobs go straight to the deployment: a queued request is what starts a replica scaled to zero."""
         entry = self.catalog.models.get(job.model)
         return self.deployment_for(entry) if entry and self.is_served(entry) else None
+
+
+async def _result(response: Any) -> Any:
+    return await response
 
 
 def _article(word: str) -> str:

@@ -137,7 +137,7 @@ def _audio_reply(speech: Speech, download: bool) -> Response:
 async def text_to_speech(body: TTSRequest, services: Services = Depends(get_services)) -> Response:
     entry = services.model_for(TASK, body.model)
     request = _checked(services, entry, body, body.text, body.voice, body.speed, body.format)
-    return _audio_reply(await services.deployment_for(entry).synthesize.remote(request), download=True)
+    return _audio_reply(await services.call(entry, "synthesize", request), download=True)
 
 
 @router.post("/v1/audio/speech", response_class=Response, responses=AUDIO_RESPONSE)
@@ -146,7 +146,7 @@ async def openai_speech(body: OpenAISpeechRequest, services: Services = Depends(
     if body.instructions is not None:
         raise InvalidRequest(f"instructions are not supported by model '{entry.id}' (nor by any model here)")
     request = _checked(services, entry, body, body.input, body.voice, body.speed, body.response_format)
-    return _audio_reply(await services.deployment_for(entry).synthesize.remote(request), download=False)
+    return _audio_reply(await services.call(entry, "synthesize", request), download=False)
 
 
 async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
@@ -158,5 +158,5 @@ async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str
     _refuse_cloning(services, entry, data)  # before the rest: a sample alone is answered with why not
     params = parse(SpeechInput, data)
     request = _checked(services, entry, params, params.text, params.voice, params.speed, params.format)
-    await services.deployment_for(entry).check_text.remote(entry.id, request.text)
+    await services.call(entry, "check_text", entry.id, request.text)
     return {"text": request.text, "voice": request.voice, "speed": request.speed, "format": request.format}

@@ -53,7 +53,7 @@ async def _transcribe(services: Services, model: str | None, audio: UploadFile,
     data = await audio.read()
     if not data:
         raise InvalidRequest(f"The audio file '{audio.filename}' is empty")
-    return await services.deployment_for(entry).transcribe.remote(entry.id, data, checked)
+    return await services.call(entry, "transcribe", entry.id, data, checked)
 
 
 @router.post("/api/stt")
