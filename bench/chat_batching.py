@@ -26,12 +26,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/chat_batching.py
 from bench.embedding_latency import machine, summary  # noqa: E402
-from bench.local_service import local_service  # noqa: E402
+from bench.local_service import deploy_models, local_service  # noqa: E402
 
 REPO = "Qwen/Qwen2.5-0.5B-Instruct"
 PROMPTS = ["What is the capital of France?", "Describe a leather wallet.", "Tell me about water bottles.",
@@ -39,16 +38,9 @@ PROMPTS = ["What is the capital of France?", "Describe a leather wallet.", "Tell
 
 
 def deploy(max_batch_size: int, gpu: bool) -> None:
-    """(Re)deploy the ingress and the chat family; a second call only reconfigures the replica."""
-    from deployments.app import compose_app
-    from deployments.chat import ChatDeployment
-    from deployments.settings import ServiceSettings
-    from registry import load_catalog
-
-    placement = {"ray_actor_options": {"num_gpus": 1}} if gpu else {}
-    chat = ChatDeployment.options(user_config={"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02},
-                                  **placement)
-    serve.run(compose_app(load_catalog(), ServiceSettings(), {"chat": chat}), name="inference", route_prefix="/")
+    """(Re)deploy the ingress and qwen2.5-0.5b-instruct; a second call only reconfigures the replica."""
+    deploy_models(["qwen2.5-0.5b-instruct"], {"chat": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02}},
+                  {"num_gpus": 1} if gpu else None)
 
 
 async def run_clients(base_url: str, requests: int, clients: int, max_tokens: int) -> tuple[dict, dict[int, str]]:

@@ -101,7 +101,7 @@ async def bench_serve_clients(base_url: str, texts: list[str], clients: int) -> 
 
 async def bench_handle_clients(texts: list[str], clients: int) -> dict:
     """The same load through a Python deployment handle: batching without the HTTP hops."""
-    embedder = serve.get_deployment_handle("EmbeddingDeployment", app_name="inference")
+    embedder = serve.get_deployment_handle("all-minilm-l6-v2", app_name="inference")
 
     async def call(text: str) -> None:
         await embedder.embed.remote("all-minilm-l6-v2", [text])
@@ -113,7 +113,8 @@ def bench_serve(texts: list[str], concurrency: int) -> dict:
     from deployments.app import AppArgs, build_app
 
     with local_serve(num_cpus=8) as base_url:
-        serve.run(build_app(AppArgs()), name="inference", route_prefix="/")
+        app = build_app(AppArgs(models=["all-minilm-l6-v2"], runtime_pools=False))
+        serve.run(app, name="inference", route_prefix="/")
         print("warming up (the first request fetches the model through the model manager)...", flush=True)
         return {"sequential": asyncio.run(bench_serve_clients(base_url, texts, 1)),
                 "concurrent": asyncio.run(bench_serve_clients(base_url, texts, concurrency)),

@@ -65,3 +65,17 @@ def local_service(repos: dict[str, str | Path], work: Path, **ray_init) -> Itera
                           PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
         with local_serve(**ray_init) as base_url:
             yield base_url
+
+
+def deploy_models(models: list[str], families: dict[str, dict], ray_actor_options: dict | None = None) -> None:
+    """(Re)deploy the ingress and the named catalog models, each its own deployment with one replica;
+    a second call with another user_config only reconfigures the live replicas."""
+    from ray import serve
+
+    from deployments.app import AppArgs, compose_app
+    from deployments.settings import ServiceSettings
+    from registry import load_catalog
+
+    args = AppArgs(models=models, warm_models=models, runtime_pools=False, families=families)
+    overrides = {model: {"ray_actor_options": ray_actor_options} for model in models} if ray_actor_options else None
+    serve.run(compose_app(load_catalog(), ServiceSettings(), args, overrides), name="inference", route_prefix="/")

@@ -32,11 +32,10 @@ import httpx
 import numpy as np
 import ray
 import torch
-from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/music_batching.py
-from bench.local_service import local_service  # noqa: E402
+from bench.local_service import deploy_models, local_service  # noqa: E402
 
 REPO_ID = "facebook/musicgen-small"
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
@@ -52,16 +51,9 @@ def build_model(folder: Path, size: str) -> Path:
 
 
 def deploy(max_batch_size: int, gpus: float) -> None:
-    """(Re)deploy the app with only the music family; a user_config change reconfigures the live replica."""
-    from deployments.app import compose_app
-    from deployments.music import MusicDeployment
-    from deployments.settings import ServiceSettings
-    from registry import load_catalog
-
-    music = MusicDeployment.options(user_config={"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.05},
-                                    ray_actor_options={"num_cpus": 1, "num_gpus": gpus})
-    serve.run(compose_app(load_catalog(), ServiceSettings(), {"music": music}), name="inference", route_prefix="/")
-
+    """(Re)deploy the app with only musicgen-small; a user_config change reconfigures the live replica."""
+    deploy_models(["musicgen-small"], {"music": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.05}},
+                  {"num_cpus": 1, "num_gpus": gpus})
 
 async def run_clients(base_url: str, requests: int, clients: int, duration: float) -> dict:
     """`clients` concurrent clients, each sending one prompt at a time until `requests` were answered."""

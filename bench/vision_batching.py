@@ -29,12 +29,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/vision_batching.py
 from bench.embedding_latency import machine, summary  # noqa: E402
-from bench.local_service import local_service  # noqa: E402
+from bench.local_service import deploy_models, local_service  # noqa: E402
 
 REPOS = {"resnet": "microsoft/resnet-50", "vit": "google/vit-base-patch16-224"}
 BATCHED = 8
@@ -50,17 +49,10 @@ def pictures(count: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
     return images
 
 
-def deploy(max_batch_size: int, gpu: bool) -> None:
-    """(Re)deploy the ingress and the vision family; a second call only reconfigures the replica."""
-    from deployments.app import compose_app
-    from deployments.settings import ServiceSettings
-    from deployments.vision import VisionDeployment
-    from registry import load_catalog
-
+def deploy(max_batch_size: int, gpu: bool, model: str) -> None:
+    """(Re)deploy the ingress and the classifier; a second call only reconfigures the replica."""
     config = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.01}
-    placement = {"ray_actor_options": {"num_gpus": 1}} if gpu else {}
-    vision = VisionDeployment.options(user_config=config, **placement)
-    serve.run(compose_app(load_catalog(), ServiceSettings(), {"vision": vision}), name="inference", route_prefix="/")
+    deploy_models([model], {"vision": config}, {"num_gpus": 1} if gpu else None)
 
 
 async def run_clients(base_url: str, images: list[bytes], model: str, requests: int, clients: int) -> dict:
@@ -112,7 +104,7 @@ def main() -> None:
         with local_service(repos, work, num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
             results = {}
             for batch in (BATCHED, 1):
-                deploy(batch, args.gpu)
+                deploy(batch, args.gpu, args.model)
                 for clients in (1, args.concurrency):
                     name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
                     print(f"{name}: {args.requests} requests...", flush=True)

@@ -28,12 +28,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
-from ray import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
 from bench.embedding_latency import machine, summary  # noqa: E402
-from bench.local_service import local_service  # noqa: E402
+from bench.local_service import deploy_models, local_service  # noqa: E402
 
 REPO = "openai/whisper-base"
 
@@ -47,17 +46,9 @@ def speech_like_clip(seconds: float, rate: int = 16000) -> bytes:
 
 
 def deploy(max_batch_size: int, max_new_tokens: int, gpu: bool) -> None:
-    """(Re)deploy the ingress and the transcription family; a second call only reconfigures the replica."""
-    from deployments.app import compose_app
-    from deployments.settings import ServiceSettings
-    from deployments.transcription import TranscriptionDeployment
-    from registry import load_catalog
-
+    """(Re)deploy the ingress and whisper-base; a second call only reconfigures the replica."""
     config = {"max_batch_size": max_batch_size, "max_new_tokens": max_new_tokens, "batch_wait_timeout_s": 0.02}
-    placement = {"ray_actor_options": {"num_gpus": 1}} if gpu else {}
-    transcription = TranscriptionDeployment.options(user_config=config, **placement)
-    serve.run(compose_app(load_catalog(), ServiceSettings(), {"transcription": transcription}),
-              name="inference", route_prefix="/")
+    deploy_models(["whisper-base"], {"transcription": config}, {"num_gpus": 1} if gpu else None)
 
 
 async def run_clients(base_url: str, audio: bytes, requests: int, clients: int, seconds: float) -> dict:

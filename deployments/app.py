@@ -57,7 +57,7 @@ def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
     serve_config's `deployments:` list for callers that serve.run in Python (tests, benches)."""
     overrides = overrides or {}
     plans = plan_app(catalog, args)
-    unknown = sorted(set(overrides) - {p.name for p in plans})
+    unknown = sorted(set(overrides) - {p.name for p in plans} - {"Ingress"})
     if unknown:
         raise ValueError(f"Overrides for deployments the profile does not plan: {unknown}")
     bound = {}
@@ -66,4 +66,5 @@ def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
         if "num_replicas" in overrides.get(plan.name, {}):  # Serve allows one of the two
             options.pop("autoscaling_config")
         bound[plan.name] = FAMILY_DEPLOYMENTS[plan.kind].options(**options).bind(catalog, settings, plan.model_id)
-    return Ingress.bind(catalog, settings, bound)  # type: ignore[attr-defined]
+    ingress = Ingress.options(**overrides["Ingress"]) if "Ingress" in overrides else Ingress  # type: ignore[attr-defined]
+    return ingress.bind(catalog, settings, bound)

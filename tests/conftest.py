@@ -88,8 +88,8 @@ def tiny_profile(**changes):
     families = {kind: module.DEPLOYMENT_OPTIONS["user_config"] for kind, module in FAMILY_TEST_MODULES.items()}
     families["separation"] = {"segment_batch_size": 3}
     profile = {"models": ["all"], "families": families, "num_cpus": 0.1,
-               # idle models leave within the suite, so replicas do not pile up on a 2-core box
-               "autoscaling": {"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 90}}
+               # models started by a test stay for the rest of the suite (test_model_lifecycle scales one to zero)
+               "autoscaling": {"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 900}}
     return AppArgs.model_validate({**profile, **changes})
 
 

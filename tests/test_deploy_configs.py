@@ -35,56 +35,81 @@ def load(name: str) -> dict:
     return yaml.load((ROOT / name).read_text(), Loader=StrictLoader)
 
 
-@pytest.fixture(scope="module")
-def deployment_names() -> set[str]:
-    from deployments.app import FAMILY_DEPLOYMENTS
-    from deployments.ingress import Ingress
-
-    return {Ingress.name, *(d.name for d in FAMILY_DEPLOYMENTS.values())}
+CONFIGS = ["serve_config.yaml", "serve_config.cpu.yaml", "serve_config.gpu1.yaml"]
 
 
-@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.cpu.yaml"])
-def test_serve_config_is_valid_for_the_app(config_file, deployment_names):
+def plans_of(config: dict):
+    from deployments.app import AppArgs, plan_app
+    from registry import load_catalog
+
+    return plan_app(load_catalog(), AppArgs.model_validate(config["applications"][0]["args"]))
+
+
+@pytest.mark.parametrize("config_file", CONFIGS)
+def test_serve_config_is_valid_for_the_app(config_file):
     from ray.serve.schema import ServeDeploySchema
 
-    from deployments.app import AppArgs, build_app
-    from deployments.chat import ChatConfig
-    from deployments.embedding import MAX_BATCH_SIZE
-    from deployments.music import MusicConfig
-    from deployments.separation.deployment import SeparationConfig
-    from deployments.speech import SpeechConfig
-    from deployments.transcription import TranscriptionConfig
-    from deployments.vision import VisionConfig
+    from deployments.app import FAMILY_DEPLOYMENTS, AppArgs, build_app
+    from registry import load_catalog
 
-    config = ServeDeploySchema.model_validate(load(config_file))
+    raw = load(config_file)
+    config = ServeDeploySchema.model_validate(raw)
     (app,) = config.applications
     assert app.import_path == "deployments.app:build_app" and app.route_prefix == "/"
     assert build_app(AppArgs.model_validate(app.args)) is not None
-    assert {d.name for d in app.deployments} == deployment_names
-    embedding = next(d for d in app.deployments if d.name == "EmbeddingDeployment")
-    assert embedding.max_ongoing_requests >= MAX_BATCH_SIZE  # else @serve.batch never fills
-    user_configs = {d.name: d.user_config for d in app.deployments}  # what reconfigure() will be given
-    SeparationConfig.model_validate(user_configs["SeparationDeployment"])
-    TranscriptionConfig.model_validate(user_configs["TranscriptionDeployment"])
-    MusicConfig.model_validate(user_configs["MusicDeployment"])
-    SpeechConfig.model_validate(user_configs["SpeechDeployment"])
-    for name, config_class in [("ChatDeployment", ChatConfig), ("VisionDeployment", VisionConfig)]:
-        config = config_class.model_validate(user_configs[name])
-        assert config.max_batch_size <= next(d for d in app.deployments if d.name == name).max_ongoing_requests
+    plans = {p.name: p for p in plans_of(raw)}
+    catalog = load_catalog()
+    # one deployment per catalog model, named by its id; a pool per family for run-time models
+    assert {p.model_id for p in plans.values() if p.model_id} <= set(catalog.models)
+    assert all(name == p.model_id for name, p in plans.items() if p.model_id)
+    assert {f"{kind}-pool" for kind in FAMILY_DEPLOYMENTS} <= set(plans)
+    # Serve's overrides by name reach deployments that exist
+    assert {d.name for d in app.deployments} <= {"Ingress", *plans}
+    warm = {name for name, p in plans.items() if p.min_replicas}
+    assert warm == {task.default_model for task in catalog.tasks.values()}
+    for plan in plans.values():
+        family = FAMILY_DEPLOYMENTS[plan.kind].func_or_class
+        user_config = plan.options.get("user_config")
+        if user_config is not None:  # what reconfigure() will be given
+            family.config_class.model_validate(user_config)
+        batch = (user_config or {}).get("max_batch_size", 1)
+        assert plan.options["max_ongoing_requests"] >= 2 * batch  # else @serve.batch never fills
+        scaling = plan.options["autoscaling_config"]
+        assert scaling["min_replicas"] == (1 if plan.name in warm else 0) <= scaling["max_replicas"]
 
 
-def test_gpu_profile_gives_models_gpu_fractions_and_autoscaling():
-    app = load("serve_config.yaml")["applications"][0]
-    for deployment in app["deployments"]:
-        if deployment["name"] != "Ingress":
-            assert 0 < deployment["ray_actor_options"]["num_gpus"] <= 1, deployment["name"]
-            assert deployment["autoscaling_config"]["max_replicas"] > deployment["autoscaling_config"]["min_replicas"]
+@pytest.mark.parametrize("config_file", ["serve_config.yaml", "serve_config.gpu1.yaml"])
+def test_gpu_profiles_give_each_model_its_fraction_and_fit_the_warm_models(config_file):
+    config = load(config_file)
+    args = config["applications"][0]["args"]
+    plans = plans_of(config)
+    for plan in plans:
+        fraction = plan.options["ray_actor_options"]["num_gpus"]
+        assert 0 < fraction <= 1 and fraction >= plan.vram_gb / args["gpu_memory_gb"] - 1e-9, plan.name
+    small = next(p for p in plans if p.name == "musicgen-small")
+    assert small.options["ray_actor_options"]["num_gpus"] == 0.17  # 4 GB of 24, rounded up
+    warm_fractions = sum(p.options["ray_actor_options"]["num_gpus"] for p in plans if p.min_replicas)
+    assert warm_fractions <= args["gpus"]
 
 
 def test_cpu_profile_is_local_and_gpu_free():
     config = load("serve_config.cpu.yaml")
     assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
     assert all(d["ray_actor_options"].get("num_gpus", 0) == 0 for d in config["applications"][0]["deployments"])
+    assert all(p.options["ray_actor_options"]["num_gpus"] == 0 for p in plans_of(config))
+
+
+def test_builder_refuses_warm_models_that_cannot_fit_the_declared_gpu():
+    from deployments.app import AppArgs, build_app
+
+    with pytest.raises(ValueError, match=r"min replicas need 13 GB of GPU memory; the profile declares 12 GB"):
+        build_app(AppArgs(gpu_memory_gb=12, exclude_models=["musicgen-large", "mistral-7b-instruct"]))
+    with pytest.raises(ValueError, match=r"more memory than one GPU .*: musicgen-large \(16 GB\)"):
+        build_app(AppArgs(gpu_memory_gb=12))
+    with pytest.raises(ValueError, match="unknown model or family 'musicgen-xl'"):
+        build_app(AppArgs(models=["musicgen-xl"]))
+    assert build_app(AppArgs(gpu_memory_gb=12, warm_models=["all-minilm-l6-v2"],
+                             exclude_models=["musicgen-large", "mistral-7b-instruct"])) is not None
 
 
 def test_cluster_yaml_is_a_valid_ray_cluster_config():
@@ -120,6 +145,8 @@ def test_readme_serve_command_starts_and_stops(own_hub, tmp_path, stale_temp_dir
     port = free_port()
     config = load("serve_config.cpu.yaml")
     config["http_options"]["port"] = port
+    # warm only what this test's hub holds: the others would start, fail their downloads, and slow the box
+    config["applications"][0]["args"]["warm_models"] = ["all-minilm-l6-v2", "htdemucs"]
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": str(stale_temp_dir[0]),
            "SERVE_CONFIG": str(tmp_path / "serve_config.yaml"),

@@ -26,9 +26,9 @@ def test_finished_jobs_and_their_stems_survive_an_application_restart(client):
         assert rate == 44100 and audio.shape == (44100, 2)
 
 
-def _separation_replicas() -> list[str]:
+def _replicas_of(deployment: str) -> list[str]:
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith("SERVE_REPLICA::inference#SeparationDeployment#")]
+            if a["name"].startswith(f"SERVE_REPLICA::inference#{deployment}#")]
 
 
 def test_a_job_whose_replica_dies_is_requeued_and_finishes(client):
@@ -39,7 +39,9 @@ def test_a_job_whose_replica_dies_is_requeued_and_finishes(client):
         time.sleep(0.1)
     assert job["status"] == "running" and 0 < job["progress"] < 1, job
 
-    for name in _separation_replicas():  # a crash, not a graceful drain
+    replicas = _replicas_of("htdemucs_ft")  # the model's own deployment
+    assert replicas
+    for name in replicas:  # a crash, not a graceful drain
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
 
     resumed = wait_for(client, job_id, timeout=300)

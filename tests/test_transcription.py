@@ -244,7 +244,7 @@ def test_python_deployment_handle(service):
 
     from deployments.errors import InvalidRequest, ModelNotFound
 
-    whisper = serve.get_deployment_handle("TranscriptionDeployment", app_name="inference")
+    whisper = serve.get_deployment_handle("whisper-base", app_name="inference")
     result = whisper.transcribe.remote("whisper-1", clip(4.0, rate=48000, channels=2, fmt="FLAC")).result()
     assert (result.model, result.duration, result.segments[-1].end) == ("whisper-base", 4.0, 4.0)
     with pytest.raises(ModelNotFound, match="Model 'nope' not found for task 'speech-to-text'"):

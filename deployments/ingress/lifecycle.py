@@ -95,8 +95,11 @@ def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any]
         idle = min(c.get("idle_s", 0) for c in copies)
         state_name, reason = ("idle" if idle >= idle_after_s else "ready"), None
         view["idle_s"] = idle
-    elif starting or loading or running:
+    elif starting or loading:
         state_name, reason = "starting", (state or {}).get("message") or None
+    elif running:  # a replica is up but holds no copy (its files were removed): it loads on the next request
+        state_name, reason = ("cached" if download.get("status") == "completed" else "available"), \
+            "not loaded; the next request loads it"
     elif ever_loaded:
         state_name, reason = "scaled_to_zero", None
     else:
