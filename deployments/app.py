@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.serve import Application, Deployment
+from ray.serve import Application
 
 from deployments.app_plan import AppArgs, DeploymentPlan, plan_deployments
 from deployments.chat import ChatDeployment
@@ -21,7 +21,7 @@ from deployments.vision import VisionDeployment
 from registry import Catalog, load_catalog
 
 # Catalog family `deployment` kind -> the class that loads and runs one model of it. A new family adds one line.
-FAMILY_DEPLOYMENTS: dict[str, Deployment] = {
+FAMILY_DEPLOYMENTS: dict[str, Any] = {  # Serve Deployments (their stubs type them as the classes)
     "embedding": EmbeddingDeployment,
     "separation": SeparationDeployment,
     "music": MusicDeployment,
@@ -67,4 +67,4 @@ def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
             options.pop("autoscaling_config")
         bound[plan.name] = FAMILY_DEPLOYMENTS[plan.kind].options(**options).bind(catalog, settings, plan.model_id)
     ingress = Ingress.options(**overrides["Ingress"]) if "Ingress" in overrides else Ingress  # type: ignore[attr-defined]
-    return ingress.bind(catalog, settings, bound)
+    return ingress.bind(catalog, settings, bound)  # type: ignore[union-attr]

@@ -66,7 +66,7 @@ def test_an_idle_model_scales_to_zero_and_the_next_request_brings_it_back(cold):
     vector = reply.json()["embedding"]
     assert len(vector) == TINY_BGE_DIMENSIONS
     ready = lifecycle(cold)
-    assert (ready["state"], ready["replicas"]) == ("ready", 1), ready
+    assert ready["state"] in {"ready", "idle"} and ready["replicas"] == 1, ready  # idle after 1 s unused
     assert ready["memory"]["declared_gb"] == 0.5 and ready["memory"]["measured_peak_mb"] > 0
     assert ready["memory"]["measured_kind"] == "rss-growth" and ready["load"]["load_seconds"] > 0
 

@@ -78,6 +78,7 @@ def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any]
                             "deployment_status": (state or {}).get("status"), "loaded_replicas": len(copies)}
     if copies:
         view["load"] = copies[0].get("load", {})
+    reason: str | None
     if deployment is None:
         state_name, reason = ("cached" if download.get("status") == "completed" else "available"), \
             "not deployed in this application"
