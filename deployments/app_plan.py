@@ -46,8 +46,9 @@ class AppArgs(BaseModel):
     exclude_models: list[str] = Field(default_factory=list, description="Catalog ids left out of `models`.")
     warm_models: list[str] | None = Field(None, description="Models kept at min_replicas 1 (never scaled "
                                           "to zero); default: each task's default model.")
-    runtime_pools: bool = Field(True, description="A pool deployment per family for models added at run "
-                                "time (POST /models/download with a task).")
+    runtime_pools: bool | list[str] = Field(True, description="A pool deployment per family (or per family "
+                                            "kind listed) for models added at run time (POST /models/download "
+                                            "with a task).")
     gpu_memory_gb: float = Field(0, ge=0, description="Memory of one GPU; 0: the models run on CPU and "
                                  "ask Ray for no GPU. Each model asks for vram_requirement_gb / this.")
     gpus: int = Field(1, ge=1, description="GPUs the warm models may fill (checked at build).")
@@ -119,7 +120,11 @@ def plan_deployments(catalog: Catalog, args: AppArgs,
         kind = catalog.families[entry.family].deployment
         plans.append(_plan(entry.id, kind, entry, 1 if entry.id in warm else 0, args, class_defaults[kind]))
     if args.runtime_pools:
-        for kind in dict.fromkeys(p.kind for p in plans):
+        pooled = kinds if args.runtime_pools is True else set(args.runtime_pools)
+        unknown = sorted(pooled - kinds)
+        if unknown:
+            raise ValueError(f"Profile asks for pools of unknown families {unknown}; families: {sorted(kinds)}")
+        for kind in [k for k in dict.fromkeys(p.kind for p in plans) if k in pooled]:
             template = next(m for m in catalog.models.values()  # runtime models take its limits
                             if catalog.families[m.family].deployment == kind
                             and m.id == catalog.families[m.family].default_model)

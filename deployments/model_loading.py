@@ -98,6 +98,10 @@ class LoadedModels:
         if entry.id in await self._board.optimized_wanted.remote():  # optimized in the other replicas
             await self._optimize_loaded(entry.id, model)
 
+    def forget(self) -> None:
+        """Take this replica's report off the board (it is shutting down)."""
+        self._board.forget.remote(self._replica)
+
     def loaded(self) -> list[str]:
         self._drop_removed()
         return list(self._models)
@@ -321,6 +325,15 @@ class FamilyDeployment:
     async def optimize(self, model_id: str) -> dict:
         """Reduced precision for this replica's copy, without a reload."""
         return await self._models.optimize(self._catalog.models[model_id])
+
+    def __del__(self):
+        """Serve calls this when it stops the replica (scale-down, redeploy): the board forgets it."""
+        models = getattr(self, "_models", None)
+        if models is not None:
+            try:
+                models.forget()
+            except Exception:  # Ray shutting down: the report ages out instead
+                pass
 
     async def check_health(self) -> None:
         """Serve calls this every health_check_period_s: report loaded models, follow optimize wishes."""

@@ -38,6 +38,10 @@ class ReplicaBoard:
         """Models that some replica of `app` has held (so none now means scaled to zero, not never started)."""
         return {model for a, model in self._ever_loaded if a == app}
 
+    def forget(self, replica: str) -> None:
+        """A replica shutting down (scaled down, redeployed) takes its report with it."""
+        self._reports.pop(replica, None)
+
     def reports(self, max_age: float) -> list[dict]:
         now = time.monotonic()
         return [{**r, "age_s": round(now - r["at"], 3)} for r in self._reports.values() if now - r["at"] <= max_age]

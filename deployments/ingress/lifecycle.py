@@ -70,8 +70,9 @@ def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any]
     """One model's state and what it is read from. `reports`: the board's reports from its deployment's replicas."""
     replicas = (state or {}).get("replicas", {})
     running, starting = replicas.get("RUNNING", 0), replicas.get("STARTING", 0)
-    copies = [m for r in reports for m in r["models"] if m["name"] == model_id]
-    loading = any(model_id in r.get("loading", []) for r in reports)
+    live = running or starting  # with neither, reports still on the board come from replicas now gone
+    copies = [m for r in reports for m in r["models"] if m["name"] == model_id] if live else []
+    loading = live and any(model_id in r.get("loading", []) for r in reports)
     load_error = next((r["failed"][model_id] for r in reports if model_id in r.get("failed", {})), None)
     download = download or {}
     view: dict[str, Any] = {"deployment": deployment, "replicas": running, "replicas_starting": starting,
