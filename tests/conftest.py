@@ -87,14 +87,9 @@ def tiny_profile(**changes):
 
     families = {kind: module.DEPLOYMENT_OPTIONS["user_config"] for kind, module in FAMILY_TEST_MODULES.items()}
     families["separation"] = {"segment_batch_size": 3}
-    from registry import load_catalog
-
-    # Warm: every model the tests use but bge-small-en-v1.5, whose first download test_model_downloads
-    # watches (test_model_lifecycle scales a model to zero and back in its own app). Started together
-    # at deploy time, replicas come up in a fraction of the time one cold start after another takes.
-    cold = {"bge-small-en-v1.5", "musicgen-large", "whisper-small", "whisper-medium"}
+    # Task defaults warm, as in the profiles; every other model starts on its first request. (Keeping
+    # every model warm was slower: 22 idle replicas cost the 2-core box more than the cold starts.)
     profile = {"models": ["all"], "families": families, "num_cpus": 0.1,
-               "warm_models": [m for m in load_catalog().models if m not in cold],
                "runtime_pools": ["embedding"],  # the family the tests register run-time models of
                # models started by a test stay for the rest of the suite (test_model_lifecycle scales one to zero)
                "autoscaling": {"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 900}}
