@@ -153,8 +153,9 @@ def main() -> None:
                     view = lifecycle(http, model)
                     rss = replica_rss_mb(model)
                     wait_state(http, model, "scaled_to_zero")
-                    time.sleep(1)
-                    left = replica_rss_mb(model)
+                    deadline = time.monotonic() + 60  # Serve drains the replica before its process exits
+                    while (left := replica_rss_mb(model)) and time.monotonic() < deadline:
+                        time.sleep(0.5)
                     in_process, fresh = bare_load_seconds(FAMILIES[kind][3], folders[kind])
                     rows[kind] = {"model": model, "cold_start_s": round(cold, 3), "warm_request_s": round(warm, 3),
                                   "load_in_replica_s": view["load"].get("load_seconds"),
