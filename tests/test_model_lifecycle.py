@@ -93,6 +93,7 @@ def test_an_idle_model_scales_to_zero_and_the_next_request_brings_it_back(cold):
 
 
 def test_models_managed_shows_every_deployed_models_lifecycle(client):
+    assert client.post("/api/embedding", json={"text": "loaded"}).status_code == 200  # run alone: wait for its load
     body = client.get("/models/managed").json()
     lifecycles = body["lifecycles"]
     assert lifecycles["all-minilm-l6-v2"]["state"] in {"ready", "idle"}

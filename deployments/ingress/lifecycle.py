@@ -79,10 +79,10 @@ def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any]
                             "deployment_status": (state or {}).get("status"), "loaded_replicas": len(copies)}
     if copies:
         view["load"] = copies[0].get("load", {})
+    on_disk = "cached" if download.get("status") == "completed" else "available"  # no replica holds it
     reason: str | None
     if deployment is None:
-        state_name, reason = ("cached" if download.get("status") == "completed" else "available"), \
-            "not deployed in this application"
+        state_name, reason = on_disk, "not deployed in this application"
     elif state and state["status"] in FAILED_DEPLOYMENT:
         state_name, reason = "failed", state.get("message") or state["status"]
     elif download.get("status") == "failed":
@@ -100,10 +100,9 @@ def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any]
     elif starting or loading:
         state_name, reason = "starting", (state or {}).get("message") or None
     elif running:  # a replica is up but holds no copy (its files were removed): it loads on the next request
-        state_name, reason = ("cached" if download.get("status") == "completed" else "available"), \
-            "not loaded; the next request loads it"
+        state_name, reason = on_disk, "not loaded; the next request loads it"
     elif ever_loaded:
         state_name, reason = "scaled_to_zero", None
     else:
-        state_name, reason = ("cached" if download.get("status") == "completed" else "available"), None
+        state_name, reason = on_disk, None
     return {"state": state_name, "reason": reason, **view}

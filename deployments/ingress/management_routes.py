@@ -17,15 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.services import Services, get_services
+from deployments.ingress.services import REPORT_MAX_AGE_SECONDS, Services, get_services
 from deployments.safe_urls import check_url
 from registry import HubRepo, ModelEntry, UnknownModelError
 from registry.runtime import runtime_entry
 
 router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
 
-# Replicas report at every health check (5-10 s); a report older than this is from a replica that is gone.
-REPORT_MAX_AGE_SECONDS = 30.0
 REPLICA_FIELDS = ("replica", "deployment", "node_id", "device", "optimized", "optimization", "memory_usage", "load",
                   "idle_s")
 

@@ -18,7 +18,8 @@ from deployments.settings import ServiceSettings
 from registry import ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
 
-REPORT_MAX_AGE_S = 30.0  # board reports older than this come from replicas that are gone
+# Replicas report at every health check (5-10 s); a report older than this is from a replica that is gone.
+REPORT_MAX_AGE_SECONDS = 30.0
 
 
 @dataclass
@@ -117,9 +118,9 @@ class Services:
 
     async def lifecycles(self, entries: list[ModelEntry]) -> dict[str, dict[str, Any]]:
         """Each model's lifecycle (lifecycle.py), from Serve, the manager and the replica board."""
-        app = next(iter(self.deployments.values())).app_name if self.deployments else ""
+        app = self.states.app_name
         states, downloads, reports, ever = await asyncio.gather(
-            self.states.get(), self.manager.status.remote(), self.board.reports.remote(REPORT_MAX_AGE_S),
+            self.states.get(), self.manager.status.remote(), self.board.reports.remote(REPORT_MAX_AGE_SECONDS),
             self.board.ever_loaded.remote(app))
         downloads = {d["model"]: d for d in downloads}
         views = {}
