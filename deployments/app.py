@@ -11,12 +11,14 @@ from ray.serve import Application
 from deployments.app_plan import AppArgs, DeploymentPlan, plan_deployments
 from deployments.chat import ChatDeployment
 from deployments.embedding import EmbeddingDeployment
+from deployments.image_generation import ImageGenerationDeployment
 from deployments.ingress import Ingress
 from deployments.music import MusicDeployment
 from deployments.separation.deployment import SeparationDeployment
 from deployments.settings import ServiceSettings
 from deployments.speech import SpeechDeployment
 from deployments.transcription import TranscriptionDeployment
+from deployments.video_generation import VideoGenerationDeployment
 from deployments.vision import VisionDeployment
 from registry import Catalog, load_catalog
 
@@ -29,6 +31,8 @@ FAMILY_DEPLOYMENTS: dict[str, Any] = {  # Serve Deployments (their stubs type th
     "speech": SpeechDeployment,
     "chat": ChatDeployment,
     "vision": VisionDeployment,
+    "image-generation": ImageGenerationDeployment,
+    "video-generation": VideoGenerationDeployment,
 }
 
 __all__ = ["AppArgs", "FAMILY_DEPLOYMENTS", "build_app", "compose_app", "plan_app"]

@@ -334,8 +334,12 @@ class ModelManager:
         from huggingface_hub.hf_api import RepoFile
 
         api = HfApi(endpoint=self._settings.hub_endpoint, token=self._settings.hub_token)
+        from huggingface_hub.utils import filter_repo_objects
+
         files = api.list_repo_tree(repo.repo_id, revision=repo.revision, repo_type=repo.repo_type, recursive=True)
-        return sum(f.size for f in files if isinstance(f, RepoFile))
+        files = [f for f in files if isinstance(f, RepoFile)]
+        return sum(f.size for f in filter_repo_objects(files, allow_patterns=repo.allow_patterns,
+                                                       key=lambda f: f.path))
 
     def _bytes_on_disk(self, repo: HubRepo) -> int:
         from huggingface_hub.file_download import repo_folder_name
@@ -380,6 +384,7 @@ def snapshot(settings: ServiceSettings, repo: HubRepo, stop: threading.Event | N
             endpoint=settings.hub_endpoint,
             token=settings.hub_token,
             max_workers=settings.download_workers,
+            allow_patterns=repo.allow_patterns,
             tqdm_class=_stoppable_progress(stop) if stop else None,
         )
     except DownloadStopped:

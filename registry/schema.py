@@ -21,6 +21,8 @@ class HubRepo(StrictModel):
     revision: str = Field("main", description="Branch, tag or 40-hex commit to download.")
     repo_type: Literal["model", "dataset"] = "model"
     role: str = Field("weights", description="What the files are for: weights, vocoder, speaker-embeddings...")
+    allow_patterns: list[str] | None = Field(None, description="Only files matching these (fnmatch) patterns, "
+                                             "e.g. a diffusers layout without the repo's single-file checkpoints.")
 
     @field_validator("repo_id")
     @classmethod
@@ -46,10 +48,21 @@ class ModelSpecs(StrictModel):
     context_length: int | None = Field(None, gt=0, description="Prompt plus generated tokens.")
     stems: list[str] | None = Field(None, description="Sources a separation model outputs.")
     voices: list[str] | None = Field(None, description="Voice names a speech model accepts (presets, speakers).")
+    image_size_multiple: int | None = Field(None, gt=0, description="Image/video width and height must be "
+                                            "multiples of this (the VAE's downsampling times the patch size).")
+    max_image_size: int | None = Field(None, gt=0, description="Largest width or height in pixels.")
+    default_image_size: int | None = Field(None, gt=0, description="Width and height when a request sets none.")
+    max_inference_steps: int | None = Field(None, gt=0, description="Most denoising steps a request may ask for.")
+    default_inference_steps: int | None = Field(None, gt=0)
+    max_guidance_scale: float | None = Field(None, ge=0, description="Largest classifier-free guidance scale.")
+    default_guidance_scale: float | None = Field(None, ge=0)
+    max_images: int | None = Field(None, gt=0, description="Images one request may ask for.")
+    max_frames: int | None = Field(None, gt=0, description="Most video frames (duration x fps) per request.")
+    default_fps: int | None = Field(None, gt=0, description="Video frames per second when a request sets none.")
 
 
 class TaskConfig(StrictModel):
-    category: Literal["audio", "text", "vision"]
+    category: Literal["audio", "text", "vision", "video"]
     default_model: str = Field(description="Model used when a request names none.")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import tiny_chat, tiny_musicgen, tiny_speech, tiny_vision, tiny_whisper
+from tests import tiny_chat, tiny_diffusion, tiny_musicgen, tiny_speech, tiny_vision, tiny_whisper
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_REPO = "BAAI/bge-small-en-v1.5"
@@ -63,7 +63,7 @@ def hub(tmp_path_factory):
     test_hub.add_repo(OFF_CATALOG_REPO, test_hub.repos[BGE_REPO].files["config.json"].source.parent)
     for name, (repo_id, options) in DEMUCS_REPOS.items():
         test_hub.add_repo(repo_id, build_tiny_demucs(models_dir / name, name, **options))
-    for family in FAMILY_TEST_MODULES.values():
+    for family in (*FAMILY_TEST_MODULES.values(), tiny_diffusion):  # image and video generation share one
         family.add_repos(test_hub, models_dir)
     test_hub.start()
     yield test_hub
@@ -87,6 +87,7 @@ def tiny_profile(**changes):
 
     families = {kind: module.DEPLOYMENT_OPTIONS["user_config"] for kind, module in FAMILY_TEST_MODULES.items()}
     families["separation"] = {"segment_batch_size": 3}
+    families["image-generation"] = tiny_diffusion.DEPLOYMENT_OPTIONS["user_config"]
     # Task defaults warm, as in the profiles; every other model starts on its first request. (Keeping
     # every model warm was slower: 22 idle replicas cost the 2-core box more than the cold starts.)
     profile = {"models": ["all"], "families": families, "num_cpus": 0.1,

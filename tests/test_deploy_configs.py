@@ -66,7 +66,8 @@ def test_serve_config_is_valid_for_the_app(config_file):
     # Serve's overrides by name reach deployments that exist
     assert {d.name for d in app.deployments} <= {"Ingress", *plans}
     warm = {name for name, p in plans.items() if p.min_replicas}
-    assert warm == {task.default_model for task in catalog.tasks.values()}
+    expected = app.args.get("warm_models") or {task.default_model for task in catalog.tasks.values()}
+    assert warm == set(expected) & set(plans)  # the profile's warm list, else every task default
     for plan in plans.values():
         family = FAMILY_DEPLOYMENTS[plan.kind].func_or_class
         user_config = plan.options.get("user_config")
@@ -102,14 +103,15 @@ def test_cpu_profile_is_local_and_gpu_free():
 def test_builder_refuses_warm_models_that_cannot_fit_the_declared_gpu():
     from deployments.app import AppArgs, build_app
 
-    with pytest.raises(ValueError, match=r"min replicas need 13 GB of GPU memory; the profile declares 12 GB"):
-        build_app(AppArgs(gpu_memory_gb=12, exclude_models=["musicgen-large", "mistral-7b-instruct"]))
+    too_big = ["musicgen-large", "mistral-7b-instruct", "stable-diffusion-3-medium", "ltx-video"]
+    with pytest.raises(ValueError, match=r"min replicas need 29 GB of GPU memory; the profile declares 24 GB"):
+        build_app(AppArgs(gpu_memory_gb=24, exclude_models=too_big))  # every task default warm: 13 + 4 + 4 + 8 GB
     with pytest.raises(ValueError, match=r"more memory than one GPU .*: musicgen-large \(16 GB\)"):
         build_app(AppArgs(gpu_memory_gb=12))
     with pytest.raises(ValueError, match="unknown model or family 'musicgen-xl'"):
         build_app(AppArgs(models=["musicgen-xl"]))
     assert build_app(AppArgs(gpu_memory_gb=12, warm_models=["all-minilm-l6-v2"],
-                             exclude_models=["musicgen-large", "mistral-7b-instruct"])) is not None
+                             exclude_models=too_big)) is not None
 
 
 def test_cluster_yaml_is_a_valid_ray_cluster_config():

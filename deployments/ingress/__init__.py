@@ -12,7 +12,8 @@ from ray.serve.handle import DeploymentHandle
 from deployments.errors import InvalidRequest
 from deployments.ingress.http_app import build_http_app
 from deployments.ingress.http_errors import validation_message
-from deployments.ingress.job_routes import RunRequest, render_job, submit_run, wait_for
+from deployments.ingress.job_replies import render_job, wait_for
+from deployments.ingress.job_routes import RunRequest, submit_run
 from deployments.ingress.lifecycle import DeploymentStates
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services

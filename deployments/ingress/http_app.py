@@ -9,12 +9,14 @@ from deployments.ingress import (
     catalog_routes,
     chat_routes,
     embedding_routes,
+    image_routes,
     job_routes,
     management_routes,
     music_routes,
     speech_routes,
     transcription_routes,
     upload_routes,
+    video_routes,
     vision_routes,
 )
 from deployments.ingress.auth import require_api_key_for_changes
@@ -34,6 +36,8 @@ ROUTERS = (
     speech_routes.router,
     chat_routes.router,
     vision_routes.router,
+    image_routes.router,
+    video_routes.router,
 )
 # Routers whose POST/DELETE routes change state: they need an API key when keys are configured.
 STATE_CHANGING_ROUTERS = (management_routes.router, upload_routes.router, job_routes.router)
@@ -43,7 +47,8 @@ MULTIPART_OVERHEAD = 1 << 20
 def build_http_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="Ray Serve inference service",
-        description="Source separation, music, speech, embeddings, chat and vision models on Ray Serve.",
+        description="Source separation, music, speech, embeddings, chat, vision, image and video generation models "
+                    "on Ray Serve.",
         version="0.1.0",
     )
     app.state.services = services

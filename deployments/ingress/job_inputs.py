@@ -14,6 +14,7 @@ from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services
 from deployments.ingress.speech_routes import speech_job_input
 from deployments.ingress.transcription_routes import transcription_job_input
+from deployments.ingress.video_routes import video_job_input
 from deployments.ingress.vision_routes import vision_job_input
 from deployments.separation.params import SeparationInput, check_separation
 from registry import ModelEntry
@@ -41,6 +42,8 @@ JOB_INPUTS: dict[str, Callable[[Services, ModelEntry, dict[str, Any]], Awaitable
     "chat": chat_job_input,
     "image-classification": vision_job_input,
     "image-to-text": vision_job_input,
+    "text-to-video": video_job_input,
+    "image-to-video": video_job_input,
 }
 
 

@@ -18,7 +18,7 @@ from deployments.audio import BadAudio, probe_audio
 from deployments.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
-from deployments.ingress.job_routes import WAIT_QUERY, job_reply
+from deployments.ingress.job_replies import WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import check_upload_kind
 from deployments.ingress.services import Services, get_services
 from deployments.vision import open_image
