@@ -41,7 +41,8 @@ class GenerationParams(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _check_prompt(cls, value: str) -> str:
-        return nonblank_prompt(value).strip()
+        nonblank_prompt(value)
+        return value.strip()
 
 
 class ImageParams(GenerationParams):

@@ -123,13 +123,14 @@ class ImageGenerationDeployment(FamilyDeployment):
         groups = defaultdict(list)
         for i, item in enumerate(items):
             groups[item.key()].append(i)
-        results: list = [None] * len(items)
+        results: list[Any] = [None] * len(items)
+        outcomes: list[Any]
         for indices in groups.values():
             group = [items[i] for i in indices]
             try:
                 pipeline = await self._models.get(self._catalog.models[group[0].model])
                 pictures = await asyncio.to_thread(_call, pipeline, group, self._device)
-                start, outcomes = 0, []
+                start, outcomes = 0, []  # (the request's images, the batch size) per request
                 for item in group:
                     outcomes.append((pictures[start:start + item.job.num_images], len(pictures)))
                     start += item.job.num_images

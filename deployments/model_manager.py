@@ -336,10 +336,10 @@ class ModelManager:
         api = HfApi(endpoint=self._settings.hub_endpoint, token=self._settings.hub_token)
         from huggingface_hub.utils import filter_repo_objects
 
-        files = api.list_repo_tree(repo.repo_id, revision=repo.revision, repo_type=repo.repo_type, recursive=True)
-        files = [f for f in files if isinstance(f, RepoFile)]
-        return sum(f.size for f in filter_repo_objects(files, allow_patterns=repo.allow_patterns,
-                                                       key=lambda f: f.path))
+        tree = api.list_repo_tree(repo.repo_id, revision=repo.revision, repo_type=repo.repo_type, recursive=True)
+        files: list[RepoFile] = [f for f in tree if isinstance(f, RepoFile)]
+        chosen = filter_repo_objects(files, allow_patterns=repo.allow_patterns, key=lambda f: f.path)
+        return sum(f.size for f in chosen)
 
     def _bytes_on_disk(self, repo: HubRepo) -> int:
         from huggingface_hub.file_download import repo_folder_name

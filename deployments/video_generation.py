@@ -88,15 +88,22 @@ class VideoGenerationDeployment(FamilyDeployment):
 
         steps = params.num_inference_steps
 
-        def on_step(_pipeline, step: int, _timestep, tensors: dict) -> dict:
+        def report(step: int) -> None:
             context.report(0.95 * (step + 1) / steps, f"denoising step {step + 1}/{steps}")
+
+        def on_step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
+            report(step)
             return tensors
 
         options: dict[str, Any] = {
             "prompt": params.prompt, "negative_prompt": params.negative_prompt, "height": params.height,
             "width": params.width, "num_frames": frames_for(pipeline, params.frames), "num_inference_steps": steps,
-            "guidance_scale": params.guidance_scale, "output_type": "np", "callback_on_step_end": on_step,
+            "guidance_scale": params.guidance_scale, "output_type": "np",
             "generator": torch.Generator(self._device).manual_seed(params.seed)}
+        if "callback_on_step_end" in _call_parameters(pipeline):
+            options["callback_on_step_end"] = on_step_end
+        else:  # pipelines from before diffusers 0.23 (TextToVideoSD): callback(step, timestep, latents)
+            options |= {"callback": lambda step, _t, _latents: report(step), "callback_steps": 1}
         if first_frame is not None:
             options["image"] = first_frame
         with torch.inference_mode():

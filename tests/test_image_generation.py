@@ -132,8 +132,8 @@ def test_edit_image_refuses_mismatched_bad_and_wrong_type_uploads(client):
 
 
 def test_the_official_openai_client_generates_and_edits_images(service):
-    import openai
     import httpx
+    import openai
 
     ai = openai.OpenAI(base_url=f"{service}/v1", api_key="unused")
     result = ai.images.generate(model="sd-turbo", prompt="a lighthouse at dusk", size="64x64", n=2,

@@ -18,7 +18,6 @@ T5 sentencepiece tokenizer of tests/tiny_musicgen. Everything is seeded: same re
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 SD_TURBO_REPO = "stabilityai/sd-turbo"
@@ -173,7 +172,12 @@ def build_text_to_video(folder: Path, seed: int = 13) -> Path:
 
 
 def build_ltx(folder: Path, seed: int = 14) -> Path:
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
 
     def make():
         text_encoder, tokenizer = _t5(folder.parent / f"{folder.name}-work")

@@ -66,8 +66,9 @@ async def read_image_upload(services: Services, entry: ModelEntry, file: Any, fi
         raise InvalidRequest(f"`{field}` must be a file upload (multipart/form-data)")
     name = file.filename or field
     kind = Path(name).suffix.lower().lstrip(".")
-    if not kind and (file.content_type or "").startswith("image/"):
-        kind = file.content_type.split("/", 1)[1]
+    content_type = file.content_type or ""
+    if not kind and content_type.startswith("image/"):
+        kind = content_type.split("/", 1)[1]
     check_upload_kind(services, entry.family, kind, name)
     limit = min(services.settings.image_max_bytes, services.settings.max_upload_bytes)
     data = await file.read(limit + 1)
