@@ -89,6 +89,27 @@ async def run_clients(send, texts: list[str], clients: int) -> dict:
     return {**summary(latencies, time.perf_counter() - started, len(texts)), "concurrency": clients}
 
 
+async def batched_load(post, requests: int, clients: int) -> dict:
+    """`clients` concurrent clients calling `post(i)` (which returns the batch size the request joined)
+    until `requests` are done, after a warm-up that also loads the model; latency and batch sizes."""
+    await asyncio.gather(*(post(i) for i in range(min(clients, 4))))
+    remaining, latencies, batch_sizes = requests, [], []
+
+    async def one_client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            batch_sizes.append(await post(remaining))
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    wall = time.perf_counter() - started
+    return {**summary(latencies, wall, requests), "concurrency": clients, "wall_s": wall,
+            "mean_batch_size": round(float(np.mean(batch_sizes)), 2), "max_batch_size_seen": max(batch_sizes)}
+
+
 async def bench_serve_clients(base_url: str, texts: list[str], clients: int) -> dict:
     """The load through the Serve HTTP proxy, POST /api/embedding."""
     async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:

@@ -22,7 +22,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/vision_batching.py
-from bench.embedding_latency import machine, summary  # noqa: E402
+from bench.embedding_latency import batched_load, machine  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
 
 REPOS = {"resnet": "microsoft/resnet-50", "vit": "google/vit-base-patch16-224"}
@@ -64,22 +63,9 @@ async def run_clients(base_url: str, images: list[bytes], model: str, requests: 
             reply.raise_for_status()
             return int(reply.headers["x-batch-size"])
 
-        await asyncio.gather(*(post(i) for i in range(min(clients, 4))))  # warm-up (and the model load)
-        remaining, latencies, batch_sizes = requests, [], []
-
-        async def one_client() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                batch_sizes.append(await post(remaining))
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        wall = time.perf_counter() - started
-    return {**summary(latencies, wall, requests), "concurrency": clients,
-            "mean_batch_size": round(float(np.mean(batch_sizes)), 2), "max_batch_size_seen": max(batch_sizes)}
+        result = await batched_load(post, requests, clients)
+    del result["wall_s"]
+    return result
 
 
 def main() -> None:

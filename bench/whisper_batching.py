@@ -21,7 +21,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
-from bench.embedding_latency import machine, summary  # noqa: E402
+from bench.embedding_latency import batched_load, machine  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
 
 REPO = "openai/whisper-base"
@@ -54,28 +53,13 @@ def deploy(max_batch_size: int, max_new_tokens: int, gpu: bool) -> None:
 async def run_clients(base_url: str, audio: bytes, requests: int, clients: int, seconds: float) -> dict:
     """`clients` concurrent clients posting the clip to /api/stt until `requests` are done."""
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as http:
-        async def post() -> dict:
+        async def post(_i: int) -> int:
             reply = await http.post("/api/stt", files={"audio": ("clip.wav", audio)}, data={"model": REPO})
             reply.raise_for_status()
-            return reply.json()
+            return reply.json()["batch_size"]
 
-        await asyncio.gather(*(post() for _ in range(min(clients, 4))))  # warm-up
-        remaining, latencies, batch_sizes = requests, [], []
-
-        async def one_client() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                batch_sizes.append((await post())["batch_size"])
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        wall = time.perf_counter() - started
-    return {**summary(latencies, wall, requests), "concurrency": clients,
-            "audio_seconds_per_second": round(requests * seconds / wall, 2),
-            "mean_batch_size": round(float(np.mean(batch_sizes)), 2), "max_batch_size_seen": max(batch_sizes)}
+        result = await batched_load(post, requests, clients)
+    return {**result, "audio_seconds_per_second": round(requests * seconds / result.pop("wall_s"), 2)}
 
 
 def main() -> None:
