@@ -58,6 +58,25 @@ class ModelStarting(ModelUnavailable):
         super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))}, model_state=model_state)
 
 
+class Overloaded(ServiceError):
+    """Serve's back-pressure: the model's queue is full (max_queued_requests)."""
+
+    status_code = 503
+    error_code = "SERVICE_OVERLOADED"
+    error = "Service overloaded"
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+
+
+class RequestTimeout(ServiceError):
+    """The model did not answer within the request timeout (seed 003's REQUEST_TIMEOUT)."""
+
+    status_code = 504
+    error_code = "TIMEOUT_ERROR"
+    error = "Request timed out"
+
+
 class NotFound(ServiceError):
     """An upload, job or file id that does not exist."""
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -73,6 +73,10 @@ class ServiceSettings(BaseSettings):
     cold_start_wait_seconds: float = Field(
         120.0, ge=0, description="How long a request waits for a model scaled to zero to start and load "
         "(a request may ask for less with `Prefer: wait=N`); past it, 503 with Retry-After.")
+    request_timeout_seconds: float = Field(
+        120.0, gt=0, validation_alias=AliasChoices("INFERENCE_REQUEST_TIMEOUT_SECONDS", "REQUEST_TIMEOUT"),
+        description="How long an inference request may run on its model (after any cold start) before it is "
+        "cancelled with a 504 TIMEOUT_ERROR; REQUEST_TIMEOUT is seed 003's name. Jobs are not bound by it.")
     idle_after_seconds: float = Field(60.0, gt=0, description="A loaded model unused this long shows as idle.")
     pool_max_models: int = Field(
         2, gt=0, description="Models one replica of a family pool (models added at run time) holds; the "

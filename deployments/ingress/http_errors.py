@@ -38,7 +38,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 502, 503)}
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 415, 502, 503, 504)}
 
 
 def error_response(request: Request, status: int, message: str, error: str, error_code: str,

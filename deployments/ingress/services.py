@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.app_plan import pool_name
-from deployments.errors import ModelNotFound, ModelStarting, ModelUnavailable, NotFound, WrongModelTask
+from deployments.errors import (
+    ModelNotFound,
+    ModelStarting,
+    ModelUnavailable,
+    NotFound,
+    Overloaded,
+    RequestTimeout,
+    WrongModelTask,
+)
 from deployments.ingress.lifecycle import WAIT_PREFERENCE, DeploymentStates, model_lifecycle, running_replicas
 from deployments.jobs.dispatch import JobDispatcher
 from deployments.jobs.store import Job, JobStore, Upload
 from deployments.settings import ServiceSettings
 from registry import ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
+
+logger = logging.getLogger(__name__)
+MODEL_CALL_ATTEMPTS = 2  # a request whose replica dies is tried once more
 
 # Replicas report at every health check (5-10 s); a report older than this is from a replica that is gone.
 REPORT_MAX_AGE_SECONDS = 30.0
@@ -86,9 +100,28 @@ class Services:
         return running_replicas((await self.states.get(fresh=True)).get(self.deployment_for(entry).deployment_name)) > 0
 
     async def call(self, entry: ModelEntry, method: str, *args: Any) -> Any:
-        """`method` of the deployment serving `entry`, once it has a replica (see `started`)."""
+        """`method` of the deployment serving `entry`, once it has a replica (see `started`). Every method
+        routes call this way is idempotent, so a replica that dies under the request is retried once on
+        another; a full queue is a 503 with Retry-After and a model slower than the timeout a 504."""
         handle = await self.started(entry)
-        return await getattr(handle, method).remote(*args)
+        timeout = self.settings.request_timeout_seconds
+        for attempt in range(1, MODEL_CALL_ATTEMPTS + 1):
+            response = getattr(handle, method).remote(*args)
+            try:
+                return await asyncio.wait_for(_result(response), timeout)
+            except TimeoutError:
+                response.cancel()
+                raise RequestTimeout(f"Model '{entry.id}' did not answer within {timeout:g}s (REQUEST_TIMEOUT); "
+                                     "try again, or raise INFERENCE_REQUEST_TIMEOUT_SECONDS") from None
+            except BackPressureError as busy:
+                raise Overloaded(f"Model '{entry.id}' has too many queued requests ({busy.message}); retry "
+                                 "shortly", retry_after_s=busy.retry_after_s or 1.0) from None
+            except RayActorError as died:
+                if attempt == MODEL_CALL_ATTEMPTS:
+                    raise ModelUnavailable(f"Model '{entry.id}' lost its replica twice while answering; retry "
+                                           "shortly", headers={"Retry-After": "2"}) from died
+                logger.warning("replica of %s died under %s; retrying on another", entry.id, method)
+        raise AssertionError("unreachable")
 
     async def started(self, entry: ModelEntry) -> DeploymentHandle:
         """The model's handle once a replica runs it. A model scaled to zero is started by asking its
