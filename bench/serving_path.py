@@ -111,6 +111,8 @@ def bench_mode(model_dir: Path, texts: list[str], clients: int) -> dict:
         deploy_models([MODEL], {})
         wait_until_serving(f"{base_url}/api/embedding", 300)
         embedder = serve.get_deployment_handle(MODEL, app_name="inference")
+        # a blocking caller (this script) needs the router on its own loop, which haproxy mode turns off
+        embedder._init(_run_router_in_separate_loop=True)
 
         def handle_p50(n: int) -> float:
             # Blocking .result() runs the call on Serve's own router loop, not one asyncio.run closes.

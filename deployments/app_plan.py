@@ -53,6 +53,9 @@ class AppArgs(BaseModel):
                                  "ask Ray for no GPU. Each model asks for vram_requirement_gb / this.")
     gpus: int = Field(1, ge=1, description="GPUs the warm models may fill (checked at build).")
     num_cpus: float = Field(0.2, ge=0, description="Ray CPUs each model replica reserves.")
+    max_queued_requests: int = Field(-1, ge=-1, description="Requests a model's callers may queue beyond "
+                                     "its replicas' max_ongoing_requests before Serve refuses more (a 503 with "
+                                     "Retry-After); -1: no bound.")
     autoscaling: Autoscaling = Autoscaling()
     families: dict[str, dict[str, Any]] = Field(default_factory=dict, description="user_config per family "
                                                 "kind (batch sizes...), given to each of its deployments.")
@@ -144,6 +147,7 @@ def _plan(name: str, kind: str, entry: ModelEntry, min_replicas: int, args: AppA
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": gpu_fraction(vram, args)},
         # at least twice the batch, or @serve.batch never fills one
         "max_ongoing_requests": max(defaults.get("max_ongoing_requests", 1), 2 * batch),
+        "max_queued_requests": args.max_queued_requests,
         "autoscaling_config": {**autoscaling, "min_replicas": min_replicas, "initial_replicas": min_replicas,
                                "max_replicas": max(autoscaling["max_replicas"], min_replicas)},
     }
