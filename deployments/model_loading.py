@@ -21,6 +21,7 @@ from deployments.jobs.runner import JobRunner
 from deployments.jobs.store import JobStore
 from deployments.model_manager import get_model_manager
 from deployments.replica_board import get_replica_board
+from deployments.service_metrics import ModelGauges
 from deployments.settings import ServiceSettings
 from registry import Catalog, ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
@@ -63,6 +64,7 @@ class LoadedModels:
         self._locks: dict[str, asyncio.Lock] = {}
         self._board = get_replica_board(settings)
         self._replica, self._app, self._deployment = _replica_identity()
+        self._gauges = ModelGauges()
 
     async def get(self, entry: ModelEntry) -> Any:
         self._drop_removed()
@@ -91,6 +93,7 @@ class LoadedModels:
         started, memory = time.monotonic(), MemoryProbe()
         model = await asyncio.to_thread(self._load, entry, paths)
         self._load_stats[entry.id] = {"load_seconds": round(time.monotonic() - started, 3), **memory.peak()}
+        self._gauges.loaded(entry.id, self._load_stats[entry.id])
         self._paths[entry.id] = paths
         self._parameters[entry.id] = sum(p.numel() for m in _modules(model) for p in m.parameters())
         self._models[entry.id] = model
@@ -114,6 +117,7 @@ class LoadedModels:
         self._load_stats.pop(model_id, None)
         unloaded = self._models.pop(model_id, None) is not None
         if unloaded:
+            self._gauges.unloaded(model_id)
             gc.collect()  # a model's modules hold reference cycles; free them now, not at some later pass
             _empty_gpu_cache()
             self._report()

@@ -32,12 +32,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments.errors import ModelUnavailable
 from deployments.safe_urls import open_url
+from deployments.service_metrics import DownloadGauges
 from deployments.settings import ServiceSettings
 from registry import HubRepo
 
 logger = logging.getLogger(__name__)
 
-DOWNLOAD_STATUSES = ("pending", "downloading", "completed", "failed", "cancelled")
 
 
 @dataclass
@@ -94,6 +94,7 @@ class ModelManager:
         self._ids: dict[str, str] = {}  # download id -> model, for the status API
         self._url_args: dict[str, dict] = {}  # model -> its url download's arguments, for retries
         self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
+        self._gauges = DownloadGauges()  # published at every status read (the ingress reads it every 10 s)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
 
     async def ensure(self, model: str, repos: list[HubRepo], node_id: str | None = None) -> dict[str, str]:
@@ -251,7 +252,9 @@ class ModelManager:
     def _view(self, record: DownloadRecord) -> dict:
         if record.status == "downloading" and record.repos:  # bytes so far, read off the cache's blobs
             record.bytes_done = min(record.bytes_total, sum(self._bytes_on_disk(r) for r in record.repos))
-        return record.view()
+        view = record.view()
+        self._gauges.publish(view)
+        return view
 
     def _stop(self, model: str) -> None:
         """Cancel a running download (cancel, remove, a fresh restart): the task at once, its threads

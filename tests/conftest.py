@@ -115,7 +115,13 @@ def deploy_inference_app() -> None:
 
 
 @pytest.fixture(scope="session")
-def service(hub, model_cache, job_store_dir):
+def metrics_port() -> int:
+    """Where the test session's Ray exports its Prometheus metrics (the service's and Serve's own)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def service(hub, model_cache, job_store_dir, metrics_port):
     """Base URL of the real application, deployed with serve.run on a fresh local Ray."""
     import ray
     from ray import serve
@@ -137,7 +143,8 @@ def service(hub, model_cache, job_store_dir):
     })
     port = free_port()
     # one GPU declared (none is present): GPU fractions schedule as on a one-GPU box; replicas run on CPU
-    ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=metrics_port)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deploy_inference_app()
     yield f"http://127.0.0.1:{port}"

@@ -16,6 +16,7 @@ from deployments.ingress.job_replies import render_job, wait_for
 from deployments.ingress.job_routes import RunRequest, submit_run
 from deployments.ingress.lifecycle import DeploymentStates
 from deployments.ingress.request_checks import parse
+from deployments.ingress.service_health import ServiceGauges
 from deployments.ingress.services import Services
 from deployments.jobs.dispatch import JobDispatcher
 from deployments.jobs.store import JobStore
@@ -24,6 +25,8 @@ from deployments.replica_board import get_replica_board
 from deployments.settings import ServiceSettings
 from registry import Catalog
 from registry.runtime import LiveCatalog
+
+GAUGE_PERIOD_S = 10.0  # jobs and model states in Ray's metrics are at most this old
 
 
 @serve.deployment(max_ongoing_requests=256, health_check_period_s=5)
@@ -40,7 +43,9 @@ class Ingress:
         self._services = Services(live_catalog, settings, deployments, get_model_manager(settings),
                                   get_replica_board(settings), store, dispatcher, states)
         # Jobs a previous ingress queued but never saw finish are dispatched again from here.
-        self._sweep = asyncio.get_running_loop().create_task(dispatcher.sweep_forever(settings.job_sweep_seconds))
+        loop = asyncio.get_running_loop()
+        self._sweep = loop.create_task(dispatcher.sweep_forever(settings.job_sweep_seconds))
+        self._gauges = loop.create_task(ServiceGauges(self._services).publish_forever(GAUGE_PERIOD_S))
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self._services)

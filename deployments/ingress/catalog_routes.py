@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from deployments.errors import ModelNotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.service_health import check_health
 from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
 
@@ -51,14 +53,18 @@ def model_view(services: Services, entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-@router.get("/health")
-async def health(services: Services = Depends(get_services)) -> dict[str, Any]:
-    return {
-        "success": True,
-        "status": "healthy",
+@router.get("/health", responses={503: {"description": "Degraded: `problems` says what is wrong."}})
+async def health(services: Services = Depends(get_services)) -> JSONResponse:
+    """Checks the model manager, a job store write and Serve's deployment states; 503 when one fails."""
+    checks, problems = await check_health(services)
+    return JSONResponse(status_code=503 if problems else 200, content={
+        "success": not problems,
+        "status": "degraded" if problems else "healthy",
         "timestamp": _now(),
         "deployments": sorted(services.deployments),
-    }
+        "checks": checks,
+        "problems": problems,
+    })
 
 
 @router.get("/models")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from deployments.ingress import (
@@ -20,8 +20,8 @@ from deployments.ingress import (
     vision_routes,
 )
 from deployments.ingress.auth import require_api_key_for_changes
-from deployments.ingress.http_errors import error_response, install_error_handlers
-from deployments.ingress.lifecycle import WAIT_PREFERENCE, parse_prefer_wait
+from deployments.ingress.http_errors import install_error_handlers
+from deployments.ingress.observability import RequestObserver
 from deployments.ingress.services import Services
 
 # management routes first: /models/download etc. must win over catalog's /models/{name:path}
@@ -45,7 +45,10 @@ MULTIPART_OVERHEAD = 1 << 20
 
 
 def build_http_app(services: Services) -> FastAPI:
+    limit = services.settings.max_upload_bytes + MULTIPART_OVERHEAD
     app = FastAPI(
+        # counts bytes as they arrive, so a chunked body (no Content-Length) is capped too
+        max_body_size=limit,
         title="Ray Serve inference service",
         description="Source separation, music, speech, embeddings, chat, vision, image and video generation models "
                     "on Ray Serve.",
@@ -57,23 +60,7 @@ def build_http_app(services: Services) -> FastAPI:
         guarded = router in STATE_CHANGING_ROUTERS
         app.include_router(router, dependencies=[Depends(require_api_key_for_changes)] if guarded else [])
 
-    @app.middleware("http")
-    async def read_wait_preference(request: Request, call_next):
-        """`Prefer: wait=N`: how long this request waits for a model scaled to zero (Services.started)."""
-        WAIT_PREFERENCE.set(parse_prefer_wait(request.headers.get("prefer")))
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next):
-        """Refuse by Content-Length before the body is read; uploads also count bytes as they copy."""
-        limit = services.settings.max_upload_bytes + MULTIPART_OVERHEAD
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            return error_response(request, 413, f"Request body of {length} bytes exceeds the upload limit of "
-                                  f"{services.settings.max_upload_bytes} bytes", "Upload too large",
-                                  "PAYLOAD_TOO_LARGE")
-        return await call_next(request)
-
+    app.add_middleware(RequestObserver, max_upload_bytes=services.settings.max_upload_bytes, body_limit=limit)
     if services.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=services.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Location", "X-Batch-Size", "X-Sample-Rate"])

@@ -35,6 +35,8 @@ class ErrorBody(BaseModel):
     error_code: str
     model_state: dict | None = Field(None, description="The model's lifecycle, on errors about its state "
                                      "(503 while it starts).")
+    request_id: str | None = Field(None, description="The request's X-Request-ID (echoed in the response "
+                                   "headers and in the service's JSON logs): quote it when reporting an error.")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -46,10 +48,12 @@ def error_response(request: Request, status: int, message: str, error: str, erro
     if request.url.path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
         error = OpenAIError(message=message, type=kind, code=error_code.lower())
-    body = ErrorBody(message=message, error=error, error_code=error_code, model_state=model_state)
+    body = ErrorBody(message=message, error=error, error_code=error_code, model_state=model_state,
+                     request_id=request.headers.get("x-request-id"))
     content = body.model_dump()
-    if model_state is None:
-        del content["model_state"]
+    for optional in ("model_state", "request_id"):
+        if content[optional] is None:
+            del content[optional]
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 
@@ -82,7 +86,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = HTTP_ERROR_CODES.get(exc.status_code, "HTTP_ERROR")
-    return error_response(request, exc.status_code, str(exc.detail), code.replace("_", " ").capitalize(), code)
+    message = str(exc.detail)
+    services = getattr(request.app.state, "services", None)
+    if exc.status_code == 413 and services is not None:  # the body cap counted more bytes than it allows
+        message = f"Request body exceeds the upload limit of {services.settings.max_upload_bytes} bytes"
+    return error_response(request, exc.status_code, message, code.replace("_", " ").capitalize(), code)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

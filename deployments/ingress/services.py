@@ -23,6 +23,7 @@ from deployments.errors import (
     WrongModelTask,
 )
 from deployments.ingress.lifecycle import WAIT_PREFERENCE, DeploymentStates, model_lifecycle, running_replicas
+from deployments.ingress.observability import note_request_model
 from deployments.jobs.dispatch import JobDispatcher
 from deployments.jobs.store import Job, JobStore, Upload
 from deployments.settings import ServiceSettings
@@ -64,6 +65,7 @@ class Services:
                     f"Model '{other.id}' is {_article(self.catalog.task_of(other))} model, not {task}. "
                     f"Known {task} models: {', '.join(missing.known)}"
                 ) from None
+        note_request_model(entry.id)
         if not self.is_served(entry):
             raise ModelUnavailable(
                 f"Model '{entry.id}' ({self.catalog.task_of(entry)}) is not deployed in this application"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from deployments.errors import InvalidRequest
+from deployments.errors import InvalidRequest, PayloadTooLarge
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services, get_services
@@ -50,7 +50,10 @@ async def _transcribe(services: Services, model: str | None, audio: UploadFile,
                       options: dict[str, Any]) -> Transcription:
     entry = services.model_for(TASK, model)
     checked = parse(TranscriptionOptions, {key: value for key, value in options.items() if value is not None})
-    data = await audio.read()
+    limit = services.settings.max_upload_bytes
+    data = await audio.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The audio file '{audio.filename}' exceeds the upload limit of {limit} bytes")
     if not data:
         raise InvalidRequest(f"The audio file '{audio.filename}' is empty")
     return await services.call(entry, "transcribe", entry.id, data, checked)

@@ -68,6 +68,7 @@ class Job(BaseModel):
 
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
     file_id TEXT PRIMARY KEY, family TEXT NOT NULL, filename TEXT NOT NULL, size INTEGER NOT NULL,
     created_at REAL NOT NULL, info TEXT NOT NULL);
@@ -161,6 +162,20 @@ class JobStore:
         with self._db() as db:
             rows = db.execute(query + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
         return [Job(**self._row(row)) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by status, every status present (0 when none): the jobs gauge and /health read it."""
+        with self._db() as db:
+            rows = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+        return {status.value: rows.get(status.value, 0) for status in JobStatus}
+
+    def probe(self) -> float:
+        """A write and a read back, as /health checks the store can record jobs; the time it took (s)."""
+        started = time.time()
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)", (started,))
+            db.execute("SELECT checked_at FROM health WHERE id = 1").fetchone()
+        return time.time() - started
 
     def result_path(self, job_id: str, name: str) -> Path:
         return self.root / "results" / job_id / name
