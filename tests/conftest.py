@@ -30,6 +30,15 @@ DEMUCS_REPOS = {
 }
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "disruptive: kills replicas or fuzzes every route; runs after the rest")
+
+
+def pytest_collection_modifyitems(items):
+    """Disruptive tests last, so what they kill or change never meets another test."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

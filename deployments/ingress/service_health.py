@@ -14,7 +14,7 @@ from deployments.ingress.lifecycle import FAILED_DEPLOYMENT
 from deployments.ingress.services import Services
 
 logger = logging.getLogger(__name__)
-CHECK_TIMEOUT_S = 5.0  # a check slower than this counts as failed: /health must answer a probe promptly
+CHECK_TIMEOUT_S = 10.0  # a check slower than this counts as failed: /health must answer a probe promptly
 
 
 async def _timed(check: Any) -> dict[str, Any]:
