@@ -82,7 +82,9 @@ class DownloadRecord:
         }.get(self.status, self.status)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+# Restarted when it dies; calls in flight then are re-run on the new instance (every method is safe to
+# repeat: a download it had under way starts again and resumes from the partial file huggingface_hub kept).
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ModelManager:
     def __init__(self, settings: ServiceSettings):
         self._settings = settings = on_this_node(settings)
@@ -96,6 +98,7 @@ class ModelManager:
         self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
         self._gauges = DownloadGauges()  # published at every status read (the ingress reads it every 10 s)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_partials(settings.cache_dir)
 
     async def ensure(self, model: str, repos: list[HubRepo], node_id: str | None = None) -> dict[str, str]:
         """Snapshot folder per repo role ('weights', 'vocoder', ...), downloading once; with the
@@ -368,6 +371,18 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
+def remove_orphaned_partials(cache_dir: Path) -> None:
+    """At start, every `*.incomplete` file (huggingface_hub's and ours) was left by a writer that died:
+    this process is the cache's only writer and has written nothing yet. Removed, so a crash mid-download
+    leaves no partial file behind; the next download fetches the file again."""
+    orphans = list(Path(cache_dir).rglob("*.incomplete"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    if orphans:
+        logger.warning("removed %d partial files left by a writer that died: %s", len(orphans),
+                       ", ".join(o.name for o in orphans[:5]))
+
+
 class DownloadStopped(Exception):
     """Raised in huggingface_hub's download threads, at their next chunk, once a download is cancelled."""
 
@@ -428,6 +443,7 @@ class NodeCopier:
     def __init__(self, settings: ServiceSettings):
         self._settings = on_this_node(settings)
         self._settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_partials(self._settings.cache_dir)
 
     def snapshot(self, repos: list[HubRepo]) -> dict[str, str]:
         return {repo.role: snapshot(self._settings, repo) for repo in repos}

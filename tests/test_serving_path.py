@@ -126,3 +126,10 @@ def test_upload_just_over_the_cap_is_refused_by_the_route(client, extra):
     reply = client.post("/api/stt", files={"audio": ("big.wav", b"\0" * (UPLOAD_LIMIT_BYTES + extra))})
     assert reply.status_code == 413
     assert reply.json()["message"] == f"The audio file 'big.wav' exceeds the upload limit of {UPLOAD_LIMIT_BYTES} bytes"
+
+
+def test_fuzzer_findings_are_client_errors(client):
+    """What the issue's schemathesis run found answering 500: each is now a 4xx with the reason."""
+    reply = client.post("/api/v1/run", json={"input": {}, "model": ""})
+    assert 400 <= reply.status_code < 500, reply.text
+    assert reply.json()["message"]

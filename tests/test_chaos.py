@@ -1,0 +1,137 @@
+"""Chaos under a steady load of 4 clients: a model replica, the ingress replica and the model manager
+are killed (crashes, not drains); what the clients see is counted and how soon they are served again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import ray
+
+from tests.test_model_management import add_encoder_repo, sha256_of
+
+pytestmark = pytest.mark.disruptive
+EMBEDDING = "all-minilm-l6-v2"
+
+
+@dataclass
+class SteadyLoad:
+    """`clients` threads posting embeddings back to back; every answer kept as (started, ended, status)."""
+
+    base_url: str
+    clients: int = 4
+    results: list[tuple[float, float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _client(self, n: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=120) as http:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    status = http.post("/api/embedding", json={"text": f"steady load {n}"}).status_code
+                except httpx.HTTPError:
+                    status = 0  # the connection itself failed
+                self.results.append((started, time.monotonic(), status))
+
+    def __enter__(self) -> SteadyLoad:
+        self._threads = [threading.Thread(target=self._client, args=(n,)) for n in range(self.clients)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def failures(self) -> list[tuple[float, float, int]]:
+        return [r for r in self.results if r[2] != 200]
+
+    def served_again_after(self, moment: float) -> float:
+        """Seconds from `moment` until a request that started after it succeeded."""
+        return min(ended for started, ended, status in self.results if started >= moment and status == 200) - moment
+
+    def longest_wait(self) -> float:
+        return max(ended - started for started, ended, _ in self.results)
+
+
+def replicas_of(deployment: str) -> list[str]:
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"SERVE_REPLICA::inference#{deployment}#")]
+
+
+def steady_until_kill(service: str, deployment: str, after_s: float = 8.0):
+    with SteadyLoad(service) as load:
+        deadline = time.monotonic() + 120  # the first requests load the model in both replicas
+        while len([r for r in load.results if r[2] == 200]) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(load.results) >= 20 and not load.failures(), load.failures()
+        victim = replicas_of(deployment)[0]
+        killed_at = time.monotonic()
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        time.sleep(after_s)
+    return load, killed_at
+
+
+def test_a_model_replica_killed_under_load_costs_no_request(service, client):
+    assert len(replicas_of(EMBEDDING)) == 2  # the tests' override: the other replica takes the retries
+    load, killed_at = steady_until_kill(service, EMBEDDING)
+    print(f"model replica killed: {len(load.results)} requests, {len(load.failures())} failed, served again "
+          f"after {load.served_again_after(killed_at):.2f}s, longest request {load.longest_wait():.2f}s")
+    assert load.failures() == []  # in-flight requests were retried on the other replica
+    assert load.served_again_after(killed_at) < 2.0
+
+
+def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, client):
+    queued = client.post("/api/v1/run", json={"model": EMBEDDING, "input": {"text": ["queued before the kill"]}})
+    assert queued.status_code in (200, 202), queued.text
+    load, killed_at = steady_until_kill(service, "Ingress", after_s=20.0)
+    failed = load.failures()
+    print(f"ingress killed: {len(load.results)} requests, {len(failed)} failed "
+          f"({sorted({s for *_, s in failed})}), served again after {load.served_again_after(killed_at):.2f}s")
+    # only the requests the dead replica held fail (one per client at most): the proxy queues the rest
+    assert len(failed) <= load.clients
+    assert load.served_again_after(killed_at) < 15.0
+    job = client.get(f"/jobs/{queued.json()['job_id']}", params={"wait": 60}).json()
+    assert job["status"] == "completed" and len(job["output"]["embeddings"][0]) == 384, job
+
+
+def test_the_model_manager_killed_mid_download_resumes_with_no_partial_file(client, hub, model_cache):
+    from deployments.settings import ServiceSettings
+
+    repo = add_encoder_repo(hub, "tests/chaos-encoder")
+    biggest = max(repo.files.values(), key=lambda f: f.size)
+    release = hub.stall_once(repo.repo_id, biggest.path)  # half the file, then the hub waits
+    blobs = model_cache / "models--tests--chaos-encoder" / "blobs"
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "chaos-encoder", "task": "text-embedding"}
+    settings = ServiceSettings()
+    try:
+        started = client.post("/models/download", json=body)
+        assert started.status_code == 200, started.text
+        deadline = time.monotonic() + 30
+        while not list(blobs.glob("*.incomplete")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(blobs.glob("*.incomplete")), "the download never reached the stalled file"
+        manager = ray.get_actor(settings.manager_name, namespace=settings.manager_namespace)
+        ray.kill(manager, no_restart=False)  # a crash: Ray restarts it, with no memory of the download
+    finally:
+        release.set()
+    assert not (blobs / biggest.sha256).exists()  # the half file never became the blob
+    # the restarted manager answers: the old download is unknown, not a server error
+    status = client.get(f"/models/download/status/{started.json()['download_id']}")
+    assert status.status_code in (200, 404), status.text
+
+    again = client.post("/models/download", json=body)
+    assert again.status_code == 200, again.text
+    deadline = time.monotonic() + 60
+    while (state := client.get(f"/models/download/status/{again.json()['download_id']}").json())["status"] \
+            not in ("completed", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state["status"] == "completed", state
+    assert sha256_of(blobs / biggest.sha256) == biggest.sha256
+    assert not list(blobs.glob("*.incomplete"))
+    served = client.post("/api/embedding", json={"text": "after the crash", "model": "chaos-encoder"})
+    assert served.status_code == 200, served.text
