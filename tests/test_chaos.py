@@ -88,7 +88,7 @@ def test_a_model_replica_killed_under_load_costs_no_request(service, client):
 def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, client):
     queued = client.post("/api/v1/run", json={"model": EMBEDDING, "input": {"text": ["queued before the kill"]}})
     assert queued.status_code in (200, 202), queued.text
-    load, killed_at = steady_until_kill(service, "Ingress", after_s=20.0)
+    load, killed_at = steady_until_kill(service, "Ingress", after_s=12.0)
     failed = load.failures()
     print(f"ingress killed: {len(load.results)} requests, {len(failed)} failed "
           f"({sorted({s for *_, s in failed})}), served again after {load.served_again_after(killed_at):.2f}s")
