@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -20,9 +20,10 @@ MAX_REDIRECTS = 5
 CHUNK_BYTES = 1 << 16
 
 
-def check_url(url: str, settings: ServiceSettings) -> None:
+def check_url(url: str, settings: ServiceSettings) -> str:
     """Refuse (400) a URL that is not http(s), or whose host resolves to a non-public address that
-    `settings.private_url_allowlist` does not cover. Every address the name resolves to is checked."""
+    `settings.private_url_allowlist` does not cover. Every address the name resolves to is checked;
+    the first is returned, for the fetch to connect to (a second lookup could answer otherwise)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise InvalidRequest(f"Only http and https URLs are accepted; got '{parts.scheme or url}'")
@@ -41,6 +42,15 @@ def check_url(url: str, settings: ServiceSettings) -> None:
                 f"URL host '{parts.hostname}' resolves to {address}, a private, loopback or reserved address; "
                 "requests may not reach private networks unless INFERENCE_PRIVATE_URL_ALLOWLIST includes it"
             )
+    return infos[0][4][0].split("%")[0]
+
+
+def pinned_request(client: httpx.Client, url: str, address: str) -> httpx.Request:
+    """GET `url` sent to `address`, the one check_url passed (no DNS rebinding between the check and the
+    connect): the URL's host stays in the Host header and, for https, in SNI and certificate checks."""
+    parts = httpx.URL(url)
+    return client.build_request("GET", parts.copy_with(host=address), headers={"Host": parts.netloc.decode("ascii")},
+                                extensions={"sni_hostname": parts.host})
 
 
 @contextmanager
@@ -49,9 +59,9 @@ def open_url(url: str, settings: ServiceSettings) -> Iterator[httpx.Response]:
     timeout = settings.fetch_timeout_seconds
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(url, settings)
+            address = check_url(url, settings)
             try:
-                reply = client.send(client.build_request("GET", url), stream=True)
+                reply = client.send(pinned_request(client, url, address), stream=True)
             except httpx.TimeoutException:
                 raise InvalidRequest(f"Fetching '{url}' timed out after {timeout:g}s") from None
             except httpx.HTTPError as error:
@@ -59,7 +69,7 @@ def open_url(url: str, settings: ServiceSettings) -> Iterator[httpx.Response]:
             if not reply.is_redirect:
                 break
             reply.close()
-            url = str(reply.next_request.url) if reply.next_request else url
+            url = urljoin(url, reply.headers.get("location", url))  # relative to the URL, not the address
         else:
             raise InvalidRequest(f"Fetching '{url}' took more than {MAX_REDIRECTS} redirects")
         try:

@@ -3,8 +3,11 @@ endpoint, /health's checks, X-Request-ID on every response, and the upload cap o
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import UPLOAD_LIMIT_BYTES
 
 EMBEDDING = "all-minilm-l6-v2"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -76,6 +80,17 @@ def test_request_and_model_metrics_move_after_requests(client, metrics_port):
     # Serve's own batching series are there beside ours (the dashboard's batch panels read them)
     assert any(name.startswith("ray_serve_batch_") or name.startswith("ray_serve_actual_batch_size")
                for name in samples)
+
+
+def test_grafana_dashboard_reads_only_series_the_service_exports(client, metrics_port):
+    """Every series grafana/inference_dashboard.json queries is on Ray's endpoint (none misspelled)."""
+    dashboard = json.loads((REPO_ROOT / "grafana/inference_dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    wanted = {name for expr in exprs for name in re.findall(r"\b(ray_[a-z_]+)", expr)}
+    assert len(dashboard["panels"]) >= 12 and {p["datasource"]["uid"] for p in dashboard["panels"]} == {"${datasource}"}
+    assert client.post("/api/embedding", json={"text": "for the dashboard"}).status_code == 200
+    samples = wait_for_metrics(metrics_port, lambda s: wanted <= set(s))
+    assert wanted - set(samples) == set()
 
 
 def test_health_checks_manager_store_and_deployments(client):
