@@ -61,7 +61,7 @@ class LoadedModels:
         self._last_used: dict[str, float] = {}
         self._loading: set[str] = set()
         self._failed: dict[str, str] = {}  # model id -> why its last load failed
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._loads: dict[str, asyncio.Future] = {}  # model id -> its load under way
         self._board = get_replica_board(settings)
         self._replica, self._app, self._deployment = _replica_identity()
         self._gauges = ModelGauges()
@@ -71,19 +71,31 @@ class LoadedModels:
         self._last_used[entry.id] = time.time()
         if entry.id in self._models:
             return self._models[entry.id]
-        async with self._locks.setdefault(entry.id, asyncio.Lock()):
-            if entry.id not in self._models:
-                self._loading.add(entry.id)
-                self._report()
-                try:
-                    await self._load_new(entry)
-                except Exception as error:
-                    self._failed[entry.id] = f"{type(error).__name__}: {error}"
-                    raise
-                finally:
-                    self._loading.discard(entry.id)
-                    self._report()
+        load = self._loads.get(entry.id)
+        if load is None:  # the first caller starts the one load; later callers wait on the same one
+            load = self._loads[entry.id] = asyncio.ensure_future(self._load_reported(entry))
+            load.add_done_callback(lambda done: self._forget_load(entry.id, done))
+        # Shielded: a caller that gives up (its request timed out or was cancelled) leaves the load running
+        # for the next one, rather than killing a load that takes longer than any single request may wait.
+        await asyncio.shield(load)
         return self._models[entry.id]
+
+    def _forget_load(self, model_id: str, done: asyncio.Future) -> None:
+        self._loads.pop(model_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: a load every caller gave up on logs no "never retrieved"
+
+    async def _load_reported(self, entry: ModelEntry) -> None:
+        self._loading.add(entry.id)
+        self._report()
+        try:
+            await self._load_new(entry)
+        except Exception as error:
+            self._failed[entry.id] = f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            self._loading.discard(entry.id)
+            self._report()
 
     async def _load_new(self, entry: ModelEntry) -> None:
         node = ray.get_runtime_context().get_node_id()
@@ -134,6 +146,8 @@ class LoadedModels:
         self._drop_removed()
         for model_id in (await self._board.optimized_wanted.remote()) & set(self._models) - set(self._optimized):
             await self._optimize_loaded(model_id, self._models[model_id])
+        for model_id, stats in self._load_stats.items():  # set again: Ray exports a gauge set long ago no more
+            self._gauges.loaded(model_id, stats)
         self._report()
 
     async def _optimize_loaded(self, model_id: str, model: Any) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import ray
 
-from tests.test_model_management import add_encoder_repo, sha256_of
+from tests.test_model_management import sha256_of, stalled_encoder, wait_for, wait_for_partial_file
 
 pytestmark = pytest.mark.disruptive
 EMBEDDING = "all-minilm-l6-v2"
@@ -102,19 +102,12 @@ def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, cl
 def test_the_model_manager_killed_mid_download_resumes_with_no_partial_file(client, hub, model_cache):
     from deployments.settings import ServiceSettings
 
-    repo = add_encoder_repo(hub, "tests/chaos-encoder")
-    biggest = max(repo.files.values(), key=lambda f: f.size)
-    release = hub.stall_once(repo.repo_id, biggest.path)  # half the file, then the hub waits
-    blobs = model_cache / "models--tests--chaos-encoder" / "blobs"
-    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "chaos-encoder", "task": "text-embedding"}
+    _, biggest, release, blobs, body = stalled_encoder(hub, model_cache, "chaos-encoder")
     settings = ServiceSettings()
     try:
         started = client.post("/models/download", json=body)
         assert started.status_code == 200, started.text
-        deadline = time.monotonic() + 30
-        while not list(blobs.glob("*.incomplete")) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert list(blobs.glob("*.incomplete")), "the download never reached the stalled file"
+        wait_for_partial_file(blobs)
         manager = ray.get_actor(settings.manager_name, namespace=settings.manager_namespace)
         ray.kill(manager, no_restart=False)  # a crash: Ray restarts it, with no memory of the download
     finally:
@@ -126,10 +119,7 @@ def test_the_model_manager_killed_mid_download_resumes_with_no_partial_file(clie
 
     again = client.post("/models/download", json=body)
     assert again.status_code == 200, again.text
-    deadline = time.monotonic() + 60
-    while (state := client.get(f"/models/download/status/{again.json()['download_id']}").json())["status"] \
-            not in ("completed", "failed") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    state = wait_for(client, again.json()["download_id"])
     assert state["status"] == "completed", state
     assert sha256_of(blobs / biggest.sha256) == biggest.sha256
     assert not list(blobs.glob("*.incomplete"))

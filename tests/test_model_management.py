@@ -27,6 +27,25 @@ def add_encoder_repo(hub, repo_id: str):
     return hub.add_repo(repo_id, hub.repos[BGE_REPO].files["config.json"].source.parent)
 
 
+def stalled_encoder(hub, model_cache, name: str):
+    """A fresh encoder repo whose biggest file the hub sends half of, then holds until `release.set()`:
+    (repo, that file, release, the cache's blobs folder, the POST /models/download body)."""
+    repo = add_encoder_repo(hub, f"tests/{name}")
+    biggest = max(repo.files.values(), key=lambda f: f.size)
+    release = hub.stall_once(repo.repo_id, biggest.path)
+    blobs = model_cache / f"models--tests--{name}" / "blobs"
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": name, "task": "text-embedding"}
+    return repo, biggest, release, blobs, body
+
+
+def wait_for_partial_file(blobs, timeout: float = 30) -> None:
+    """Until the download under way has written part of a file (huggingface_hub's `*.incomplete`)."""
+    deadline = time.monotonic() + timeout
+    while not list(blobs.glob("*.incomplete")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(blobs.glob("*.incomplete")), "the download never reached the stalled file"
+
+
 def sha256_of(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -110,17 +129,10 @@ def test_dropped_connection_fails_with_the_reason_and_retry_completes(client, hu
 
 
 def test_cancel_stops_a_running_download_mid_file_and_leaves_no_partial_file(client, hub, model_cache):
-    repo = add_encoder_repo(hub, "tests/cancelled-encoder")
-    biggest = max(repo.files.values(), key=lambda f: f.size)
-    release = hub.stall_once(repo.repo_id, biggest.path)  # half the file, then the hub waits
-    blobs = model_cache / "models--tests--cancelled-encoder" / "blobs"
-    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "cancelled-encoder", "task": "text-embedding"}
+    _, biggest, release, blobs, body = stalled_encoder(hub, model_cache, "cancelled-encoder")
     try:
         started = client.post("/models/download", json=body).json()
-        deadline = time.monotonic() + 30
-        while not list(blobs.glob("*.incomplete")) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert list(blobs.glob("*.incomplete")), "the download never reached the stalled file"
+        wait_for_partial_file(blobs)
         cancelled = client.post(f"/models/download/{started['download_id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
     finally:

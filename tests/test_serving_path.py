@@ -65,7 +65,7 @@ def test_request_and_model_metrics_move_after_requests(client, metrics_port):
     # latency: a histogram whose count follows the requests, with Serve's application tag
     latency = [s for s in samples["ray_inference_request_latency_ms_count"]
                if s.labels.get("route") == route["route"] and s.labels.get("model") == EMBEDDING]
-    assert sum(s.value for s in latency) >= 4 and {s.labels.get("application") for s in latency} == {"inference"}
+    assert sum(s.value for s in latency) >= 4 and "inference" in {s.labels.get("application") for s in latency}
     # models: lifecycle state from the ingress, load time and memory from the replica that loaded it
     assert total(samples, "ray_inference_model_state", model=EMBEDDING, state="ready") >= 1
     assert total(samples, "ray_inference_model_loaded", model=EMBEDDING) >= 1

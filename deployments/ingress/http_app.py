@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from deployments.ingress import (
     catalog_routes,
@@ -47,8 +48,6 @@ MULTIPART_OVERHEAD = 1 << 20
 def build_http_app(services: Services) -> FastAPI:
     limit = services.settings.max_upload_bytes + MULTIPART_OVERHEAD
     app = FastAPI(
-        # counts bytes as they arrive, so a chunked body (no Content-Length) is capped too
-        max_body_size=limit,
         title="Ray Serve inference service",
         description="Source separation, music, speech, embeddings, chat, vision, image and video generation models "
                     "on Ray Serve.",
@@ -60,6 +59,9 @@ def build_http_app(services: Services) -> FastAPI:
         guarded = router in STATE_CHANGING_ROUTERS
         app.include_router(router, dependencies=[Depends(require_api_key_for_changes)] if guarded else [])
 
+    # counts bytes as they arrive, so a chunked body (no Content-Length) is capped too; inside the observer,
+    # which refuses a declared oversized body first, so both answer in the service's JSON error shape
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=limit)
     app.add_middleware(RequestObserver, max_upload_bytes=services.settings.max_upload_bytes, body_limit=limit)
     if services.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=services.settings.cors_origins, allow_methods=["*"],

@@ -31,7 +31,7 @@ class RunRequest(BaseModel):
 
 async def submit_run(services: Services, body: RunRequest) -> Job:
     """Check a run request against the catalog and the task's input rules, then queue its job."""
-    if body.model is None and body.task is None:
+    if not body.model and body.task is None:  # "" names no model either
         raise InvalidRequest(f"Name a model or a task; tasks: {', '.join(services.catalog.tasks)}")
     if body.task is not None and body.task not in services.catalog.tasks:
         raise InvalidRequest(f"Unknown task '{body.task}'; tasks: {', '.join(services.catalog.tasks)}")

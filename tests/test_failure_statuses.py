@@ -1,0 +1,72 @@
+"""Serve's back-pressure and a slow model as a client sees them: 503 SERVICE_OVERLOADED with Retry-After
+when a model's queue is full, 504 TIMEOUT_ERROR past REQUEST_TIMEOUT. A second, small application
+(its own ingress, settings and limits) is deployed beside the suite's for them, then deleted."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import tiny_profile
+
+pytestmark = pytest.mark.disruptive
+EMBEDDING, MUSIC = "all-minilm-l6-v2", "musicgen-small"
+TIMEOUT_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def strict(service):
+    from ray import serve
+
+    from deployments.app import compose_app
+    from deployments.settings import ServiceSettings
+    from registry import load_catalog
+
+    settings = ServiceSettings(REQUEST_TIMEOUT=TIMEOUT_S)  # seed 003's name for the setting
+    # one slot and one queue place for the embedding model: the third concurrent request is refused
+    limits = {EMBEDDING: {"max_ongoing_requests": 1, "max_queued_requests": 1}}
+    app = compose_app(load_catalog(), settings, tiny_profile(models=[EMBEDDING, MUSIC], warm_models=[EMBEDDING, MUSIC]),
+                      limits)
+    serve.run(app, name="strict", route_prefix="/strict")
+    with httpx.Client(base_url=f"{service}/strict", timeout=120) as http:
+        # The first requests time out while the replica loads the model; the load carries on for the next.
+        assert served_within(lambda: http.post("/api/embedding", json={"text": "warm"}), 120).status_code == 200
+        yield http
+    serve.delete("strict")
+
+
+def served_within(call, seconds: float) -> httpx.Response:
+    """`call()` again until it answers 200 or `seconds` pass; its last answer."""
+    deadline = time.monotonic() + seconds
+    while (reply := call()).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return reply
+
+
+def test_a_full_queue_is_a_503_with_retry_after(strict):
+    def embed(n: int) -> httpx.Response:
+        return strict.post("/api/embedding", json={"text": [f"text {n} {i}" for i in range(32)]})
+
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(embed, range(12)))
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 2, statuses
+    refused = next(r for r in replies if r.status_code == 503)
+    assert refused.json()["error_code"] == "SERVICE_OVERLOADED" and float(refused.headers["retry-after"]) > 0
+    assert "too many queued requests" in refused.json()["message"]
+    assert embed(99).status_code == 200  # once the queue drains, served again
+
+
+def test_a_model_slower_than_the_timeout_is_a_504(strict):
+    reply = strict.post("/api/music", json={"prompt": "a long piano piece", "duration": 30})
+    assert reply.status_code == 504, reply.text[:300]
+    body = reply.json()
+    assert body["error_code"] == "TIMEOUT_ERROR"
+    assert body["message"] == (f"Model '{MUSIC}' did not answer within {TIMEOUT_S:g}s (REQUEST_TIMEOUT); try again, "
+                               "or raise INFERENCE_REQUEST_TIMEOUT_SECONDS")
+    # the load the timed-out request started carried on: a short clip is served once it is done
+    short = served_within(lambda: strict.post("/api/music", json={"prompt": "a note", "duration": 1}), 120)
+    assert short.status_code == 200, short.text[:300]
