@@ -39,7 +39,6 @@ from registry import HubRepo
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class DownloadRecord:
     """What the manager knows about one model's files."""

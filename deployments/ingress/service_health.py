@@ -17,15 +17,17 @@ logger = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 10.0  # a check slower than this counts as failed: /health must answer a probe promptly
 
 
-async def _timed(check: Any) -> dict[str, Any]:
+async def _timed(check: Any) -> tuple[Any, dict[str, Any]]:
+    """The check's answer, and how long it took."""
     started = time.monotonic()
-    await asyncio.wait_for(check, CHECK_TIMEOUT_S)
-    return {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
+    answer = await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+    return answer, {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
 
 
 async def check_health(services: Services) -> tuple[dict[str, Any], list[str]]:
     """Each check's result, and one line per problem (none: healthy)."""
     checks: dict[str, Any] = {}
+    answers: dict[str, Any] = {}
     problems: list[str] = []
     probes = {"model_manager": services.manager.status.remote(),
               "job_store": asyncio.to_thread(services.store.probe),
@@ -38,9 +40,9 @@ async def check_health(services: Services) -> tuple[dict[str, Any], list[str]]:
             checks[name] = {"ok": False, "error": why}
             problems.append(f"{name.replace('_', ' ')}: {why}")
         else:
-            checks[name] = result
-    if checks["deployments"]["ok"]:
-        states = await services.states.get()
+            answers[name], checks[name] = result
+    if "deployments" in answers:
+        states = answers["deployments"]
         checks["deployments"]["states"] = {name: state["status"] for name, state in sorted(states.items())}
         for name, state in sorted(states.items()):
             if state["status"] in FAILED_DEPLOYMENT:

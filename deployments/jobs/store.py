@@ -164,18 +164,16 @@ class JobStore:
         return [Job(**self._row(row)) for row in rows]
 
     def counts(self) -> dict[str, int]:
-        """Jobs by status, every status present (0 when none): the jobs gauge and /health read it."""
+        """Jobs by status, every status present (0 when none): what the jobs gauge publishes."""
         with self._db() as db:
             rows = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
         return {status.value: rows.get(status.value, 0) for status in JobStatus}
 
-    def probe(self) -> float:
-        """A write and a read back, as /health checks the store can record jobs; the time it took (s)."""
-        started = time.time()
+    def probe(self) -> None:
+        """A write and a read back, as /health checks the store can record jobs (it times the call)."""
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)", (started,))
+            db.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)", (time.time(),))
             db.execute("SELECT checked_at FROM health WHERE id = 1").fetchone()
-        return time.time() - started
 
     def result_path(self, job_id: str, name: str) -> Path:
         return self.root / "results" / job_id / name
