@@ -287,7 +287,7 @@ class FamilyDeployment:
         self._catalog = LiveCatalog(catalog, settings.runtime_models_dir)  # plus models added at run time
         self._model_id = model_id
         self._device = pick_device(settings)
-        self._store = JobStore(settings.data_dir)
+        self._store = JobStore.from_settings(settings)
         self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
         self._models = LoadedModels(settings, self._load, 1 if model_id else settings.pool_max_models)
         if self.config_class is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from deployments import object_storage
 from deployments.errors import ModelUnavailable
 from deployments.safe_urls import open_url
 from deployments.service_metrics import DownloadGauges
@@ -216,6 +217,11 @@ class ModelManager:
                 if (repo.repo_id, repo.repo_type) in wanted:
                     shutil.rmtree(repo.repo_path, ignore_errors=True)
                     removed.append(str(repo.repo_path))
+        for source in (record.repos if record else repos) or repos:
+            folder = object_storage.model_folder(self._settings.cache_dir, source.repo_id) if source.is_s3 else None
+            if folder is not None and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
         url_folder = self._url_folder(model)
         if url_folder.is_dir():
             shutil.rmtree(url_folder, ignore_errors=True)
@@ -336,6 +342,9 @@ class ModelManager:
 
     def _repo_size(self, repo: HubRepo) -> int:
         from huggingface_hub import HfApi
+
+        if repo.is_s3:
+            return object_storage.model_size(self._settings, repo.repo_id)
         from huggingface_hub.hf_api import RepoFile
 
         api = HfApi(endpoint=self._settings.hub_endpoint, token=self._settings.hub_token)
@@ -349,6 +358,8 @@ class ModelManager:
     def _bytes_on_disk(self, repo: HubRepo) -> int:
         from huggingface_hub.file_download import repo_folder_name
 
+        if repo.is_s3:
+            return object_storage.bytes_on_disk(self._settings.cache_dir, repo.repo_id)
         folder = repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type)
         blobs = Path(self._settings.cache_dir) / folder / "blobs"
         return sum(_size(p) for p in blobs.glob("*")) if blobs.is_dir() else 0
@@ -392,6 +403,11 @@ def snapshot(settings: ServiceSettings, repo: HubRepo, stop: threading.Event | N
     from huggingface_hub import snapshot_download
     from huggingface_hub.file_download import repo_folder_name
 
+    if repo.is_s3:
+        try:
+            return object_storage.snapshot_model(settings, repo.repo_id, stop)
+        except object_storage.Stopped as stopped:
+            raise DownloadStopped(str(stopped)) from None
     try:
         return snapshot_download(
             repo.repo_id,

@@ -208,7 +208,7 @@ class MusicDeployment(FamilyDeployment):
             upload = await asyncio.to_thread(self._store.get_upload, params.file_id)
             if upload is None:
                 raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
-            prompt = await asyncio.to_thread(self._store.upload_path(upload).read_text, encoding="utf-8")
+            prompt = (await asyncio.to_thread(self._store.read_upload, upload)).decode("utf-8")
         context.report(0.0, "generating")
         music = await self.generate(prompt.strip(), context.job.model,
                                     params.model_dump(include=set(MusicParams.model_fields)))

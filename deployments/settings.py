@@ -52,8 +52,27 @@ class ServiceSettings(BaseSettings):
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
-        description="Job store: uploads, job records (SQLite) and result files; shared storage on a cluster.",
+        description="Job store on one machine: uploads, job records (SQLite) and result files, on local disk; "
+        "with job_database_url and storage_url set, only scratch space for staging files.",
     )
+    job_database_url: str | None = Field(
+        None, repr=False,
+        description="Job records: None = SQLite in data_dir (one machine, local disk only); on a cluster "
+        "postgresql://user:password@host/db (psycopg 3), shared by every node.",
+    )
+    storage_url: str | None = Field(
+        None, description="Uploads and result files: None = data_dir (local disk); s3://bucket/prefix puts them "
+        "in an S3-compatible store every node reaches, with presigned download URLs.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+        description="S3 API endpoint for storage_url and s3:// models (MinIO, SeaweedFS, ...); None = AWS.",
+    )
+    s3_access_key_id: str | None = Field(default_factory=lambda: os.environ.get("AWS_ACCESS_KEY_ID"), repr=False)
+    s3_secret_access_key: str | None = Field(
+        default_factory=lambda: os.environ.get("AWS_SECRET_ACCESS_KEY"), repr=False)
+    s3_region: str = Field(default_factory=lambda: os.environ.get("AWS_REGION", "us-east-1"))
+    presigned_url_seconds: int = Field(3600, gt=0, description="How long a result file's presigned URL works.")
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest accepted upload.")
     job_heartbeat_seconds: float = Field(2.0, gt=0, description="How often a running job proves it is alive.")
     job_lease_seconds: float = Field(

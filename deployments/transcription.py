@@ -167,7 +167,7 @@ class TranscriptionDeployment(FamilyDeployment):
         upload = await asyncio.to_thread(self._store.get_upload, params.file_id)
         if upload is None:
             raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
-        data = await asyncio.to_thread(self._store.upload_path(upload).read_bytes)
+        data = await asyncio.to_thread(self._store.read_upload, upload)
         context.report(0.0, "transcribing")
         result = await self.transcribe(context.job.model, data, params.model_dump(exclude={"file_id"}),
                                        progress=lambda done: context.report(0.95 * done, "transcribing"))

@@ -68,7 +68,7 @@ class VideoGenerationDeployment(FamilyDeployment):
             upload = await asyncio.to_thread(self._store.get_upload, params.file_id) if params.file_id else None
             if upload is None:
                 raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
-            data = await asyncio.to_thread(self._store.upload_path(upload).read_bytes)
+            data = await asyncio.to_thread(self._store.read_upload, upload)
             first_frame, _ = await asyncio.to_thread(open_image, data, upload.filename)
             first_frame = first_frame.resize((params.width, params.height))
         context.report(0.0, "loading model")

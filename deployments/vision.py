@@ -168,7 +168,7 @@ class VisionDeployment(FamilyDeployment):
         upload = await asyncio.to_thread(self._store.get_upload, params.file_id) if params.file_id else None
         if upload is None:
             raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
-        data = await asyncio.to_thread(self._store.upload_path(upload).read_bytes)
+        data = await asyncio.to_thread(self._store.read_upload, upload)
         context.report(0.0, "classifying" if job.task == CLASSIFY else "describing")
         if job.task == CLASSIFY:
             result = await self.classify(job.model, data, params.top_k, upload.filename)

@@ -15,9 +15,10 @@ class StrictModel(BaseModel):
 
 
 class HubRepo(StrictModel):
-    """One Hugging Face Hub repository to download, pinned to a revision."""
+    """One Hugging Face Hub repository to download, pinned to a revision; or an S3 prefix holding
+    the same files (`repo_id: s3://bucket/prefix`, seed 004's model storage), fetched whole."""
 
-    repo_id: str = Field(description="Hub repository id, e.g. 'facebook/musicgen-small'.")
+    repo_id: str = Field(description="Hub repository id, e.g. 'facebook/musicgen-small', or s3://bucket/prefix.")
     revision: str = Field("main", description="Branch, tag or 40-hex commit to download.")
     repo_type: Literal["model", "dataset"] = "model"
     role: str = Field("weights", description="What the files are for: weights, vocoder, speaker-embeddings...")
@@ -27,9 +28,13 @@ class HubRepo(StrictModel):
     @field_validator("repo_id")
     @classmethod
     def _repo_id_has_owner(cls, value: str) -> str:
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
-            raise ValueError(f"repo_id must look like 'owner/name', got {value!r}")
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+|s3://[a-z0-9][a-z0-9.-]{1,62}(/[\w.=+-]+)*/?", value):
+            raise ValueError(f"repo_id must look like 'owner/name' or 's3://bucket/prefix', got {value!r}")
         return value
+
+    @property
+    def is_s3(self) -> bool:
+        return self.repo_id.startswith("s3://")
 
 
 class ModelSpecs(StrictModel):

@@ -130,7 +130,7 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def service(hub, model_cache, job_store_dir, metrics_port):
+def service(hub, model_cache, job_store_dir, metrics_port, s3):
     """Base URL of the real application, deployed with serve.run on a fresh local Ray."""
     import ray
     from ray import serve
@@ -149,6 +149,9 @@ def service(hub, model_cache, job_store_dir, metrics_port):
         "HF_HUB_DISABLE_TELEMETRY": "1",
         # the test servers (hub, images) listen on loopback; every other private address stays refused
         "INFERENCE_PRIVATE_URL_ALLOWLIST": "127.0.0.1/32",
+        # s3:// models come from the session's S3-compatible server (boto3's own variable names)
+        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.settings()["s3_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": s3.settings()["s3_secret_access_key"],
     })
     port = free_port()
     # one GPU declared (none is present): GPU fractions schedule as on a one-GPU box; replicas run on CPU
@@ -167,3 +170,22 @@ def service(hub, model_cache, job_store_dir, metrics_port):
 def client(service):
     with httpx.Client(base_url=service, timeout=120) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    from tests.backing_services import Postgres
+
+    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    from tests.backing_services import start_seaweed
+
+    store = start_seaweed(tmp_path_factory.mktemp("seaweed"), free_port)
+    yield store
+    store.process.kill()  # a throw-away store: nothing to flush
+    store.process.wait(timeout=30)

@@ -35,7 +35,7 @@ class Ingress:
     """Owns no model; validates requests, keeps the job store, forwards work to the model deployments."""
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings, deployments: dict[str, DeploymentHandle]):
-        store = JobStore(settings.data_dir)
+        store = JobStore.from_settings(settings)
         dispatcher = JobDispatcher(store, lambda job: self._services.handle_for_job(job),
                                    settings.job_lease_seconds, settings.job_max_attempts)
         live_catalog = LiveCatalog(catalog, settings.runtime_models_dir)

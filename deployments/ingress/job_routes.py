@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.audio import MEDIA_TYPES
@@ -79,13 +79,18 @@ async def delete_job(job_id: str, services: Services = Depends(get_services)) ->
     return {"success": True, "message": f"Job '{job_id}' and its files were deleted", "job_id": job_id}
 
 
-@router.get("/jobs/{job_id}/files/{name}", response_class=FileResponse)
-async def download_file(job_id: str, name: str, services: Services = Depends(get_services)) -> FileResponse:
+@router.get("/jobs/{job_id}/files/{name}", response_class=FileResponse,
+            responses={307: {"description": "With S3 storage: a presigned URL of the file, valid for "
+                                            "INFERENCE_PRESIGNED_URL_SECONDS."}})
+async def download_file(job_id: str, name: str, services: Services = Depends(get_services)) -> Response:
     job = await services.job(job_id)
     if job.status != JobStatus.completed:
         raise Conflict(f"Job '{job_id}' is {job.status}; its files are available once it is completed")
     names = [f.name for f in job.files]
     if name not in names:
         raise NotFound(f"Job '{job_id}' has no file '{name}'; it has {', '.join(names)}")
-    return FileResponse(services.store.result_path(job_id, name), filename=name,
+    location = await asyncio.to_thread(services.store.result_location, job, name)
+    if isinstance(location, str):
+        return RedirectResponse(location, status_code=307)
+    return FileResponse(location, filename=name,
                         media_type=FILE_MEDIA_TYPES.get(Path(name).suffix.lstrip("."), "application/octet-stream"))

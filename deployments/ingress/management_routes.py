@@ -27,7 +27,7 @@ router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
 REPLICA_FIELDS = ("replica", "deployment", "node_id", "device", "optimized", "optimization", "memory_usage", "load",
                   "idle_s")
 
-SUPPORTED_SOURCES = ("huggingface", "url")
+SUPPORTED_SOURCES = ("huggingface", "url", "s3")
 UNSUPPORTED_SOURCES = ("pytorch_hub", "torchvision", "tts_auto")  # seed 001 names them; no build here
 MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -40,7 +40,8 @@ class DownloadRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     source: str = "huggingface"
-    model_id: str = Field(min_length=1, description="Catalog id/alias/hub repo id, or the URL for source=url.")
+    model_id: str = Field(min_length=1, description="Catalog id/alias/hub repo id, the URL for source=url, or "
+                          "s3://bucket/prefix for source=s3 (a folder laid out as the hub repo would be).")
     name: str | None = Field(None, description="Name to manage it by; a catalog model keeps its catalog id.")
     task: str | None = Field(None, description="Needed for a hub repo outside the catalog.")
     revision: str = "main"
@@ -104,6 +105,23 @@ def _hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[Hu
     return key, repos, task
 
 
+def _s3_target(services: Services, body: DownloadRequest) -> tuple[str, list[HubRepo], str]:
+    """(manager key, repos, task) for an s3:// prefix, served by `task`'s family like a hub repo."""
+    if not body.model_id.startswith("s3://"):
+        raise InvalidRequest(f"source=s3 takes s3://bucket/prefix, got {body.model_id!r}",
+                             error="Unsupported URL scheme")
+    if not body.name or not body.task:
+        raise InvalidRequest("source=s3 needs a `name` to manage the model by and the `task` it serves "
+                             f"({', '.join(services.catalog.tasks)})")
+    if body.task not in services.catalog.tasks:
+        raise InvalidRequest(f"Unknown task '{body.task}'. Known tasks: {', '.join(services.catalog.tasks)}")
+    try:
+        repo = HubRepo(repo_id=body.model_id)
+    except ValidationError:
+        raise InvalidRequest(f"model_id must be s3://bucket/prefix, got {body.model_id!r}") from None
+    return _check_name(body.name.lower()), [repo], body.task
+
+
 def _url_args(body: DownloadRequest) -> dict:
     parts = urlsplit(body.model_id)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -123,7 +141,8 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
         key, repos, url, task = _check_name(body.name or ""), [], _url_args(body), body.task
         await asyncio.to_thread(check_url, url["url"], services.settings)  # no private addresses
     else:
-        (key, repos, task), url = _hub_target(services, body), None
+        target = _s3_target if body.source == "s3" or body.model_id.startswith("s3://") else _hub_target
+        (key, repos, task), url = target(services, body), None
         if key not in services.catalog.models:  # a repo outside the catalog: its task's family serves it
             services.catalog.runtime.add(runtime_entry(services.catalog.base, key, repos[0], task, repos[1:]))
             services.catalog.refresh()
@@ -222,7 +241,7 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
         available[entry.id] = {
             "name": entry.id,
             "display_name": entry.display_name,
-            "source": "huggingface",
+            "source": "s3" if entry.hub.is_s3 else "huggingface",
             "model_id": entry.hub.repo_id,
             "companions": [r.repo_id for r in entry.companions],
             "task": task,

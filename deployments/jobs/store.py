@@ -1,27 +1,30 @@
-"""The job store: uploads and jobs in SQLite, their files in a directory beside it.
+"""The job store: uploads and jobs as rows (SQLite, or PostgreSQL on a cluster), their files in a
+local directory or an S3-compatible bucket (jobs/files.py).
 
-Every file enters the store through a staging folder and an atomic rename, and a row points at
-it only after the rename, so a crash leaves no half-written upload or result behind. Status
-changes are single conditional UPDATEs, so two replicas can never both claim or finish a job.
-On a cluster the directory must be shared storage (like the model cache), since workers on any
-node write results into it.
+Every file enters the store through a local staging folder and is put whole, and a row points at
+it only after that, so a crash leaves no half-written upload or result behind. Status changes are
+single conditional UPDATEs, so two replicas can never both claim or finish a job.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field
+
+from deployments.jobs.database import create_engine, health, jobs, uploads
+from deployments.jobs.files import JobFiles, LocalFiles, S3Files
+from deployments.settings import ServiceSettings
 
 
 class JobStatus(StrEnum):
@@ -67,54 +70,54 @@ class Job(BaseModel):
     heartbeat_at: float | None = None
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS uploads (
-    file_id TEXT PRIMARY KEY, family TEXT NOT NULL, filename TEXT NOT NULL, size INTEGER NOT NULL,
-    created_at REAL NOT NULL, info TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, task TEXT NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0, message TEXT, error TEXT, input TEXT NOT NULL,
-    files TEXT NOT NULL DEFAULT '[]', output TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, started_at REAL, finished_at REAL, heartbeat_at REAL);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
-"""
 _JSON_COLUMNS = ("info", "input", "files", "output")
+ACTIVE = (JobStatus.pending, JobStatus.running)
+
+
+def _row(row: sa.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    for column in _JSON_COLUMNS:
+        if column in values and values[column] is not None:
+            values[column] = json.loads(values[column])
+    return values
+
+
+def _attempt(job: Job) -> Any:
+    """The WHERE clause that fences a write to the attempt `job` holds."""
+    return (jobs.c.id == job.id) & (jobs.c.status == JobStatus.running) & (jobs.c.attempts == job.attempts)
 
 
 class JobStore:
-    """One instance per process; every method opens its own short SQLite connection (thread-safe)."""
+    """One instance per process; every method is one short transaction on a pooled connection
+    (thread-safe). `root` holds staging (and, with the defaults, the database and files)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, database_url: str | None = None, files: JobFiles | None = None):
         self.root = Path(root)
-        for folder in ("uploads", "results", "staging"):
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-        self._db_path = self.root / "jobs.sqlite3"
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        (self.root / "staging").mkdir(parents=True, exist_ok=True)
+        self.files = files or LocalFiles(self.root)
+        self._engine = create_engine(database_url, self.root / "jobs.sqlite3")
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self._db_path, timeout=30)) as db:
-            db.row_factory = sqlite3.Row
-            with db:  # one transaction, committed on success
-                yield db
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> JobStore:
+        if not settings.storage_url:
+            return cls(settings.data_dir, settings.job_database_url)
+        # nothing the cluster shares is on disk: data_dir is this node's scratch space
+        return cls(settings.data_dir, settings.job_database_url, S3Files(settings, settings.data_dir / "scratch"))
 
-    @staticmethod
-    def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        values = dict(row)
-        for column in _JSON_COLUMNS:
-            if column in values and values[column] is not None:
-                values[column] = json.loads(values[column])
-        return values
+    @property
+    def backend(self) -> str:
+        return self._engine.dialect.name
+
+    def _update(self, where: Any, **values: Any) -> bool:
+        with self._engine.begin() as db:
+            return bool(db.execute(jobs.update().where(where).values(**values)).rowcount)
 
     # --- staging -----------------------------------------------------------------------------
     @contextmanager
     def staging(self, prefix: str = "upload-") -> Iterator[Path]:
-        """A fresh folder on the store's filesystem; whatever is left in it is removed on exit."""
+        """A fresh local folder; whatever is left in it is removed on exit."""
         folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "staging"))
         try:
             yield folder
@@ -125,58 +128,61 @@ class JobStore:
     def add_upload(self, family: str, filename: str, staged_file: Path, info: dict[str, Any]) -> Upload:
         upload = Upload(file_id=uuid.uuid4().hex, family=family, filename=filename,
                         size=staged_file.stat().st_size, created_at=time.time(), info=info)
-        folder = self.root / "uploads" / upload.file_id
-        folder.mkdir()
-        staged_file.replace(folder / filename)
-        with self._db() as db:
-            db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                       (upload.file_id, family, filename, upload.size, upload.created_at, json.dumps(info)))
+        self.files.put_upload(upload.file_id, filename, staged_file)
+        with self._engine.begin() as db:
+            db.execute(uploads.insert().values(**upload.model_dump(exclude={"info"}), info=json.dumps(info)))
         return upload
 
     def get_upload(self, file_id: str) -> Upload | None:
-        with self._db() as db:
-            row = self._row(db.execute("SELECT * FROM uploads WHERE file_id = ?", (file_id,)).fetchone())
+        with self._engine.begin() as db:
+            row = _row(db.execute(uploads.select().where(uploads.c.file_id == file_id)).first())
         return Upload(**row) if row else None
 
     def upload_path(self, upload: Upload) -> Path:
-        return self.root / "uploads" / upload.file_id / upload.filename
+        """A local path to the upload's file (fetched first when the files are in S3: call off the loop)."""
+        return self.files.upload_path(upload.file_id, upload.filename)
+
+    def read_upload(self, upload: Upload) -> bytes:
+        return self.upload_path(upload).read_bytes()
 
     # --- jobs --------------------------------------------------------------------------------
     def create_job(self, task: str, model: str, job_input: dict[str, Any]) -> Job:
         job = Job(id=uuid.uuid4().hex, task=task, model=model, status=JobStatus.pending,
                   input=job_input, created_at=time.time())
-        with self._db() as db:
-            db.execute("INSERT INTO jobs (id, task, model, status, input, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (job.id, task, model, job.status, json.dumps(job_input), job.created_at))
+        with self._engine.begin() as db:
+            db.execute(jobs.insert().values(id=job.id, task=task, model=model, status=job.status,
+                                            input=json.dumps(job_input), created_at=job.created_at))
         return job
 
     def get_job(self, job_id: str) -> Job | None:
-        with self._db() as db:
-            row = self._row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        with self._engine.begin() as db:
+            row = _row(db.execute(jobs.select().where(jobs.c.id == job_id)).first())
         return Job(**row) if row else None
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        query, args = "SELECT * FROM jobs", []
+        query = jobs.select().order_by(jobs.c.created_at.desc()).limit(limit)
         if status:
-            query, args = query + " WHERE status = ?", [status]
-        with self._db() as db:
-            rows = db.execute(query + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
-        return [Job(**self._row(row)) for row in rows]
+            query = query.where(jobs.c.status == status)
+        with self._engine.begin() as db:
+            return [Job(**(_row(row) or {})) for row in db.execute(query)]
 
     def counts(self) -> dict[str, int]:
         """Jobs by status, every status present (0 when none): what the jobs gauge publishes."""
-        with self._db() as db:
-            rows = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+        with self._engine.begin() as db:
+            query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+            rows: dict[str, int] = dict(db.execute(query).all())
         return {status.value: rows.get(status.value, 0) for status in JobStatus}
 
     def probe(self) -> None:
         """A write and a read back, as /health checks the store can record jobs (it times the call)."""
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)", (time.time(),))
-            db.execute("SELECT checked_at FROM health WHERE id = 1").fetchone()
+        with self._engine.begin() as db:
+            if not db.execute(health.update().where(health.c.id == 1).values(checked_at=time.time())).rowcount:
+                db.execute(health.insert().values(id=1, checked_at=time.time()))
+            db.execute(sa.select(health.c.checked_at).where(health.c.id == 1)).one()
 
-    def result_path(self, job_id: str, name: str) -> Path:
-        return self.root / "results" / job_id / name
+    def result_location(self, job: Job, name: str) -> Path | str:
+        """A completed job's file: a local path, or a presigned URL when the files are in S3."""
+        return self.files.result_location(job.id, job.attempts, name)
 
     def job_staging(self, job: Job):
         """The staging folder of one attempt at a job (see `claim`)."""
@@ -189,11 +195,9 @@ class JobStore:
         attempt number fences every later write, so a worker that was presumed lost but still runs
         can no longer touch the job."""
         now = time.time()
-        with self._db() as db:
-            claimed = db.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, heartbeat_at = ?,"
-                " started_at = COALESCE(started_at, ?), message = NULL WHERE id = ? AND status = 'pending'",
-                (now, now, job_id)).rowcount
+        claimed = self._update((jobs.c.id == job_id) & (jobs.c.status == JobStatus.pending),
+                               status=JobStatus.running, attempts=jobs.c.attempts + 1, heartbeat_at=now,
+                               started_at=sa.func.coalesce(jobs.c.started_at, now), message=None)
         if not claimed:
             return None
         for leftover in (self.root / "staging").glob(f"job-{job_id}-*"):
@@ -202,65 +206,55 @@ class JobStore:
 
     def heartbeat(self, job: Job, progress: float | None = None, message: str | None = None) -> bool:
         """Record liveness (and progress); False when this attempt no longer runs, e.g. cancelled."""
-        with self._db() as db:
-            return bool(db.execute(
-                "UPDATE jobs SET heartbeat_at = ?, progress = COALESCE(?, progress), message = COALESCE(?, message)"
-                " WHERE id = ? AND status = 'running' AND attempts = ?",
-                (time.time(), progress, message, job.id, job.attempts)).rowcount)
+        values: dict[str, Any] = {"heartbeat_at": time.time()}
+        if progress is not None:
+            values["progress"] = progress
+        if message is not None:
+            values["message"] = message
+        return self._update(_attempt(job), **values)
 
     def complete(self, job: Job, staged: Path, output: dict[str, Any] | None = None) -> bool:
-        """Move the staged result folder into place, then mark the job completed (if still running)."""
+        """Put the staged result files, then mark the job completed (if this attempt still runs)."""
         if not self.heartbeat(job):
             return False
         files = [ResultFile(name=path.name, size=path.stat().st_size) for path in sorted(staged.iterdir())]
-        final = self.root / "results" / job.id
-        shutil.rmtree(final, ignore_errors=True)  # left by an earlier attempt that died after its rename
-        staged.replace(final)
-        with self._db() as db:
-            done = db.execute(
-                "UPDATE jobs SET status = 'completed', progress = 1, message = NULL, finished_at = ?, files = ?,"
-                " output = ? WHERE id = ? AND status = 'running' AND attempts = ?",
-                (time.time(), json.dumps([f.model_dump() for f in files]),
-                 json.dumps(output) if output is not None else None, job.id, job.attempts)).rowcount
+        self.files.put_results(job.id, job.attempts, staged)
+        done = self._update(_attempt(job), status=JobStatus.completed, progress=1, message=None,
+                            finished_at=time.time(), files=json.dumps([f.model_dump() for f in files]),
+                            output=json.dumps(output) if output is not None else None)
         if not done:
-            shutil.rmtree(final, ignore_errors=True)
-        return bool(done)
+            self.files.drop_results(job.id, job.attempts)
+        return done
 
     def fail(self, job: Job, error: str) -> bool:
-        with self._db() as db:
-            return bool(db.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?"
-                " WHERE id = ? AND status = 'running' AND attempts = ?",
-                (error, time.time(), job.id, job.attempts)).rowcount)
+        return self._update(_attempt(job), status=JobStatus.failed, error=error, finished_at=time.time())
 
     def cancel(self, job_id: str) -> bool:
         """pending/running -> cancelled; a running worker notices at its next heartbeat."""
-        with self._db() as db:
-            return bool(db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? "
-                "WHERE id = ? AND status IN ('pending', 'running')",
-                (time.time(), job_id)).rowcount)
+        return self._update((jobs.c.id == job_id) & jobs.c.status.in_(ACTIVE),
+                            status=JobStatus.cancelled, finished_at=time.time())
 
     def delete_job(self, job_id: str) -> bool:
         """Remove a finished job and its files."""
-        with self._db() as db:
-            deleted = db.execute("DELETE FROM jobs WHERE id = ? AND status IN ('completed', 'failed', 'cancelled')",
-                                 (job_id,)).rowcount
+        with self._engine.begin() as db:
+            deleted = db.execute(jobs.delete().where((jobs.c.id == job_id) & jobs.c.status.in_(FINISHED))).rowcount
         if deleted:
-            shutil.rmtree(self.root / "results" / job_id, ignore_errors=True)
+            self.files.drop_results(job_id)
         return bool(deleted)
 
     def requeue_lost(self, lease_seconds: float, max_attempts: int) -> list[Job]:
         """Running jobs whose worker stopped heart-beating go back to pending, or fail once they have
         been tried `max_attempts` times; returns the re-queued ones, for the caller to dispatch."""
-        stale = time.time() - lease_seconds
-        with self._db() as db:
-            db.execute(
-                "UPDATE jobs SET status = 'failed', finished_at = ?, error = 'The worker running this job was lost '"
-                " || attempts || ' times; giving up' WHERE status = 'running' AND heartbeat_at < ? AND attempts >= ?",
-                (time.time(), stale, max_attempts))
-            lost = [row["id"] for row in db.execute(
-                "SELECT id FROM jobs WHERE status = 'running' AND heartbeat_at < ?", (stale,))]
-            db.executemany("UPDATE jobs SET status = 'pending', message = 'Re-queued after its worker was lost'"
-                           " WHERE id = ? AND status = 'running'", [(job_id,) for job_id in lost])
-        return [job for job in map(self.get_job, lost) if job]
+        silent = (jobs.c.status == JobStatus.running) & (jobs.c.heartbeat_at < time.time() - lease_seconds)
+        requeued = []
+        with self._engine.begin() as db:
+            for job_id, attempts in db.execute(sa.select(jobs.c.id, jobs.c.attempts).where(silent)).all():
+                # each update re-checks the silence, so a worker that just heart-beat keeps its job
+                if attempts >= max_attempts:
+                    db.execute(jobs.update().where(silent & (jobs.c.id == job_id)).values(
+                        status=JobStatus.failed, finished_at=time.time(),
+                        error=f"The worker running this job was lost {attempts} times; giving up"))
+                elif db.execute(jobs.update().where(silent & (jobs.c.id == job_id)).values(
+                        status=JobStatus.pending, message="Re-queued after its worker was lost")).rowcount:
+                    requeued.append(job_id)
+        return [job for job in map(self.get_job, requeued) if job]

@@ -61,9 +61,8 @@ class SeparationDeployment(FamilyDeployment):
         model = await self._models.get(entry)
         async with self._tracks:
             context.report(0.0, "separating")
-            return await asyncio.to_thread(
-                self._separate_file, model, params, self._store.upload_path(upload), context
-            )
+            path = await asyncio.to_thread(self._store.upload_path, upload)  # fetched first when in S3
+            return await asyncio.to_thread(self._separate_file, model, params, path, context)
 
     def _separate_file(self, model, params: SeparationInput, path: Path, context: JobContext) -> dict[str, Any]:
         from demucs.audio import convert_audio, prevent_clip
