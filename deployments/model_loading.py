@@ -284,10 +284,10 @@ class FamilyDeployment:
         """`model_id`: the one catalog model this deployment serves, loaded as the replica starts (a
         replica exists because the model is warm or was just asked for). None: a family pool serving
         models registered at run time, the least recently used unloaded past `pool_max_models`."""
-        self._catalog = LiveCatalog(catalog, settings.runtime_models_dir)  # plus models added at run time
+        self._store = JobStore.from_settings(settings)
+        self._catalog = LiveCatalog(catalog, self._store.runtime_models())  # plus models added at run time
         self._model_id = model_id
         self._device = pick_device(settings)
-        self._store = JobStore.from_settings(settings)
         self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
         self._models = LoadedModels(settings, self._load, 1 if model_id else settings.pool_max_models)
         if self.config_class is not None:

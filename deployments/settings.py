@@ -117,11 +117,6 @@ class ServiceSettings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @property
-    def runtime_models_dir(self) -> Path:
-        """Models added at run time (registry/runtime.py): beside the job store, which every node sees."""
-        return self.data_dir / "runtime-models"
-
     @field_validator("cache_dir", "data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -1,20 +1,17 @@
 """Models added at run time: a hub repo outside catalog.yaml, downloaded with POST /models/download
 and a `task`, becomes a model of that task's family without a restart.
 
-Each one is a JSON file in a folder that every replica sees (under the job store's data_dir, which
-is shared storage on a cluster), written whole and renamed into place. `LiveCatalog` is the catalog
-plus those files, looked at again whenever a name is not found, so a model registered by one
-ingress replica is found at once by every other replica and family deployment.
+Each one is kept where every replica on every node reads it (a row of the job database, SQLite or
+PostgreSQL). `LiveCatalog` is the catalog plus those entries, looked at again whenever a name is not
+found, so a model registered by one ingress replica is found at once by every other replica and
+family deployment.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from registry.loader import Catalog, UnknownModelError
 from registry.schema import HubRepo, ModelEntry
@@ -37,42 +34,21 @@ def runtime_entry(catalog: Catalog, name: str, repo: HubRepo, task: str, extra: 
     )
 
 
-class RuntimeModels:
-    """The folder of runtime model entries, one `<id>.json` each."""
+class RuntimeModels(Protocol):
+    """Where runtime model entries are kept: somewhere every replica on every node reads
+    (deployments/runtime_models.py keeps them as rows of the job database)."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-
-    def add(self, entry: ModelEntry) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle, staged = tempfile.mkstemp(dir=self.folder, prefix=".staged-")
-        with os.fdopen(handle, "w") as out:
-            out.write(entry.model_dump_json())
-        os.replace(staged, self.folder / f"{entry.id}.json")
-
-    def remove(self, model_id: str) -> bool:
-        try:
-            (self.folder / f"{model_id}.json").unlink()
-            return True
-        except FileNotFoundError:
-            return False
-
-    def entries(self) -> list[ModelEntry]:
-        found = []
-        for path in sorted(self.folder.glob("*.json")):
-            try:
-                found.append(ModelEntry.model_validate_json(path.read_text()))
-            except (OSError, ValueError):  # removed meanwhile, or written by another version
-                continue
-        return found
+    def add(self, entry: ModelEntry) -> None: ...
+    def remove(self, model_id: str) -> bool: ...
+    def entries(self) -> list[ModelEntry]: ...
 
 
 class LiveCatalog:
     """Reads like a Catalog (every attribute is the current one's); lookups that miss look again."""
 
-    def __init__(self, base: Catalog, folder: Path):
+    def __init__(self, base: Catalog, runtime: RuntimeModels):
         self.base = base
-        self.runtime = RuntimeModels(folder)
+        self.runtime = runtime
         self.refresh()
 
     def refresh(self) -> Catalog:

@@ -89,6 +89,20 @@ def job_store_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("job-store")
 
 
+@pytest.fixture
+def own_hub(hub):
+    """A second hub with the embedding and separation models, for tests that start their own Ray, so
+    their downloads do not count against the session hub's per-file fetch counts other tests assert."""
+    from tests.hub import TestHub
+
+    second = TestHub()
+    for repo_id, first_file in ((MINILM_REPO, "config.json"), ("adefossez/HTDemucs", "htdemucs.yaml")):
+        second.add_repo(repo_id, hub.repos[repo_id].files[first_file].source.parent)
+    second.start()
+    yield second
+    second.stop()
+
+
 def tiny_profile(**changes):
     """The profile the tests deploy: every catalog model its own deployment, the task defaults warm, the
     rest scaled from zero; the tiny models' batch settings per family."""
@@ -189,3 +203,6 @@ def s3(tmp_path_factory):
     yield store
     store.process.kill()  # a throw-away store: nothing to flush
     store.process.wait(timeout=30)
+
+
+from tests.ray_nodes import two_nodes  # noqa: E402, F401  (a fixture: a two-node Ray cluster)

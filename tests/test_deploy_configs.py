@@ -126,20 +126,6 @@ def test_cluster_yaml_is_a_valid_ray_cluster_config():
     assert any("scripts/install.sh" in command for command in cluster["setup_commands"])
 
 
-@pytest.fixture
-def own_hub(hub):
-    """A second hub with the models this test uses, so its downloads do not count against the
-    session hub's per-file fetch counts that other tests assert."""
-    from tests.hub import TestHub
-
-    second = TestHub()
-    for repo_id, first_file in ((MINILM_REPO, "config.json"), ("adefossez/HTDemucs", "htdemucs.yaml")):
-        second.add_repo(repo_id, hub.repos[repo_id].files[first_file].source.parent)
-    second.start()
-    yield second
-    second.stop()
-
-
 def test_readme_serve_command_starts_and_stops(own_hub, tmp_path, stale_temp_dir):
     """`bash scripts/serve.sh` (the CPU profile, on a free port here) serves on its own embedded Ray,
     though Ray's temp dir names a dead cluster (as a `ray start` that died uncleanly leaves it), then

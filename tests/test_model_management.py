@@ -102,7 +102,9 @@ def test_hub_repo_downloaded_at_run_time_is_served_without_restart(client, hub, 
 
     removed = client.delete("/models/download/runtime-encoder")
     assert removed.status_code == 200, removed.text
-    assert not list((job_store_dir / "runtime-models").glob("runtime-encoder*"))
+    from deployments.jobs.store import JobStore
+
+    assert "runtime-encoder" not in [e.id for e in JobStore(job_store_dir).runtime_models().entries()]
     after = embed("runtime-encoder")
     assert after.status_code == 404 and "runtime-encoder" in after.json()["message"]
     assert "runtime-encoder" not in client.get("/models/cache/info").json()["models"]

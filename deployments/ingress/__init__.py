@@ -38,7 +38,7 @@ class Ingress:
         store = JobStore.from_settings(settings)
         dispatcher = JobDispatcher(store, lambda job: self._services.handle_for_job(job),
                                    settings.job_lease_seconds, settings.job_max_attempts)
-        live_catalog = LiveCatalog(catalog, settings.runtime_models_dir)
+        live_catalog = LiveCatalog(catalog, store.runtime_models())
         states = DeploymentStates(serve.get_replica_context().app_name)
         self._services = Services(live_catalog, settings, deployments, get_model_manager(settings),
                                   get_replica_board(settings), store, dispatcher, states)

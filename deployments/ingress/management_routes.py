@@ -144,7 +144,8 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
         target = _s3_target if body.source == "s3" or body.model_id.startswith("s3://") else _hub_target
         (key, repos, task), url = target(services, body), None
         if key not in services.catalog.models:  # a repo outside the catalog: its task's family serves it
-            services.catalog.runtime.add(runtime_entry(services.catalog.base, key, repos[0], task, repos[1:]))
+            entry = runtime_entry(services.catalog.base, key, repos[0], task, repos[1:])
+            await asyncio.to_thread(services.catalog.runtime.add, entry)
             services.catalog.refresh()
     started = await services.manager.start.remote(key, repos, url=url, task=task)
     exists = started["status"] == "already_exists"
@@ -214,8 +215,8 @@ async def remove_model(model_name: str, services: Services = Depends(get_service
         # one replica unloads now; the others drop it on next use: its files are gone
         unloaded = await services.deployment_for(entry).unload.remote(entry.id)
     if entry and services.catalog.is_runtime(entry.id):  # added at run time: no longer a model of the service
-        if services.catalog.runtime.remove(entry.id):
-            removed.append(str(services.catalog.runtime.folder / f"{entry.id}.json"))
+        if await asyncio.to_thread(services.catalog.runtime.remove, entry.id):
+            removed.append(f"runtime model {entry.id} (job database)")
         services.catalog.refresh()
     if not removed:
         raise ModelNotFound(f"Model not found in cache: {model_name}", error="Model does not exist")

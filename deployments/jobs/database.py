@@ -47,6 +47,11 @@ jobs = sa.Table(
     sa.Column("heartbeat_at", sa.Float),
 )
 sa.Index("jobs_by_status", jobs.c.status, jobs.c.created_at)
+runtime_models = sa.Table(  # models added at run time (registry/runtime.py), one entry as JSON each
+    "runtime_models", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("entry", sa.Text, nullable=False),
+)
 
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs",
                        "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3", "fuse.juicefs", "efs"}

@@ -106,6 +106,12 @@ class JobStore:
         # nothing the cluster shares is on disk: data_dir is this node's scratch space
         return cls(settings.data_dir, settings.job_database_url, S3Files(settings, settings.data_dir / "scratch"))
 
+    def runtime_models(self):
+        """The models added at run time, in this store's database (see deployments/runtime_models.py)."""
+        from deployments.runtime_models import RuntimeModelRows
+
+        return RuntimeModelRows(self._engine)
+
     @property
     def backend(self) -> str:
         return self._engine.dialect.name
