@@ -89,7 +89,7 @@ def job_store_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("job-store")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_hub(hub):
     """A second hub with the embedding and separation models, for tests that start their own Ray, so
     their downloads do not count against the session hub's per-file fetch counts other tests assert."""
@@ -149,8 +149,6 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
     import ray
     from ray import serve
 
-    from deployments.settings import ServiceSettings
-
     os.environ.update({
         "HF_ENDPOINT": hub.url,
         "INFERENCE_CACHE_DIR": str(model_cache),
@@ -174,10 +172,7 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deploy_inference_app()
     yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    settings = ServiceSettings()
-    ray.kill(ray.get_actor(settings.manager_name, namespace=settings.manager_namespace))
-    ray.shutdown()
+    ray.shutdown()  # the session's own local Ray: its every process, Serve's and the manager's, ends with it
 
 
 @pytest.fixture(scope="session")

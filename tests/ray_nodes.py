@@ -37,9 +37,10 @@ def _stop_nodes(temp_dirs: list[str]) -> None:
                 pass
 
 
-@pytest.fixture
-def two_nodes(tmp_path):
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
     """Head (node_a) and a second node (node_b), each with its own temp dir and cache directory."""
+    tmp_path = tmp_path_factory.mktemp("two-nodes")
     port = free_port()
     base = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
     caches = {name: tmp_path / f"cache-{name}" for name in ("a", "b")}

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.test_model_management import wait_for
 
@@ -70,3 +71,35 @@ def test_s3_requests_that_cannot_work_get_the_reason(client, s3):
     assert empty.status_code == 200, empty.text
     failed = wait_for(client, empty.json()["download_id"])
     assert failed["status"] == "failed" and "holds no files" in failed["error"], failed
+
+
+def test_a_failed_s3_download_is_retried_once_the_files_are_there(client, s3):
+    url = s3.new_prefix() + "/late"
+    body = {"source": "s3", "model_id": url, "name": "late-s3", "task": "text-embedding"}
+    assert wait_for(client, client.post("/models/download", json=body).json()["download_id"])["status"] == "failed"
+    bucket, prefix = url[5:].split("/", 1)
+    s3.client().put_object(Bucket=bucket, Key=f"{prefix}/config.json", Body=b"{}")
+    retried = wait_for(client, client.post("/models/download", json=body).json()["download_id"])
+    assert retried["status"] == "completed" and retried["bytes_total"] == 2, retried
+
+
+def test_a_stopped_copy_leaves_no_partial_file(s3, tmp_path):
+    """Cancelling sets the copy's stop event; the file being written is dropped at its next chunk."""
+    import threading
+
+    from deployments.object_storage import Stopped, copy_prefix, parse_s3_url
+
+    url = s3.new_prefix() + "/big"
+    bucket, prefix = parse_s3_url(url)
+    s3.client().put_object(Bucket=bucket, Key=f"{prefix}/weights.bin", Body=bytes(8 << 20))
+    stop, seen = threading.Event(), []
+
+    def on_bytes(count: int) -> None:
+        seen.append(count)
+        stop.set()  # cancel after the first chunk
+
+    with pytest.raises(Stopped):
+        copy_prefix(s3.client(), bucket, prefix, tmp_path / "model", stop, on_bytes)
+    assert seen == [1 << 20] and list((tmp_path / "model").iterdir()) == []
+    copy_prefix(s3.client(), bucket, prefix, tmp_path / "model")  # the retry gets the whole file
+    assert (tmp_path / "model" / "weights.bin").stat().st_size == 8 << 20
