@@ -21,7 +21,8 @@ def test_finished_jobs_and_their_stems_survive_an_application_restart(client, se
 
     finished = client.post(f"/separate/{upload(client, make_clip(1.0)).json()['file_id']}?wait=120").json()
     assert finished["status"] == "completed", finished
-    app = compose_app(load_catalog(), ServiceSettings(), AppArgs(models=["htdemucs"], warm_models=[], runtime_pools=False))
+    profile = AppArgs(models=["htdemucs"], warm_models=[], runtime_pools=False)
+    app = compose_app(load_catalog(), ServiceSettings(), profile)
     serve.run(app, name="restarted", route_prefix="/restarted")
     try:
         with httpx.Client(base_url=f"{service}/restarted", timeout=120) as fresh:
