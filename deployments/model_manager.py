@@ -9,18 +9,16 @@ when whole, so a failed download leaves no half-written file in a snapshot.
 The management API (seed 001) uses `start` (a download id at once), `download_status`, `cancel`,
 `restart` (retry/update), `remove` and `cache_info`. Cancelling stops huggingface_hub's download
 threads at their next chunk (through the progress class it reports chunks to) and deletes the
-partial blobs. `url` downloads stream into a hidden temp file inside `<cache>/url-downloads/<name>/`,
-checked for size and sha256, and renamed only when whole.
+partial blobs. `url` downloads (url_downloads.py) and `s3://` prefixes (object_storage.py) land
+through hidden `*.incomplete` files renamed only when whole, the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -32,9 +30,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments import object_storage
 from deployments.errors import ModelUnavailable
-from deployments.safe_urls import open_url
 from deployments.service_metrics import DownloadGauges
 from deployments.settings import ServiceSettings
+from deployments.url_downloads import DownloadStopped, fetch_url
 from registry import HubRepo
 
 logger = logging.getLogger(__name__)
@@ -293,7 +291,8 @@ class ModelManager:
                             max_bytes: int) -> dict[str, str]:
         record.status, record.started_at = "downloading", time.time()
         try:
-            path = await asyncio.to_thread(self._fetch_url, record, stop, url, sha256, max_bytes)
+            path = await asyncio.to_thread(fetch_url, self._settings, self._url_folder(record.model), record,
+                                           stop, url, sha256, max_bytes)
         except Exception as exc:
             record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
             logger.warning("download of %s failed: %s", record.model, record.error)
@@ -303,42 +302,6 @@ class ModelManager:
         record.paths = {"weights": path}
         record.status, record.finished_at = "completed", time.time()
         return record.paths
-
-    def _fetch_url(self, record: DownloadRecord, stop: threading.Event, url: str, sha256: str | None,
-                   max_bytes: int) -> str:
-        """Stream `url` into a hidden temp file in the model's folder; renamed only when whole and verified."""
-        import httpx
-
-        folder = self._url_folder(record.model)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = Path(httpx.URL(url).path).name or "model.bin"
-        digest = hashlib.sha256()
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".incomplete")
-        try:
-            # open_url re-checks every redirect hop against private addresses (server-side request forgery)
-            with os.fdopen(handle, "wb") as out, open_url(url, self._settings) as reply:
-                record.bytes_total = int(reply.headers.get("content-length") or 0)
-                if record.bytes_total > max_bytes:
-                    raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")
-                for chunk in reply.iter_bytes(1 << 20):
-                    if stop.is_set():
-                        raise DownloadStopped("the download was cancelled")
-                    record.bytes_done += len(chunk)
-                    if record.bytes_done > max_bytes:
-                        raise ValueError(f"{url} sent more than the limit of {max_bytes} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-            if sha256 and digest.hexdigest() != sha256.lower():
-                raise ValueError(f"sha256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
-            record.bytes_total = record.bytes_done
-            target = folder / name
-            os.replace(temp, target)
-            return str(target)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            if not any(folder.iterdir()):
-                folder.rmdir()
 
     def _repo_size(self, repo: HubRepo) -> int:
         from huggingface_hub import HfApi
@@ -391,10 +354,6 @@ def remove_orphaned_partials(cache_dir: Path) -> None:
     if orphans:
         logger.warning("removed %d partial files left by a writer that died: %s", len(orphans),
                        ", ".join(o.name for o in orphans[:5]))
-
-
-class DownloadStopped(Exception):
-    """Raised in huggingface_hub's download threads, at their next chunk, once a download is cancelled."""
 
 
 def snapshot(settings: ServiceSettings, repo: HubRepo, stop: threading.Event | None = None) -> str:

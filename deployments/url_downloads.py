@@ -1,0 +1,56 @@
+"""`url` model downloads (seed 001's source=url): one file streamed into a hidden temp file inside
+`<cache>/url-downloads/<name>/`, checked for size and sha256, and renamed only when whole. The
+manager calls this in a thread and reads the progress it writes on `record` (bytes done/total)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from deployments.safe_urls import open_url
+from deployments.settings import ServiceSettings
+
+
+class DownloadStopped(Exception):
+    """Raised in a download's threads (huggingface_hub's, or a url's), at their next chunk, once the
+    download is cancelled."""
+
+
+def fetch_url(settings: ServiceSettings, folder: Path, record: Any, stop: threading.Event, url: str,
+              sha256: str | None, max_bytes: int) -> str:
+    """Stream `url` into a hidden temp file in the model's folder; renamed only when whole and verified."""
+    import httpx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = Path(httpx.URL(url).path).name or "model.bin"
+    digest = hashlib.sha256()
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".incomplete")
+    try:
+        # open_url re-checks every redirect hop against private addresses (server-side request forgery)
+        with os.fdopen(handle, "wb") as out, open_url(url, settings) as reply:
+            record.bytes_total = int(reply.headers.get("content-length") or 0)
+            if record.bytes_total > max_bytes:
+                raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")
+            for chunk in reply.iter_bytes(1 << 20):
+                if stop.is_set():
+                    raise DownloadStopped("the download was cancelled")
+                record.bytes_done += len(chunk)
+                if record.bytes_done > max_bytes:
+                    raise ValueError(f"{url} sent more than the limit of {max_bytes} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise ValueError(f"sha256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
+        record.bytes_total = record.bytes_done
+        target = folder / name
+        os.replace(temp, target)
+        return str(target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        if not any(folder.iterdir()):
+            folder.rmdir()
