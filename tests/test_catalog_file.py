@@ -88,3 +88,12 @@ def test_broken_catalog_fails_naming_entry_and_field(tmp_path, catalog_data, bre
     break_it(catalog_data)
     with pytest.raises(CatalogError, match=message):
         load_catalog(write(tmp_path, catalog_data), environ={})
+
+
+def test_a_catalog_entry_may_name_an_s3_prefix_as_its_source(tmp_path, catalog_data):
+    catalog_data["models"][0]["hub"] = {"repo_id": "s3://models-bucket/demucs/htdemucs"}
+    entry = load_catalog(write(tmp_path, catalog_data), environ={}).models["htdemucs"]
+    assert entry.hub.is_s3 and entry.hub.repo_id == "s3://models-bucket/demucs/htdemucs"
+    catalog_data["models"][0]["hub"] = {"repo_id": "s3://"}
+    with pytest.raises(CatalogError, match=r"'owner/name' or 's3://bucket/prefix'"):
+        load_catalog(write(tmp_path, catalog_data), environ={})
