@@ -209,13 +209,14 @@ class ModelManager:
         self._downloads.pop(model, None)
         record = self._records.pop(model, None)
         removed = []
-        wanted = {(r.repo_id, r.repo_type) for r in (record.repos if record else repos) or repos}
+        sources = (record.repos if record else repos) or repos
+        wanted = {(r.repo_id, r.repo_type) for r in sources}
         if wanted and Path(self._settings.cache_dir).is_dir():
             for repo in scan_cache_dir(self._settings.cache_dir).repos:
                 if (repo.repo_id, repo.repo_type) in wanted:
                     shutil.rmtree(repo.repo_path, ignore_errors=True)
                     removed.append(str(repo.repo_path))
-        for source in (record.repos if record else repos) or repos:
+        for source in sources:
             folder = object_storage.model_folder(self._settings.cache_dir, source.repo_id) if source.is_s3 else None
             if folder is not None and folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
@@ -304,10 +305,9 @@ class ModelManager:
         return record.paths
 
     def _repo_size(self, repo: HubRepo) -> int:
-        from huggingface_hub import HfApi
-
         if repo.is_s3:
             return object_storage.model_size(self._settings, repo.repo_id)
+        from huggingface_hub import HfApi
         from huggingface_hub.hf_api import RepoFile
 
         api = HfApi(endpoint=self._settings.hub_endpoint, token=self._settings.hub_token)
@@ -319,10 +319,10 @@ class ModelManager:
         return sum(f.size for f in chosen)
 
     def _bytes_on_disk(self, repo: HubRepo) -> int:
-        from huggingface_hub.file_download import repo_folder_name
-
         if repo.is_s3:
             return object_storage.bytes_on_disk(self._settings.cache_dir, repo.repo_id)
+        from huggingface_hub.file_download import repo_folder_name
+
         folder = repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type)
         blobs = Path(self._settings.cache_dir) / folder / "blobs"
         return sum(_size(p) for p in blobs.glob("*")) if blobs.is_dir() else 0
@@ -359,14 +359,14 @@ def remove_orphaned_partials(cache_dir: Path) -> None:
 def snapshot(settings: ServiceSettings, repo: HubRepo, stop: threading.Event | None = None) -> str:
     """One repo into the cache through huggingface_hub (atomic per file); its local snapshot folder.
     Setting `stop` ends the download mid-file and deletes the partial (`.incomplete`) blobs."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.file_download import repo_folder_name
-
     if repo.is_s3:
         try:
             return object_storage.snapshot_model(settings, repo.repo_id, stop)
         except object_storage.Stopped as stopped:
             raise DownloadStopped(str(stopped)) from None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
     try:
         return snapshot_download(
             repo.repo_id,

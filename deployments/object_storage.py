@@ -1,15 +1,13 @@
 """S3-compatible object storage (AWS, MinIO, SeaweedFS...) through boto3: the client the settings
 describe, and a prefix copied into a local folder one whole file at a time.
 
-A file is streamed into a hidden `*.incomplete` file beside its target and renamed only when whole,
-so a crash or a cancel leaves no partial file under a real name (and the manager's start-up sweep
-removes the `*.incomplete` ones). A file already there with the object's size is not fetched again.
+A file is written through `whole_file` (a hidden `*.incomplete` file renamed only when whole), so a
+crash or a cancel leaves no partial file under a real name. A file already there with the object's
+size is not fetched again.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -18,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deployments.settings import ServiceSettings
+from deployments.whole_files import whole_file
 
 
 class Stopped(Exception):
@@ -80,21 +79,14 @@ def copy_prefix(client: Any, bucket: str, prefix: str, target: Path, stop: threa
 def fetch_object(client: Any, bucket: str, key: str, path: Path, stop: threading.Event | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> None:
     """One object to `path`, through a hidden temp file renamed when whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".incomplete")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
-            for chunk in body.iter_chunks(1 << 20):
-                if stop is not None and stop.is_set():
-                    raise Stopped("the download was cancelled")
-                out.write(chunk)
-                if on_bytes:
-                    on_bytes(len(chunk))
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with whole_file(path) as out:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(1 << 20):
+            if stop is not None and stop.is_set():
+                raise Stopped("the download was cancelled")
+            out.write(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
 
 
 # --- s3:// models: a prefix in the model cache, beside the hub's models--* folders ---------------

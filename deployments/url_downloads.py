@@ -1,18 +1,17 @@
-"""`url` model downloads (seed 001's source=url): one file streamed into a hidden temp file inside
-`<cache>/url-downloads/<name>/`, checked for size and sha256, and renamed only when whole. The
+"""`url` model downloads (seed 001's source=url): one file streamed into `<cache>/url-downloads/<name>/`
+through `whole_file`, checked for size and sha256, and renamed into place only when whole. The
 manager calls this in a thread and reads the progress it writes on `record` (bytes done/total)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from deployments.safe_urls import open_url
 from deployments.settings import ServiceSettings
+from deployments.whole_files import whole_file
 
 
 class DownloadStopped(Exception):
@@ -26,12 +25,11 @@ def fetch_url(settings: ServiceSettings, folder: Path, record: Any, stop: thread
     import httpx
 
     folder.mkdir(parents=True, exist_ok=True)
-    name = Path(httpx.URL(url).path).name or "model.bin"
+    target = folder / (Path(httpx.URL(url).path).name or "model.bin")
     digest = hashlib.sha256()
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".incomplete")
     try:
         # open_url re-checks every redirect hop against private addresses (server-side request forgery)
-        with os.fdopen(handle, "wb") as out, open_url(url, settings) as reply:
+        with whole_file(target) as out, open_url(url, settings) as reply:
             record.bytes_total = int(reply.headers.get("content-length") or 0)
             if record.bytes_total > max_bytes:
                 raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")
@@ -43,14 +41,10 @@ def fetch_url(settings: ServiceSettings, folder: Path, record: Any, stop: thread
                     raise ValueError(f"{url} sent more than the limit of {max_bytes} bytes")
                 digest.update(chunk)
                 out.write(chunk)
-        if sha256 and digest.hexdigest() != sha256.lower():
-            raise ValueError(f"sha256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
-        record.bytes_total = record.bytes_done
-        target = folder / name
-        os.replace(temp, target)
+            if sha256 and digest.hexdigest() != sha256.lower():  # inside: a mismatch is never renamed into place
+                raise ValueError(f"sha256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
+            record.bytes_total = record.bytes_done
         return str(target)
     finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
         if not any(folder.iterdir()):
             folder.rmdir()

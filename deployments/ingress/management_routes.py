@@ -77,6 +77,13 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_task(services: Services, task: str) -> str:
+    """A task a model added at run time can serve (its family is the task default's)."""
+    if task not in services.catalog.tasks:
+        raise InvalidRequest(f"Unknown task '{task}'. Known tasks: {', '.join(services.catalog.tasks)}")
+    return task
+
+
 def _hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[HubRepo], str]:
     """(manager key, repos, task) for a hub download: a catalog model, or any repo when `task` is given."""
     catalog = services.catalog
@@ -90,13 +97,12 @@ def _hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[Hu
                 f"Model '{body.model_id}' is not in the catalog; give `task` ({', '.join(catalog.tasks)}) to download "
                 f"a hub repo outside it. Known models: {', '.join(catalog.models)}"
             )
-        if body.task not in catalog.tasks:
-            raise InvalidRequest(f"Unknown task '{body.task}'. Known tasks: {', '.join(catalog.tasks)}")
+        task = _check_task(services, body.task)
         try:
             repos = [HubRepo(repo_id=body.model_id, revision=body.revision)]
         except ValidationError:
             raise InvalidRequest(f"model_id must be a hub repo id like 'owner/name', got {body.model_id!r}") from None
-        key, task = _check_name((body.name or body.model_id.replace("/", "--")).lower()), body.task
+        key = _check_name((body.name or body.model_id.replace("/", "--")).lower())
     if body.include_vocoder and body.vocoder_model and all(r.repo_id != body.vocoder_model for r in repos):
         try:
             repos.append(HubRepo(repo_id=body.vocoder_model, role="vocoder"))
@@ -113,8 +119,7 @@ def _s3_target(services: Services, body: DownloadRequest) -> tuple[str, list[Hub
     if not body.name or not body.task:
         raise InvalidRequest("source=s3 needs a `name` to manage the model by and the `task` it serves "
                              f"({', '.join(services.catalog.tasks)})")
-    if body.task not in services.catalog.tasks:
-        raise InvalidRequest(f"Unknown task '{body.task}'. Known tasks: {', '.join(services.catalog.tasks)}")
+    _check_task(services, body.task)
     try:
         repo = HubRepo(repo_id=body.model_id)
     except ValidationError:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from deployments.jobs.database import create_engine, health, jobs, uploads
 from deployments.jobs.files import JobFiles, LocalFiles, S3Files
+from deployments.runtime_models import RuntimeModelRows
 from deployments.settings import ServiceSettings
 
 
@@ -106,10 +107,8 @@ class JobStore:
         # nothing the cluster shares is on disk: data_dir is this node's scratch space
         return cls(settings.data_dir, settings.job_database_url, S3Files(settings, settings.data_dir / "scratch"))
 
-    def runtime_models(self):
+    def runtime_models(self) -> RuntimeModelRows:
         """The models added at run time, in this store's database (see deployments/runtime_models.py)."""
-        from deployments.runtime_models import RuntimeModelRows
-
         return RuntimeModelRows(self._engine)
 
     @property
