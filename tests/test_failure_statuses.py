@@ -1,6 +1,7 @@
 """Serve's back-pressure and a slow model as a client sees them: 503 SERVICE_OVERLOADED with Retry-After
-when a model's queue is full, 504 TIMEOUT_ERROR past REQUEST_TIMEOUT. A second, small application
-(its own ingress, settings and limits) is deployed beside the suite's for them, then deleted."""
+when a model's queue is full, 504 TIMEOUT_ERROR past REQUEST_TIMEOUT, /health's 503 when the job
+database goes away. A second, small application (its own ingress, settings, limits and a PostgreSQL job
+store) is deployed beside the suite's for them, then deleted."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ TIMEOUT_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def strict(service):
+def strict(service, postgres):
     from ray import serve
 
     from deployments.app import compose_app
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 
-    settings = ServiceSettings(REQUEST_TIMEOUT=TIMEOUT_S)  # seed 003's name for the setting
+    database = postgres.new_database()
+    settings = ServiceSettings(REQUEST_TIMEOUT=TIMEOUT_S,  # seed 003's name for the setting
+                               job_database_url=database)
     # one slot and one queue place for the embedding model: the third concurrent request is refused
     limits = {EMBEDDING: {"max_ongoing_requests": 1, "max_queued_requests": 1}}
     app = compose_app(load_catalog(), settings, tiny_profile(models=[EMBEDDING, MUSIC], warm_models=[EMBEDDING, MUSIC]),
@@ -34,6 +37,7 @@ def strict(service):
     with httpx.Client(base_url=f"{service}/strict", timeout=120) as http:
         # The first requests time out while the replica loads the model; the load carries on for the next.
         assert served_within(lambda: http.post("/api/embedding", json={"text": "warm"}), 120).status_code == 200
+        http.database = database  # type: ignore[attr-defined]  # for the test that drops it
         yield http
     serve.delete("strict")
 
@@ -70,3 +74,18 @@ def test_a_model_slower_than_the_timeout_is_a_504(strict):
     # the load the timed-out request started carried on: a short clip is served once it is done
     short = served_within(lambda: strict.post("/api/music", json={"prompt": "a note", "duration": 1}), 120)
     assert short.status_code == 200, short.text[:300]
+
+
+def test_health_is_503_naming_the_job_store_when_its_database_is_gone(strict, postgres):
+    healthy = strict.get("/health")
+    assert healthy.status_code == 200 and healthy.json()["checks"]["job_store"]["ok"], healthy.text[:500]
+    from sqlalchemy.engine import make_url
+
+    name = make_url(strict.database).database
+    postgres.server.psql(f"DROP DATABASE {name} WITH (FORCE);")  # an operator's mistake, or a lost volume
+    reply = strict.get("/health")
+    assert reply.status_code == 503, reply.text[:500]
+    body = reply.json()
+    assert body["status"] == "degraded" and body["success"] is False
+    assert body["checks"]["job_store"]["ok"] is False and body["checks"]["model_manager"]["ok"] is True
+    assert [p for p in body["problems"] if p.startswith("job store: ") and name in p], body["problems"]
