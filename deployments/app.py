@@ -71,4 +71,5 @@ def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
             options.pop("autoscaling_config")
         bound[plan.name] = FAMILY_DEPLOYMENTS[plan.kind].options(**options).bind(catalog, settings, plan.model_id)
     ingress = Ingress.options(**overrides["Ingress"]) if "Ingress" in overrides else Ingress  # type: ignore[attr-defined]
-    return ingress.bind(catalog, settings, bound)  # type: ignore[union-attr]
+    gpu = {"count": args.gpus if args.gpu_memory_gb else 0, "memory_gb": args.gpu_memory_gb or None}
+    return ingress.bind(catalog, settings, bound, gpu)  # type: ignore[union-attr]

@@ -1,11 +1,14 @@
-"""Models added at run time, kept as rows of the job database: every replica on every node reads
-the same ones (SQLite on one machine, PostgreSQL on a cluster), with no shared directory."""
+"""Models added at run time and each task's current model, kept as rows of the job database: every
+replica on every node reads the same ones (SQLite on one machine, PostgreSQL on a cluster), with no
+shared directory, and a switch survives a restart."""
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 
-from deployments.jobs.database import runtime_models
+from deployments.jobs.database import current_models, runtime_models
 from registry import ModelEntry
 
 
@@ -32,3 +35,13 @@ class RuntimeModelRows:
             except ValueError:  # written by another version
                 continue
         return found
+
+    def current_models(self) -> dict[str, str]:
+        """Task -> the model chosen for it at run time (tasks never switched are absent)."""
+        with self._engine.begin() as db:
+            return dict(db.execute(sa.select(current_models.c.task, current_models.c.model_id)).tuples().all())
+
+    def set_current(self, task: str, model_id: str) -> None:
+        with self._engine.begin() as db:
+            db.execute(current_models.delete().where(current_models.c.task == task))
+            db.execute(current_models.insert().values(task=task, model_id=model_id, changed_at=time.time()))

@@ -41,10 +41,13 @@ class RuntimeModels(Protocol):
     def add(self, entry: ModelEntry) -> None: ...
     def remove(self, model_id: str) -> bool: ...
     def entries(self) -> list[ModelEntry]: ...
+    def current_models(self) -> dict[str, str]: ...
+    def set_current(self, task: str, model_id: str) -> None: ...
 
 
 class LiveCatalog:
-    """Reads like a Catalog (every attribute is the current one's); lookups that miss look again."""
+    """Reads like a Catalog (every attribute is the current one's); lookups that miss look again. A
+    task's default model is the one switched to at run time, when there is one (`set_current`)."""
 
     def __init__(self, base: Catalog, runtime: RuntimeModels):
         self.base = base
@@ -53,8 +56,24 @@ class LiveCatalog:
 
     def refresh(self) -> Catalog:
         self._current = self.base.with_models(self.runtime.entries())
+        self._chosen = self.runtime.current_models()
         self._checked = time.monotonic()
         return self._current
+
+    def current_model(self, task: str) -> str:
+        """The id requests for `task` that name no model get: the run-time choice, else the catalog's."""
+        catalog = self.current()
+        chosen = self._chosen.get(task)
+        if chosen in catalog.models and catalog.task_of(catalog.models[chosen]) == task:
+            return chosen
+        return catalog.tasks[task].default_model
+
+    def default_model(self, task: str) -> ModelEntry:
+        return self.current().models[self.current_model(task)]
+
+    def set_current(self, task: str, model_id: str) -> None:
+        self.runtime.set_current(task, model_id)
+        self.refresh()
 
     def current(self) -> Catalog:
         return self.refresh() if time.monotonic() - self._checked > REFRESH_SECONDS else self._current

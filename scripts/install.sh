@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install exactly the locked versions: requirements.lock for the service,
 # requirements-test.lock with `--test` (both made by scripts/lock.sh from pyproject.toml's ranges).
+# `--test` also installs Debian's chromium for the browser tests.
 # torch goes first and alone, pinned to 2.13.0, so pip never swaps in another build.
 # INFERENCE_VENV names another folder (scripts/test.sh --latest uses .venv-latest); INFERENCE_LOCK
 # another lock file.
@@ -17,3 +18,10 @@ pip() { "$venv/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install torch==2.13.0
 pip install -r "$lock"
 pip install --no-deps -e .
+# The console's browser tests drive Debian's chromium through Playwright (its own browser download
+# cannot reach the internet here).
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+  as_root=(); [ "$(id -u)" = 0 ] || as_root=(sudo)
+  "${as_root[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi

@@ -41,7 +41,8 @@ def test_state_changing_routes_need_a_key(secured):
     assert _upload(secured, authorization=f"Bearer {KEY}").status_code == 201
     assert _upload(secured, **{"x-api-key": "other-key"}).status_code == 201
     for method, path in [("POST", "/api/v1/run"), ("POST", "/separate/x"), ("DELETE", "/jobs/x"),
-                         ("POST", "/jobs/x/cancel"), ("POST", "/models/download")]:
+                         ("POST", "/jobs/x/cancel"), ("POST", "/models/download"),
+                         ("PUT", "/models/current/text-embedding")]:
         assert secured.request(method, path, json={}).status_code == 401, (method, path)
 
 

@@ -28,7 +28,12 @@ def test_models_lists_every_catalog_entry_with_capabilities(client):
     assert (small["max_duration_seconds"], small["recommended_duration_seconds"]) == (30, 10)
     assert (small["vram_requirement_gb"], small["sample_rate"], small["tokens_per_second"]) == (4, 32000, 50)
     assert small["display_name"] == "MusicGen Small" and small["is_active"] is True
-    assert all(model["is_active"] for model in body["models"])  # the test app deploys every family
+    assert all(model["is_deployed"] for model in body["models"])  # the test app deploys every family
+    # active: a replica holds it loaded (the warm task defaults), not merely deployed
+    assert all(m["is_active"] == (m["state"] in {"ready", "idle"}) for m in body["models"])
+    assert by_id["musicgen-large"]["is_active"] is False and by_id["musicgen-large"]["state"] in {"available", "cached"}
+    assert body["current_model"] == "musicgen-small" and by_id["musicgen-small"]["is_current"] is True
+    assert body["gpu"] == {"count": 0, "memory_gb": None}  # the test profile runs its models on CPU
     # seed 001's task categories, and a default/current model per task
     assert body["specialized_models"]["text-to-speech"] == ["speecht5-tts", "bark-small", "bark"]
     assert body["tasks"]["source-separation"]["default_model"] == "htdemucs"

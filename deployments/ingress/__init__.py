@@ -34,14 +34,15 @@ GAUGE_PERIOD_S = 10.0  # jobs and model states in Ray's metrics are at most this
 class Ingress:
     """Owns no model; validates requests, keeps the job store, forwards work to the model deployments."""
 
-    def __init__(self, catalog: Catalog, settings: ServiceSettings, deployments: dict[str, DeploymentHandle]):
+    def __init__(self, catalog: Catalog, settings: ServiceSettings, deployments: dict[str, DeploymentHandle],
+                 gpu: dict[str, Any] | None = None):
         store = JobStore.from_settings(settings)
         dispatcher = JobDispatcher(store, lambda job: self._services.handle_for_job(job),
                                    settings.job_lease_seconds, settings.job_max_attempts)
         live_catalog = LiveCatalog(catalog, store.runtime_models())
         states = DeploymentStates(serve.get_replica_context().app_name)
         self._services = Services(live_catalog, settings, deployments, get_model_manager(settings),
-                                  get_replica_board(settings), store, dispatcher, states)
+                                  get_replica_board(settings), store, dispatcher, states, gpu or {})
         # Jobs a previous ingress queued but never saw finish are dispatched again from here.
         loop = asyncio.get_running_loop()
         self._sweep = loop.create_task(dispatcher.sweep_forever(settings.job_sweep_seconds))

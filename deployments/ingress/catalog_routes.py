@@ -18,6 +18,7 @@ from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
 
 router = APIRouter(tags=["catalog"])
+SEED_002_TASK = "text-to-music"  # seed 002's /models is MusicGen's: its top-level current_model is this task's
 STARTED = int(time.time())  # OpenAI's `created`: the catalog has no dates, so when this replica started
 
 
@@ -25,9 +26,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def model_view(services: Services, entry: ModelEntry) -> dict[str, Any]:
-    """One catalog entry with seed 002's field names (specs flattened to the top level)."""
+ACTIVE_STATES = {"ready", "idle"}  # lifecycle states in which a replica holds the model loaded
+
+
+def model_view(services: Services, entry: ModelEntry, lifecycle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One catalog entry with seed 002's field names (specs flattened to the top level); its lifecycle
+    says whether it is active (loaded and serving) and how far its download is."""
     catalog = services.catalog
+    state = (lifecycle or {}).get("state")
     family = catalog.families[entry.family]
     task = catalog.tasks[family.task]
     return {
@@ -48,7 +54,11 @@ def model_view(services: Services, entry: ModelEntry) -> dict[str, Any]:
         "family_kind": family.deployment,
         "is_default": task.default_model == entry.id,
         "is_family_default": family.default_model == entry.id,
-        "is_active": services.is_served(entry),
+        "is_current": catalog.current_model(family.task) == entry.id,
+        "is_deployed": services.is_served(entry),
+        "is_active": state in ACTIVE_STATES,
+        "state": state,
+        "download": (lifecycle or {}).get("download"),
         **entry.specs.model_dump(exclude_none=True),
     }
 
@@ -69,13 +79,16 @@ async def health(services: Services = Depends(get_services)) -> JSONResponse:
 
 @router.get("/models")
 async def list_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Every model with its capabilities and state; each task's default (catalog) and current model
+    (switched at run time, PUT /models/current/{task}); the GPUs the service was configured with."""
     catalog = services.catalog
-    models = [model_view(services, entry) for entry in catalog.models.values()]
+    lifecycles = await services.lifecycles(list(catalog.models.values()))
+    models = [model_view(services, entry, lifecycles[entry.id]) for entry in catalog.models.values()]
     tasks = {
         name: {
             "category": task.category,
             "default_model": task.default_model,
-            "current_model": task.default_model,
+            "current_model": catalog.current_model(name),
             "models": [m.id for m in catalog.models_for_task(name)],
             "served": any(services.is_served(m) for m in catalog.models_for_task(name)),
         }
@@ -84,6 +97,9 @@ async def list_models(services: Services = Depends(get_services)) -> dict[str, A
     return {
         "success": True,
         "timestamp": _now(),
+        "current_model": catalog.current_model(SEED_002_TASK),  # seed 002's field: the music model
+        "current_models": {name: info["current_model"] for name, info in tasks.items()},
+        "gpu": services.gpu,
         "total_models": len(models),
         "available_models": [m["id"] for m in models],
         "models": models,
@@ -130,7 +146,9 @@ async def get_model(name: str, services: Services = Depends(get_services)) -> di
     catalog = services.catalog
     family = catalog.families.get(name)
     if family is not None:
-        variants = [model_view(services, m) for m in catalog.models.values() if m.family == name]
+        members = [m for m in catalog.models.values() if m.family == name]
+        lifecycles = await services.lifecycles(members)
+        variants = [model_view(services, m, lifecycles[m.id]) for m in members]
         return {"success": True, "family": name, **family.model_dump(), "variants": variants}
     try:
         entry = catalog.resolve(name)
@@ -140,4 +158,5 @@ async def get_model(name: str, services: Services = Depends(get_services)) -> di
     lifecycle["memory"] = {"declared_gb": entry.specs.vram_requirement_gb,
                            "measured_peak_mb": lifecycle.get("load", {}).get("peak_memory_mb"),
                            "measured_kind": lifecycle.get("load", {}).get("memory_kind")}
-    return {"success": True, "model": model_view(services, entry), "download": download, "lifecycle": lifecycle}
+    return {"success": True, "model": model_view(services, entry, lifecycle), "download": download,
+            "lifecycle": lifecycle}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from deployments.ingress import (
     catalog_routes,
     chat_routes,
+    current_model_routes,
     embedding_routes,
     image_routes,
     job_routes,
@@ -28,6 +33,7 @@ from deployments.ingress.services import Services
 # management routes first: /models/download etc. must win over catalog's /models/{name:path}
 ROUTERS = (
     management_routes.router,
+    current_model_routes.router,
     catalog_routes.router,
     embedding_routes.router,
     upload_routes.router,
@@ -40,9 +46,11 @@ ROUTERS = (
     image_routes.router,
     video_routes.router,
 )
-# Routers whose POST/DELETE routes change state: they need an API key when keys are configured.
-STATE_CHANGING_ROUTERS = (management_routes.router, upload_routes.router, job_routes.router)
+# Routers whose POST/PUT/DELETE routes change state: they need an API key when keys are configured.
+STATE_CHANGING_ROUTERS = (management_routes.router, current_model_routes.router, upload_routes.router,
+                          job_routes.router)
 MULTIPART_OVERHEAD = 1 << 20
+CONSOLE = Path(__file__).parent / "console"  # the web console's static files, served at /ui/
 
 
 def build_http_app(services: Services) -> FastAPI:
@@ -58,6 +66,9 @@ def build_http_app(services: Services) -> FastAPI:
     for router in ROUTERS:
         guarded = router in STATE_CHANGING_ROUTERS
         app.include_router(router, dependencies=[Depends(require_api_key_for_changes)] if guarded else [])
+    # relative, so it lands right under any route prefix (/ui -> /ui/, /app/ui -> /app/ui/)
+    app.add_api_route("/ui", lambda: RedirectResponse("ui/"), include_in_schema=False)
+    app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
 
     # counts bytes as they arrive, so a chunked body (no Content-Length) is capped too; inside the observer,
     # which refuses a declared oversized body first, so both answer in the service's JSON error shape

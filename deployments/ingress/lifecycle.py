@@ -65,6 +65,9 @@ def running_replicas(state: dict[str, Any] | None) -> int:
     return (state or {}).get("replicas", {}).get("RUNNING", 0)
 
 
+DOWNLOAD_FIELDS = ("download_id", "status", "progress", "bytes_done", "bytes_total", "error")
+
+
 def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any] | None, download: dict | None,
                     reports: list[dict], ever_loaded: bool, idle_after_s: float) -> dict[str, Any]:
     """One model's state and what it is read from. `reports`: the board's reports from its deployment's replicas."""
@@ -76,7 +79,8 @@ def model_lifecycle(model_id: str, deployment: str | None, state: dict[str, Any]
     load_error = next((r["failed"][model_id] for r in reports if model_id in r.get("failed", {})), None)
     download = download or {}
     view: dict[str, Any] = {"deployment": deployment, "replicas": running, "replicas_starting": starting,
-                            "deployment_status": (state or {}).get("status"), "loaded_replicas": len(copies)}
+                            "deployment_status": (state or {}).get("status"), "loaded_replicas": len(copies),
+                            "download": {k: download.get(k) for k in DOWNLOAD_FIELDS} if download else None}
     if copies:
         view["load"] = copies[0].get("load", {})
     on_disk = "cached" if download.get("status") == "completed" else "available"  # no replica holds it

@@ -47,6 +47,7 @@ class Services:
     store: JobStore
     dispatcher: JobDispatcher
     states: DeploymentStates  # Serve's view of this application's deployments
+    gpu: dict[str, Any] = field(default_factory=dict)  # the profile's GPUs: count, memory_gb (None: CPU only)
     _cold_starts: set[asyncio.Task] = field(default_factory=set)
 
     def model_for(self, task: str, name: str | None) -> ModelEntry:
@@ -136,10 +137,7 @@ class Services:
             return handle
         bound, asked = self.settings.cold_start_wait_seconds, WAIT_PREFERENCE.get()
         wait = bound if asked is None else min(asked, bound)
-        start = asyncio.ensure_future(_result(handle.ready.remote()))
-        self._cold_starts.add(start)  # carried on after a caller that stops waiting
-        start.add_done_callback(self._cold_starts.discard)
-        start.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: no warning
+        start = self.load_soon(entry)
         done, _ = await asyncio.wait({start}, timeout=wait)
         if done:
             start.result()  # a failed load fails the request with its own error
@@ -147,6 +145,15 @@ class Services:
         lifecycle = await self.lifecycle(entry)
         raise ModelStarting(f"Model '{entry.id}' is {lifecycle['state'].replace('_', ' ')} and not ready after "
                             f"{wait:g}s; retry shortly", retry_after_s=max(5.0, wait), model_state=lifecycle)
+
+    def load_soon(self, entry: ModelEntry) -> asyncio.Future:
+        """Ask the model's deployment to load it (Serve starts a replica if it has none); the load
+        carries on after a caller that stops waiting for it."""
+        start = asyncio.ensure_future(_result(self.deployment_for(entry).ready.remote()))
+        self._cold_starts.add(start)
+        start.add_done_callback(self._cold_starts.discard)
+        start.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: no warning
+        return start
 
     async def lifecycle(self, entry: ModelEntry) -> dict[str, Any]:
         return (await self.lifecycles([entry]))[entry.id]

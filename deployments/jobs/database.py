@@ -52,6 +52,12 @@ runtime_models = sa.Table(  # models added at run time (registry/runtime.py), on
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("entry", sa.Text, nullable=False),
 )
+current_models = sa.Table(  # the model a task's requests get when they name none (PUT /models/current/{task})
+    "current_models", metadata,
+    sa.Column("task", sa.Text, primary_key=True),
+    sa.Column("model_id", sa.Text, nullable=False),
+    sa.Column("changed_at", sa.Float, nullable=False),
+)
 
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs",
                        "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3", "fuse.juicefs", "efs"}

@@ -1,0 +1,56 @@
+"""Each task's current model, switched at run time (seed 002's Settings page and its "Reload Model"):
+the model a request that names none gets. Kept in the job database, so every ingress replica, on
+every node, and a restarted service see the same choice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.errors import Conflict, NotFound
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.services import Services, get_services
+from registry import UnknownModelError
+
+router = APIRouter(tags=["catalog"])
+
+
+class CurrentModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="Catalog id, alias or hub repo id of a model of the task.")
+
+
+@router.get("/models/current")
+async def current_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Task -> the model requests that name none get now."""
+    return {"success": True, "current_models": {task: services.catalog.current_model(task)
+                                                for task in services.catalog.tasks}}
+
+
+@router.put("/models/current/{task}", responses=ERROR_RESPONSES)
+async def switch_current_model(task: str, body: CurrentModel, services: Services = Depends(get_services)
+                               ) -> dict[str, Any]:
+    """Make `body.model` the task's current model and start loading it (a replica starts if it has
+    none); the answer carries its lifecycle, so a client can wait for `ready`."""
+    catalog = services.catalog
+    if task not in catalog.tasks:
+        raise NotFound(f"Unknown task '{task}'; tasks: {', '.join(catalog.tasks)}")
+    try:
+        entry = catalog.resolve(body.model, task=task)
+    except UnknownModelError:
+        services.model_for(task, body.model)  # raises the 404 or 400 a request naming it gets
+        raise
+    if not services.is_served(entry):
+        deployed = [m.id for m in catalog.models_for_task(task) if services.is_served(m)]
+        raise Conflict(f"Model '{entry.id}' is not deployed in this application, so it cannot be the current "
+                       f"{task} model; deployed {task} models: {', '.join(deployed) or 'none'}")
+    previous = catalog.current_model(task)
+    await asyncio.to_thread(catalog.set_current, task, entry.id)
+    services.load_soon(entry)
+    return {"success": True, "task": task, "current_model": entry.id, "previous_model": previous,
+            "lifecycle": await services.lifecycle(entry)}
+
