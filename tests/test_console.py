@@ -85,7 +85,14 @@ def screenshot(page, name: str) -> None:
 
 def open_page(page, base: str, name: str) -> None:
     page.goto(f"{base}/ui/#{name}")
-    page.wait_for_selector(f"section[data-page={name}]:not([hidden])")
+    page.wait_for_selector(f"body[data-ready={name}] section[data-page={name}]:not([hidden])")
+    assert not page.locator("#error").is_visible(), page.inner_text("#error")
+
+
+def until(page, condition: str, timeout: float = 60_000) -> None:
+    """Wait for the JS `condition`, or for the console's error box, which fails the test with its message."""
+    page.wait_for_function(f"({condition}) || !document.getElementById('error').hidden", timeout=timeout)
+    assert not page.locator("#error").is_visible(), page.inner_text("#error")
 
 
 def set_slider(page, value: float) -> None:
@@ -101,11 +108,27 @@ def test_ui_is_served_under_the_route_prefix(console):
     assert console.get("/ui/console.js").headers["content-type"].startswith("text/javascript")
 
 
+def test_a_switch_the_service_cannot_make_is_a_clear_4xx(console):
+    unknown_task = console.put("/models/current/painting", json={"model": SMALL})
+    assert unknown_task.status_code == 404 and "Unknown task 'painting'; tasks: source-separation" in \
+        unknown_task.json()["message"]
+    other_task = console.put("/models/current/text-to-music", json={"model": "htdemucs"})
+    assert other_task.status_code == 400
+    assert other_task.json()["message"].startswith("Model 'htdemucs' is a source-separation model, not text-to-music")
+    missing = console.put("/models/current/text-to-music", json={"model": "musicgen-xl"})
+    assert missing.status_code == 404 and "musicgen-xl" in missing.json()["message"]
+    undeployed = console.put("/models/current/text-to-music", json={"model": "musicgen-large"})
+    assert undeployed.status_code == 409 and undeployed.json()["message"] == (
+        "Model 'musicgen-large' is not deployed in this application, so it cannot be the current text-to-music "
+        f"model; deployed text-to-music models: {SMALL}, {MEDIUM}")
+    assert console.get("/models/current").json()["current_models"]["text-to-music"] == SMALL  # unchanged
+
+
 def test_switching_the_model_moves_the_slider_adapters_and_models(console, page):
     base = str(console.base_url).rstrip("/")
     open_page(page, base, "music")
     slider = page.locator("#music-duration")
-    page.wait_for_function("document.getElementById('music-duration').max === '30'")
+    until(page, "document.getElementById('music-duration').max === '30'")
     set_slider(page, 30)
     adapter = page.locator("#music-adapter")
     jazz = adapter.locator("option", has_text="Jazz Trio")
@@ -127,13 +150,16 @@ def test_switching_the_model_moves_the_slider_adapters_and_models(console, page)
     screenshot(page, "settings")
 
     open_page(page, base, "music")
-    page.wait_for_function(f"document.getElementById('music-duration').max === '{MEDIUM_LIMIT_S}'")
+    until(page, f"document.getElementById('music-duration').max === '{MEDIUM_LIMIT_S}'")
     assert slider.input_value() == str(MEDIUM_LIMIT_S)  # clamped from 30
     assert page.inner_text("#music-duration-limit") == f"up to {MEDIUM_LIMIT_S} s with MusicGen Medium"
     assert adapter.locator("option", has_text="Jazz Trio").is_enabled()
     lofi = adapter.locator("option", has_text="Lo-fi Hip Hop")
     assert lofi.inner_text() == "Lo-fi Hip Hop (Requires MusicGen Small)" and lofi.is_disabled()
 
+    # a request that names no model gets the current one
+    music = console.post("/api/music", json={"prompt": "a short chime", "duration": 1})
+    assert music.status_code == 200 and music.headers["x-model"] == MEDIUM
     # the switch is a row of the job database: what a restarted service reads back
     from deployments.jobs.store import JobStore
 
@@ -145,10 +171,10 @@ def test_switching_the_model_moves_the_slider_adapters_and_models(console, page)
 def test_a_generated_clip_plays_and_a_refusal_shows_the_servers_message(console, page):
     base = str(console.base_url).rstrip("/")
     open_page(page, base, "music")
-    page.wait_for_function("document.getElementById('music-model').textContent.includes('musicgen-small')")
+    until(page, "document.getElementById('music-model').textContent.includes('musicgen-small')")
     set_slider(page, 1)
     page.click("#music-generate")
-    page.wait_for_function("document.getElementById('music-player').duration > 0", timeout=120_000)
+    until(page, "document.getElementById('music-player').duration > 0", timeout=120_000)
     duration = page.locator("#music-player").evaluate("e => e.duration")
     assert duration == pytest.approx(1.0, abs=0.1)
     assert "Hz from musicgen-small" in page.inner_text("#music-status")
@@ -167,12 +193,13 @@ def test_a_separation_shows_one_player_per_stem(console, page, tmp_path):
     open_page(page, base, "separate")
     page.set_input_files("#separate-file", str(song))
     page.click("#separate-start")
-    page.wait_for_selector("li.stem", timeout=180_000)
+    page.wait_for_selector("li.stem, #error:not([hidden])", timeout=180_000)
+    assert not page.locator("#error").is_visible(), page.inner_text("#error")
     stems = page.locator("li.stem")
     assert stems.count() == 4
     assert sorted(stems.nth(i).locator("strong").inner_text() for i in range(4)) == \
         ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
-    page.wait_for_function("[...document.querySelectorAll('li.stem audio')].every(a => a.duration > 1.9)")
+    until(page, "[...document.querySelectorAll('li.stem audio')].every(a => a.duration > 1.9)")
     assert page.inner_text("#separate-status") == "Done: 4 stems"
     screenshot(page, "separate")
 
@@ -191,12 +218,12 @@ def test_embedding_speech_chat_transcription_and_image_pages(service, page, tmp_
 
     open_page(page, service, "speak")
     page.click("#speak-start")
-    page.wait_for_function("document.getElementById('speak-player').duration > 0", timeout=120_000)
+    until(page, "document.getElementById('speak-player').duration > 0", timeout=120_000)
     screenshot(page, "speak")
 
     open_page(page, service, "chat")
     page.click("#chat-send")
-    page.wait_for_function("document.getElementById('chat-input').value === ''", timeout=120_000)
+    until(page, "document.getElementById('chat-input').value === ''", timeout=120_000)
     assert page.locator("#chat-log p.user").inner_text() == "You: Say hello."
     screenshot(page, "chat")
 
@@ -205,14 +232,14 @@ def test_embedding_speech_chat_transcription_and_image_pages(service, page, tmp_
     clip.write_bytes(make_clip(1.0, rate=16000, channels=1))
     page.set_input_files("#transcribe-file", str(clip))
     page.click("#transcribe-start")
-    page.wait_for_function("document.getElementById('transcribe-status').textContent.includes('whisper')",
+    until(page, "document.getElementById('transcribe-status').textContent.includes('whisper')",
                            timeout=120_000)
     page.click("#record-toggle")  # chromium's fake microphone
     page.wait_for_timeout(1500)
     page.locator("#transcribe-status").evaluate("e => { e.textContent = ''; }")
     page.click("#record-toggle")
-    page.wait_for_function("document.getElementById('record-toggle').textContent === 'Record'")
-    page.wait_for_function("document.getElementById('transcribe-status').textContent.includes('whisper')",
+    until(page, "document.getElementById('record-toggle').textContent === 'Record'")
+    until(page, "document.getElementById('transcribe-status').textContent.includes('whisper')",
                            timeout=120_000)
     assert not page.locator("#error").is_visible()
     screenshot(page, "transcribe")
@@ -220,5 +247,5 @@ def test_embedding_speech_chat_transcription_and_image_pages(service, page, tmp_
     open_page(page, service, "image")  # its tab shows: the suite's application deploys a text-to-image model
     assert page.locator('nav a[data-task="text-to-image"]').is_visible()
     page.click("#image-start")
-    page.wait_for_function("document.getElementById('image-result').naturalWidth > 0", timeout=120_000)
+    until(page, "document.getElementById('image-result').naturalWidth > 0", timeout=120_000)
     screenshot(page, "image")

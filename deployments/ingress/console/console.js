@@ -338,6 +338,7 @@ async function generateImage() {
 async function showPage() {
   const page = (location.hash || "#settings").slice(1);
   state.page = page;
+  delete document.body.dataset.ready; // set again once the page has its models (scripts and tests wait on it)
   document.querySelectorAll("section[data-page]").forEach((s) => { s.hidden = s.dataset.page !== page; });
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("current", a.hash === `#${page}`));
   showError(null);
@@ -350,6 +351,7 @@ async function showPage() {
     if (page === "music") renderMusic();
     if (page === "speak") fillVoices();
   } catch (error) { showError(error); }
+  document.body.dataset.ready = page;
 }
 
 function start() {
