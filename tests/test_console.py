@@ -168,6 +168,18 @@ def test_switching_the_model_moves_the_slider_adapters_and_models(console, page)
     assert back.status_code == 200 and back.json()["previous_model"] == MEDIUM
 
 
+def test_settings_downloads_a_model_and_shows_it_cached(console, page):
+    base = str(console.base_url).rstrip("/")
+    open_page(page, base, "settings")
+    row = page.locator("tr[data-model=mdx_extra]")
+    assert row.locator("td.state").inner_text() == "available" and "not deployed here" in row.inner_text()
+    row.locator("button.start-download").click()
+    until(page, "document.querySelector('tr[data-model=mdx_extra] td.state').textContent === 'cached'", 120_000)
+    assert page.locator("tr[data-model=mdx_extra] td").nth(4).inner_text() == "cached"
+    model = console.get("/models/mdx_extra").json()
+    assert model["download"]["status"] == "completed" and model["model"]["state"] == "cached"
+
+
 def test_a_generated_clip_plays_and_a_refusal_shows_the_servers_message(console, page):
     base = str(console.base_url).rstrip("/")
     open_page(page, base, "music")
