@@ -9,6 +9,7 @@ one voice preset per `generate` call, so its batches are split by voice. Audio i
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import re
@@ -26,6 +27,7 @@ from deployments.audio import OUTPUT_FORMATS
 from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
+from deployments.voice_cloning import CsmEngine
 from registry import ModelEntry
 from registry.runtime import CatalogView
 
@@ -44,6 +46,9 @@ class SpeechRequest:
     voice: str | None = None
     speed: float = 1.0
     format: str = "wav"
+    voice_sample: bytes | None = None  # audio to clone the voice of (models with 'voice-cloning')
+    voice_sample_text: str | None = None  # what the sample says, for models that read it as context
+    seed: int | None = None  # models that sample: the same seed gives the same audio
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,10 @@ class SpeechDeployment(FamilyDeployment):
 
     async def _speech_job(self, context: JobContext) -> dict[str, Any]:
         context.report(0.0, "synthesizing")
-        speech = await self.synthesize(SpeechRequest(model=context.job.model, **context.job.input))
+        job_input = dict(context.job.input)
+        sample = job_input.pop("voice_sample_base64", None)  # the sample, resolved when the job was queued
+        speech = await self.synthesize(SpeechRequest(model=context.job.model, **job_input,
+                                                     voice_sample=base64.b64decode(sample) if sample else None))
         name = f"speech.{speech.format}"
         await asyncio.to_thread((context.output_dir / name).write_bytes, speech.audio)
         context.report(1.0, "written")
@@ -152,7 +160,7 @@ class SpeechDeployment(FamilyDeployment):
         return results
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
-        engine = {"speecht5": SpeechT5Engine, "bark": BarkEngine}.get(entry.family)
+        engine = {"speecht5": SpeechT5Engine, "bark": BarkEngine, "csm": CsmEngine}.get(entry.family)
         if engine is None:
             raise InvalidRequest(f"Model '{entry.id}' of family '{entry.family}' has no speech engine")
         return engine(entry, paths, self._device)

@@ -53,6 +53,8 @@ class ModelSpecs(StrictModel):
     context_length: int | None = Field(None, gt=0, description="Prompt plus generated tokens.")
     stems: list[str] | None = Field(None, description="Sources a separation model outputs.")
     voices: list[str] | None = Field(None, description="Voice names a speech model accepts (presets, speakers).")
+    min_voice_sample_seconds: float | None = Field(None, gt=0, description="Shortest voice sample to clone.")
+    max_voice_sample_seconds: float | None = Field(None, gt=0, description="Longest voice sample to clone.")
     image_size_multiple: int | None = Field(None, gt=0, description="Image/video width and height must be "
                                             "multiples of this (the VAE's downsampling times the patch size).")
     max_image_size: int | None = Field(None, gt=0, description="Largest width or height in pixels.")

@@ -159,6 +159,8 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
         "INFERENCE_JOB_LEASE_SECONDS": "3",
         "INFERENCE_JOB_SWEEP_SECONDS": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        # the tiny CSM never ends its audio: it speaks for the catalog's cap, here 20 Mimi frames
+        "CATALOG__CSM_1B__MAX_DURATION_SECONDS": "1.6",
         # the test servers (hub, images) listen on loopback; every other private address stays refused
         "INFERENCE_PRIVATE_URL_ALLOWLIST": "127.0.0.1/32",
         # s3:// models come from the session's S3-compatible server (boto3's own variable names)

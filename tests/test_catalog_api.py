@@ -14,6 +14,8 @@ def test_health(client):
 
 def test_models_lists_every_catalog_entry_with_capabilities(client):
     catalog = load_catalog()
+    # a model that has served a request is active: a replica holds it loaded
+    assert client.post("/api/music", json={"prompt": "a chime", "duration": 1}).status_code == 200
     body = client.get("/models").json()
     assert body["success"] is True
     # catalog.yaml's models in its order, then any downloaded at run time by other tests
@@ -35,7 +37,7 @@ def test_models_lists_every_catalog_entry_with_capabilities(client):
     assert body["current_model"] == "musicgen-small" and by_id["musicgen-small"]["is_current"] is True
     assert body["gpu"] == {"count": 0, "memory_gb": None}  # the test profile runs its models on CPU
     # seed 001's task categories, and a default/current model per task
-    assert body["specialized_models"]["text-to-speech"] == ["speecht5-tts", "bark-small", "bark"]
+    assert body["specialized_models"]["text-to-speech"] == ["speecht5-tts", "bark-small", "bark", "csm-1b"]
     assert body["tasks"]["source-separation"]["default_model"] == "htdemucs"
     assert body["tasks"]["text-embedding"]["current_model"] == "all-minilm-l6-v2"
     assert body["models_info"]["htdemucs_6s"]["stems"][-2:] == ["guitar", "piano"]

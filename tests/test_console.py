@@ -231,6 +231,16 @@ def test_embedding_speech_chat_transcription_and_image_pages(service, page, tmp_
     open_page(page, service, "speak")
     page.click("#speak-start")
     until(page, "document.getElementById('speak-player').duration > 0", timeout=120_000)
+    assert page.locator("#speak-cloning").is_hidden()  # speecht5-tts cannot clone
+    page.select_option("#speak-model", "csm-1b")
+    assert page.locator("#speak-cloning").is_visible()
+    voice = tmp_path / "my-voice.wav"
+    voice.write_bytes(make_clip(2.0, rate=16000, channels=1))
+    page.set_input_files("#speak-sample", str(voice))
+    page.fill("#speak-sample-text", "This is how my voice sounds.")
+    page.locator("#speak-player").evaluate("e => { e.removeAttribute('src'); e.load(); }")
+    page.click("#speak-start")
+    until(page, "document.getElementById('speak-player').duration > 1.5", timeout=120_000)  # 1.6 s cloned
     screenshot(page, "speak")
 
     open_page(page, service, "chat")

@@ -145,7 +145,7 @@ def test_bark_job_by_task_default_voice(client):
     assert decode(client.get(job["files"][0]["url"]).content)[1] == 24000
 
 
-CLONING = "no model in this service supports it"
+CLONING = "models that can: csm-1b"
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def test_unknown_model_is_404_listing_the_speech_models(client):
     reply = tts(client, text="hi", model="tts-2")
     assert reply.status_code == 404
     assert reply.json()["message"] == ("Model 'tts-2' not found for task 'text-to-speech'. "
-                                       "Known models: speecht5-tts, bark-small, bark")
+                                       "Known models: speecht5-tts, bark-small, bark, csm-1b")
 
 
 def test_catalog_lists_voices_and_drops_cloning(client):

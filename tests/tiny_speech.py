@@ -167,3 +167,6 @@ def add_repos(hub, folder: Path) -> None:
     bark = build_bark(folder / "bark", _catalog_voices("bark-small"))
     for repo_id in BARK_REPOS:
         hub.add_repo(repo_id, bark)
+    from tests.tiny_csm import CSM_REPO, build_csm
+
+    hub.add_repo(CSM_REPO, build_csm(folder / "csm"))

@@ -7,6 +7,9 @@ checked by the speech deployment, which holds the model's tokenizer.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -14,11 +17,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.audio import OUTPUT_FORMATS
-from deployments.errors import InvalidRequest
+from deployments.errors import InvalidRequest, PayloadTooLarge
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services, get_services
+from deployments.safe_urls import fetch_bytes
 from deployments.speech import TASK, Speech, SpeechRequest, check_speed, resolve_voice
+from deployments.voice_cloning import check_voice_sample
 from registry import ModelEntry
 
 router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
@@ -46,11 +51,14 @@ def _audio_format(value: str) -> str:
 
 
 class VoiceCloning(BaseModel):
-    """Seed 004's voice-cloning inputs: accepted so the answer can say clearly that no model here clones."""
+    """Seed 004's voice-cloning inputs (one sample, from one of three places) and the sampling seed."""
 
-    voice_sample_file_id: str | None = Field(None, description="An upload to clone the voice of.")
+    voice_sample_file_id: str | None = Field(None, description="An upload (POST /upload) to clone the voice of.")
     audio_prompt_url: str | None = Field(None, description="URL of a voice sample to clone.")
-    audio_prompt: str | None = Field(None, description="A voice sample to clone (base64).")
+    audio_prompt: str | None = Field(None, description="A voice sample to clone (base64 of an audio file).")
+    audio_prompt_text: str | None = Field(None, description="What the voice sample says: models that clone "
+                                          "from a conversation turn (csm-1b) read it as the sample's context.")
+    seed: int | None = Field(None, ge=0, description="Models that sample (csm-1b): the same seed, the same audio.")
 
 
 class SpeechInput(VoiceCloning):
@@ -107,22 +115,46 @@ class OpenAISpeechRequest(VoiceCloning):
         return value
 
 
-def _refuse_cloning(services: Services, entry: ModelEntry, request: dict[str, Any]) -> None:
-    """No speech model here can clone a voice from a sample; say so instead of ignoring the sample."""
+def _refuse_cloning(services: Services, entry: ModelEntry, request: dict[str, Any]) -> list[str]:
+    """The cloning fields `request` gives; a 400 naming the models that clone when `entry` cannot."""
     given = [name for name in CLONING_FIELDS if request.get(name) is not None]
-    if not given:
-        return
+    if not given or "voice-cloning" in entry.capabilities:
+        return given
     able = [m.id for m in services.catalog.models_for_task(TASK) if "voice-cloning" in m.capabilities]
-    which = f"models that list it: {', '.join(able)}" if able else "no model in this service supports it"
+    which = f"models that can: {', '.join(able)}" if able else "no model in this service supports it"
     raise InvalidRequest(f"Voice cloning from a sample ({given[0]}) is not supported by model '{entry.id}'; "
-                         f"{which}. Pick one of its voices instead: {', '.join(entry.specs.voices or [])}")
+                         f"{which}. Or pick one of its voices: {', '.join(entry.specs.voices or [])}")
 
 
-def _checked(services: Services, entry: ModelEntry, request: VoiceCloning, text: str, voice: str | None,
-             speed: float, fmt: str) -> SpeechRequest:
-    _refuse_cloning(services, entry, request.model_dump(include=set(CLONING_FIELDS)))
+async def _voice_sample(services: Services, entry: ModelEntry, request: dict[str, Any]) -> bytes | None:
+    """The voice sample's bytes, from whichever field gives it, checked (size, decodable, duration)."""
+    given = _refuse_cloning(services, entry, request)
+    if not given:
+        return None
+    if len(given) > 1:
+        raise InvalidRequest(f"Send one voice sample, not {' and '.join(given)}")
+    source, limit = given[0], services.settings.max_upload_bytes
+    if source == "audio_prompt":
+        try:
+            data = base64.b64decode(request[source], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("audio_prompt is not valid base64") from None
+    elif source == "audio_prompt_url":
+        data = await asyncio.to_thread(fetch_bytes, request[source], services.settings, limit)
+    else:
+        data = await asyncio.to_thread(services.store.read_upload, await services.upload(request[source]))
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The voice sample ({source}) is {len(data)} bytes; the limit is {limit} bytes")
+    await asyncio.to_thread(check_voice_sample, entry, data, source)
+    return data
+
+
+async def _checked(services: Services, entry: ModelEntry, request: VoiceCloning, text: str, voice: str | None,
+                   speed: float, fmt: str) -> SpeechRequest:
+    sample = await _voice_sample(services, entry, request.model_dump(include=set(CLONING_FIELDS)))
     check_speed(services.catalog, entry, speed)
-    return SpeechRequest(model=entry.id, text=text, voice=resolve_voice(entry, voice), speed=speed, format=fmt)
+    return SpeechRequest(model=entry.id, text=text, voice=resolve_voice(entry, voice), speed=speed, format=fmt,
+                         voice_sample=sample, voice_sample_text=request.audio_prompt_text, seed=request.seed)
 
 
 def _audio_reply(speech: Speech, download: bool) -> Response:
@@ -136,7 +168,7 @@ def _audio_reply(speech: Speech, download: bool) -> Response:
 @router.post("/api/tts", response_class=Response, responses=AUDIO_RESPONSE)
 async def text_to_speech(body: TTSRequest, services: Services = Depends(get_services)) -> Response:
     entry = services.model_for(TASK, body.model)
-    request = _checked(services, entry, body, body.text, body.voice, body.speed, body.format)
+    request = await _checked(services, entry, body, body.text, body.voice, body.speed, body.format)
     return _audio_reply(await services.call(entry, "synthesize", request), download=True)
 
 
@@ -145,7 +177,7 @@ async def openai_speech(body: OpenAISpeechRequest, services: Services = Depends(
     entry = services.model_for(TASK, body.model)
     if body.instructions is not None:
         raise InvalidRequest(f"instructions are not supported by model '{entry.id}' (nor by any model here)")
-    request = _checked(services, entry, body, body.input, body.voice, body.speed, body.response_format)
+    request = await _checked(services, entry, body, body.input, body.voice, body.speed, body.response_format)
     return _audio_reply(await services.call(entry, "synthesize", request), download=False)
 
 
@@ -157,6 +189,8 @@ async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str
         data["voice_sample_file_id"] = data.pop("file_id")
     _refuse_cloning(services, entry, data)  # before the rest: a sample alone is answered with why not
     params = parse(SpeechInput, data)
-    request = _checked(services, entry, params, params.text, params.voice, params.speed, params.format)
+    request = await _checked(services, entry, params, params.text, params.voice, params.speed, params.format)
     await services.call(entry, "check_text", entry.id, request.text)
-    return {"text": request.text, "voice": request.voice, "speed": request.speed, "format": request.format}
+    sample = base64.b64encode(request.voice_sample).decode() if request.voice_sample else None
+    return {"text": request.text, "voice": request.voice, "speed": request.speed, "format": request.format,
+            "voice_sample_base64": sample, "voice_sample_text": request.voice_sample_text, "seed": request.seed}

@@ -268,11 +268,23 @@ function fillVoices() {
   const voices = (model && model.voices) || [];
   $("speak-voice").replaceChildren(...voices.map((v) => el("option", { value: v, textContent: v })));
   $("speak-voice").disabled = !voices.length;
+  $("speak-cloning").hidden = !(model && model.capabilities.includes("voice-cloning"));
 }
+
+const base64Of = (file) => file.arrayBuffer().then((buffer) => {
+  let text = "";
+  new Uint8Array(buffer).forEach((byte) => { text += String.fromCharCode(byte); });
+  return btoa(text);
+});
 
 async function speak() {
   const body = { model: $("speak-model").value, input: $("speak-text").value, response_format: "wav" };
   if ($("speak-voice").value) body.voice = $("speak-voice").value;
+  const sample = $("speak-cloning").hidden ? null : $("speak-sample").files[0];
+  if (sample) { // cloned: the server checks the sample and says what is wrong with it
+    body.audio_prompt = await base64Of(sample);
+    body.audio_prompt_text = $("speak-sample-text").value;
+  }
   $("speak-status").textContent = "Speaking…";
   const reply = await call("POST", "/v1/audio/speech", body, { raw: true });
   $("speak-player").src = URL.createObjectURL(await reply.blob());
