@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.test_separation_jobs import make_clip
+from tests.test_separation_jobs import make_clip, wait_for
 
 MODEL, TEXT, SEED = "csm-1b", "Hello there, this is a test.", 7
 SAMPLE = make_clip(2.0, rate=16000, channels=1)  # a 2 s "voice": any rate, the engine resamples
@@ -73,10 +72,7 @@ def test_the_same_sample_clones_alike_on_all_three_routes(client, sample_server)
     queued = client.post("/api/v1/run", json={"model": MODEL, "input": {
         "text": TEXT, "voice_sample_file_id": upload.json()["file_id"], **text}})
     assert queued.status_code == 202, queued.text
-    deadline = time.monotonic() + 120
-    while (job := client.get(f"/jobs/{queued.json()['job_id']}").json())["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.3)
+    job = wait_for(client, queued.json()["job_id"], timeout=120)
     assert job["status"] == "completed", job
     by_upload = speech(client.get(job["files"][0]["url"]))
     assert np.array_equal(by_base64, by_url) and np.array_equal(by_url, by_upload)
