@@ -42,7 +42,8 @@ def test_state_changing_routes_need_a_key(secured):
     assert _upload(secured, **{"x-api-key": "other-key"}).status_code == 201
     for method, path in [("POST", "/api/v1/run"), ("POST", "/separate/x"), ("DELETE", "/jobs/x"),
                          ("POST", "/jobs/x/cancel"), ("POST", "/models/download"),
-                         ("PUT", "/models/current/text-embedding")]:
+                         ("PUT", "/models/current/text-embedding"), ("POST", "/voices"),
+                         ("DELETE", "/voices/x")]:
         assert secured.request(method, path, json={}).status_code == 401, (method, path)
 
 

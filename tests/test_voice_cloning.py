@@ -108,3 +108,25 @@ def test_models_that_cannot_clone_name_the_one_that_can(client):
     model = client.get(f"/models/{MODEL}").json()["model"]
     assert "voice-cloning" in model["capabilities"] and model["voices"] == ["0", "1"]
     assert (model["min_voice_sample_seconds"], model["max_voice_sample_seconds"]) == (1, 30)
+
+
+def test_a_saved_voice_clones_by_name_until_it_is_deleted(client):
+    sample = {"audio_prompt": base64.b64encode(SAMPLE).decode(), "audio_prompt_text": "This is how my voice sounds."}
+    saved = client.post("/voices", json={"name": "My-Voice", **sample})
+    assert saved.status_code == 201, saved.text
+    assert (saved.json()["name"], saved.json()["model"], saved.json()["duration"]) == ("my-voice", MODEL, 2.0)
+    by_name = speech(client.post("/v1/audio/speech", json={
+        "model": MODEL, "input": TEXT, "voice": "my-voice", "seed": SEED, "response_format": "wav"}))
+    by_sample = speech(client.post("/api/tts", json={"model": MODEL, "text": TEXT, "seed": SEED, **sample}))
+    assert np.array_equal(by_name, by_sample)
+    assert "my-voice" in client.get(f"/models/{MODEL}").json()["model"]["saved_voices"]
+    assert [v["name"] for v in client.get("/voices", params={"model": MODEL}).json()["voices"]] == ["my-voice"]
+    for body, message in [({"name": "0", **sample}, "'0' is one of model 'csm-1b's own voices"),
+                          ({"name": "my voice", **sample}, "must be 1-64 lower-case letters"),
+                          ({"name": "quiet"}, "A voice needs a sample"),
+                          ({"name": "x", "model": "bark-small", **sample}, "models that can: csm-1b")]:
+        reply = client.post("/voices", json=body)
+        assert reply.status_code == 400 and message in reply.json()["message"], reply.text
+    assert client.delete("/voices/my-voice").status_code == 200
+    gone = client.post("/api/tts", json={"model": MODEL, "text": TEXT, "voice": "my-voice"})
+    assert gone.status_code == 400 and "Unknown voice 'my-voice' for model 'csm-1b'" in gone.json()["message"]

@@ -158,5 +158,7 @@ async def get_model(name: str, services: Services = Depends(get_services)) -> di
     lifecycle["memory"] = {"declared_gb": entry.specs.vram_requirement_gb,
                            "measured_peak_mb": lifecycle.get("load", {}).get("peak_memory_mb"),
                            "measured_kind": lifecycle.get("load", {}).get("memory_kind")}
-    return {"success": True, "model": model_view(services, entry, lifecycle), "download": download,
-            "lifecycle": lifecycle}
+    view = model_view(services, entry, lifecycle)
+    if "voice-cloning" in entry.capabilities:  # POST /voices adds to these
+        view["saved_voices"] = [v.name for v in await asyncio.to_thread(services.store.saved_voices().list, entry.id)]
+    return {"success": True, "model": view, "download": download, "lifecycle": lifecycle}

@@ -24,6 +24,7 @@ from deployments.ingress import (
     upload_routes,
     video_routes,
     vision_routes,
+    voice_routes,
 )
 from deployments.ingress.auth import require_api_key_for_changes
 from deployments.ingress.http_errors import install_error_handlers
@@ -45,10 +46,11 @@ ROUTERS = (
     vision_routes.router,
     image_routes.router,
     video_routes.router,
+    voice_routes.router,
 )
 # Routers whose POST/PUT/DELETE routes change state: they need an API key when keys are configured.
 STATE_CHANGING_ROUTERS = (management_routes.router, current_model_routes.router, upload_routes.router,
-                          job_routes.router)
+                          job_routes.router, voice_routes.router)
 MULTIPART_OVERHEAD = 1 << 20
 CONSOLE = Path(__file__).parent / "console"  # the web console's static files, served at /ui/
 

@@ -126,7 +126,7 @@ def _refuse_cloning(services: Services, entry: ModelEntry, request: dict[str, An
                          f"{which}. Or pick one of its voices: {', '.join(entry.specs.voices or [])}")
 
 
-async def _voice_sample(services: Services, entry: ModelEntry, request: dict[str, Any]) -> bytes | None:
+async def voice_sample(services: Services, entry: ModelEntry, request: dict[str, Any]) -> bytes | None:
     """The voice sample's bytes, from whichever field gives it, checked (size, decodable, duration)."""
     given = _refuse_cloning(services, entry, request)
     if not given:
@@ -151,10 +151,17 @@ async def _voice_sample(services: Services, entry: ModelEntry, request: dict[str
 
 async def _checked(services: Services, entry: ModelEntry, request: VoiceCloning, text: str, voice: str | None,
                    speed: float, fmt: str) -> SpeechRequest:
-    sample = await _voice_sample(services, entry, request.model_dump(include=set(CLONING_FIELDS)))
+    sample = await voice_sample(services, entry, request.model_dump(include=set(CLONING_FIELDS)))
+    transcript = request.audio_prompt_text
+    if sample is None and voice and "voice-cloning" in entry.capabilities and voice not in (entry.specs.voices or []):
+        saved = await asyncio.to_thread(services.store.saved_voices().get, voice.strip().lower())
+        if saved is not None and saved.model_id == entry.id:  # a voice saved with POST /voices
+            upload = await services.upload(saved.file_id)
+            sample, transcript, voice = await asyncio.to_thread(services.store.read_upload, upload), \
+                saved.transcript, None
     check_speed(services.catalog, entry, speed)
     return SpeechRequest(model=entry.id, text=text, voice=resolve_voice(entry, voice), speed=speed, format=fmt,
-                         voice_sample=sample, voice_sample_text=request.audio_prompt_text, seed=request.seed)
+                         voice_sample=sample, voice_sample_text=transcript, seed=request.seed)
 
 
 def _audio_reply(speech: Speech, download: bool) -> Response:

@@ -52,6 +52,15 @@ runtime_models = sa.Table(  # models added at run time (registry/runtime.py), on
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("entry", sa.Text, nullable=False),
 )
+saved_voices = sa.Table(  # voices users saved for cloning models (POST /voices); the sample is an upload
+    "saved_voices", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("model_id", sa.Text, nullable=False),
+    sa.Column("file_id", sa.Text, nullable=False),
+    sa.Column("transcript", sa.Text, nullable=False, server_default=""),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
 current_models = sa.Table(  # the model a task's requests get when they name none (PUT /models/current/{task})
     "current_models", metadata,
     sa.Column("task", sa.Text, primary_key=True),

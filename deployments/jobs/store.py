@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from deployments.jobs.database import create_engine, health, jobs, uploads
 from deployments.jobs.files import JobFiles, LocalFiles, S3Files
 from deployments.runtime_models import RuntimeModelRows
+from deployments.saved_voices import SavedVoiceRows
 from deployments.settings import ServiceSettings
 
 
@@ -110,6 +111,10 @@ class JobStore:
     def runtime_models(self) -> RuntimeModelRows:
         """The models added at run time, in this store's database (see deployments/runtime_models.py)."""
         return RuntimeModelRows(self._engine)
+
+    def saved_voices(self) -> SavedVoiceRows:
+        """Voices saved for cloning models, in this store's database (see deployments/saved_voices.py)."""
+        return SavedVoiceRows(self._engine)
 
     @property
     def backend(self) -> str:

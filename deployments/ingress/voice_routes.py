@@ -1,0 +1,74 @@
+"""Saved voices (seed 004's reusable voices): POST /voices keeps a sample and its transcript under a
+name for a cloning model; a speech request then clones it by `voice` name. GET /voices lists them,
+DELETE /voices/{name} removes one."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import Field
+
+from deployments.errors import InvalidRequest, NotFound
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.services import Services, get_services
+from deployments.ingress.speech_routes import CLONING_FIELDS, VoiceCloning, voice_sample
+from deployments.saved_voices import SavedVoice
+from deployments.speech import TASK
+from deployments.voice_cloning import check_voice_sample
+
+router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
+VOICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class SaveVoiceRequest(VoiceCloning):
+    name: str = Field(description="Name to speak with later (`voice`): lower-case letters, digits, '-', '_'.")
+    model: str | None = Field(None, description="The cloning model it is for; default the first that clones.")
+
+
+def voice_view(voice: SavedVoice) -> dict[str, Any]:
+    return {"name": voice.name, "model": voice.model_id, "transcript": voice.transcript,
+            "duration": round(voice.duration, 3), "file_id": voice.file_id}
+
+
+@router.post("/voices", status_code=201)
+async def save_voice(body: SaveVoiceRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
+    """Save a voice sample (audio_prompt, audio_prompt_url or voice_sample_file_id) under `name`."""
+    able = [m.id for m in services.catalog.models_for_task(TASK) if "voice-cloning" in m.capabilities]
+    entry = services.model_for(TASK, body.model or (able[0] if able else None))
+    name = body.name.strip().lower()
+    if not VOICE_NAME.match(name):
+        raise InvalidRequest(f"Voice name '{body.name}' must be 1-64 lower-case letters, digits, '-' or '_'")
+    if name in (entry.specs.voices or []):
+        raise InvalidRequest(f"'{name}' is one of model '{entry.id}'s own voices; choose another name")
+    sample = await voice_sample(services, entry, body.model_dump(include=set(CLONING_FIELDS)))
+    if sample is None:
+        raise InvalidRequest(f"A voice needs a sample: give one of {', '.join(CLONING_FIELDS)}")
+    seconds = await asyncio.to_thread(check_voice_sample, entry, sample, "sample")
+    file_id = await asyncio.to_thread(_keep_sample, services, name, sample)
+    voice = await asyncio.to_thread(services.store.saved_voices().add, name, entry.id, file_id,
+                                    body.audio_prompt_text or "", seconds)
+    return {"success": True, **voice_view(voice)}
+
+
+def _keep_sample(services: Services, name: str, sample: bytes) -> str:
+    """The sample as an upload of the job store (local files or S3), written whole before it is named."""
+    with services.store.staging() as folder:
+        staged = folder / f"{name}.audio"
+        staged.write_bytes(sample)
+        return services.store.add_upload("voices", staged.name, staged, {"voice": name}).file_id
+
+
+@router.get("/voices")
+async def list_voices(model: str | None = None, services: Services = Depends(get_services)) -> dict[str, Any]:
+    voices = await asyncio.to_thread(services.store.saved_voices().list, model)
+    return {"success": True, "count": len(voices), "voices": [voice_view(v) for v in voices]}
+
+
+@router.delete("/voices/{name}")
+async def delete_voice(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    if not await asyncio.to_thread(services.store.saved_voices().remove, name.lower()):
+        raise NotFound(f"No saved voice '{name}'")
+    return {"success": True, "deleted": name.lower()}
