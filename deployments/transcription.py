@@ -1,10 +1,14 @@
-"""Speech-to-text with Whisper: chunked long audio with segment timestamps, batched across requests.
+"""Speech-to-text with Whisper: long audio in overlapping windows, segment and word timestamps,
+batched across requests.
 
-Audio is cut into windows of the model's chunk length (30 s); every window of every concurrent
-request joins one `@serve.batch` queue, so windows from different requests share a `generate`
-call. Each window yields at least one segment spanning it; where the model predicts timestamp
-tokens, the window is split at them (clamped to the window), so segments always cover the clip
-in order, even for a model whose timestamps are nonsense.
+Audio is cut into windows of the model's chunk length (30 s) that overlap by `overlap_seconds`;
+every window of every concurrent request joins one `@serve.batch` queue, so windows from
+different requests share a `generate` call. Each window yields at least one segment; where the
+model predicts timestamp tokens, the window is split at them (clamped to the window), and
+`transcripts.merge_windows` joins the windows, so segments always cover the clip in order, even
+for a model whose timestamps are nonsense. Per segment, `avg_logprob`, `compression_ratio` and
+`no_speech_prob` come from the decode (OpenAI's verbose_json); word times come from Whisper's
+cross-attention alignment heads (DTW), only when asked for, since they need the attention maps.
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ from deployments.audio import BadAudio, decode_audio
 from deployments.errors import InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
+from deployments.transcripts import (
+    Piece,
+    WindowResult,
+    compression_ratio,
+    merge_windows,
+    split_at_timestamps,
+    to_srt,
+    to_vtt,
+    window_starts,
+    words_of,
+)
 from registry import ModelEntry
 
 TASK = "speech-to-text"
 MAX_BATCH_SIZE = 16
-TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
 
 
 @cache
@@ -54,6 +68,8 @@ class TranscriptionOptions(BaseModel):
                                  "detected per 30 s window when absent.")
     task: Literal["transcribe", "translate"] = Field("transcribe", description="translate = into English.")
     temperature: float = Field(0.0, ge=0, le=1, description="0 decodes greedily; above 0 samples.")
+    word_timestamps: bool = Field(False, description="Also time every word (OpenAI's "
+                                  "timestamp_granularities[]=word).")
 
     @field_validator("language")
     @classmethod
@@ -81,6 +97,15 @@ class Segment(BaseModel):
     text: str
     tokens: list[int]
     temperature: float
+    avg_logprob: float = Field(description="Mean log-probability of the segment's sampled tokens.")
+    compression_ratio: float = Field(description="UTF-8 length of the text over its zlib-compressed length.")
+    no_speech_prob: float = Field(description="Probability of <|nospeech|> at the start of the segment's window.")
+
+
+class TranscribedWord(BaseModel):
+    word: str
+    start: float
+    end: float
 
 
 class Transcription(BaseModel):
@@ -90,6 +115,8 @@ class Transcription(BaseModel):
     duration: float
     text: str
     segments: list[Segment]
+    words: list[TranscribedWord] | None = Field(None, description="With word_timestamps: every word, in order, "
+                                                "each inside its segment.")
     batch_size: int = Field(description="Most windows that shared one generate call with this request's.")
 
 
@@ -103,6 +130,8 @@ class TranscriptionConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill.")
     max_new_tokens: int = Field(224, gt=0, le=440, description="Tokens generated per 30 s window "
                                 "(224 = openai-whisper's default sample_len).")
+    overlap_seconds: float = Field(5.0, ge=0, le=15, description="How much consecutive windows overlap, so "
+                                   "a word across a window's edge is heard whole by one of them.")
 
 
 @dataclass
@@ -118,13 +147,6 @@ class Window:
     model: str
     audio: np.ndarray
     options: TranscriptionOptions
-
-
-@dataclass
-class WindowResult:
-    pieces: list[tuple[float, float, list[int], str]]  # (start, end, tokens, text), seconds into the window
-    language: str
-    batch_size: int
 
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
@@ -146,9 +168,9 @@ class TranscriptionDeployment(FamilyDeployment):
         except BadAudio as bad:
             raise InvalidRequest(f"The audio cannot be read: {bad}") from None
         check_duration(entry, len(samples) / extractor.sampling_rate)
-        window = int(min(entry.specs.chunk_length_seconds or extractor.chunk_length, extractor.chunk_length)
-                     * extractor.sampling_rate)
-        starts = range(0, len(samples), window)
+        rate = extractor.sampling_rate
+        window = int(min(entry.specs.chunk_length_seconds or extractor.chunk_length, extractor.chunk_length) * rate)
+        starts = window_starts(len(samples), window, int(min(self._config.overlap_seconds * rate, window / 2)))
         pending = [asyncio.ensure_future(self._generate_batch(Window(entry.id, samples[s:s + window], options)))
                    for s in starts]
         if progress is not None:
@@ -156,7 +178,13 @@ class TranscriptionDeployment(FamilyDeployment):
                 await future
                 progress(done / len(pending))
         results = await asyncio.gather(*pending)
-        return _assemble(entry.id, options, samples, extractor.sampling_rate, list(starts), results)
+        merged = merge_windows(results, starts, rate, window, len(samples), options.temperature)
+        return Transcription(
+            model=entry.id, task=options.task, language=options.language or results[0].language,
+            duration=round(len(samples) / rate, 3), text=merged.text,
+            segments=[Segment.model_validate(segment) for segment in merged.segments],
+            words=None if merged.words is None else [TranscribedWord(**vars(word)) for word in merged.words],
+            batch_size=max(result.batch_size for result in results))
 
     async def run_job(self, job_id: str) -> str:
         """A transcription job over an upload (seed 000's /process/whisper/{file_id})."""
@@ -183,7 +211,8 @@ class TranscriptionDeployment(FamilyDeployment):
         language or all detecting it) go through one; the batch size is what each window reports."""
         groups: dict[tuple, list[int]] = {}
         for i, w in enumerate(windows):
-            key = (w.model, w.options.task, w.options.temperature, w.options.language is None)
+            key = (w.model, w.options.task, w.options.temperature, w.options.language is None,
+                   w.options.word_timestamps)
             groups.setdefault(key, []).append(i)
         results: list[WindowResult | None] = [None] * len(windows)
         for (model_id, *_), indices in groups.items():
@@ -199,23 +228,49 @@ class TranscriptionDeployment(FamilyDeployment):
         extractor, model, options = whisper.processor.feature_extractor, whisper.model, windows[0].options
         features = extractor([w.audio for w in windows], sampling_rate=extractor.sampling_rate,
                              return_tensors="pt").input_features.to(self._device, model.dtype)
-        multilingual = getattr(model.generation_config, "is_multilingual", True)
+        config = model.generation_config
+        multilingual = getattr(config, "is_multilingual", True)
         languages = [w.options.language for w in windows] if options.language and multilingual else None
+        words = options.word_timestamps and getattr(config, "alignment_heads", None) is not None
         with torch.inference_mode():
-            sequences = model.generate(
-                features, task=options.task if multilingual else None, language=languages,
+            encoded = model.get_encoder()(features)
+            start = torch.full((len(windows), 1), config.decoder_start_token_id, device=features.device)
+            first = model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, -1].float()
+            no_speech = first.softmax(-1)[:, config.no_timestamps_token_id - 1].tolist()  # as transformers finds it
+            out = model.generate(
+                encoder_outputs=encoded, task=options.task if multilingual else None, language=languages,
                 temperature=options.temperature,
                 return_timestamps=True, force_unique_generate_call=True,  # one pass per window, no seeking
-                max_new_tokens=self._config.max_new_tokens,
+                max_new_tokens=self._config.max_new_tokens, return_dict_in_generate=True, output_scores=True,
+                return_token_timestamps=words,
             )
-        config, tokenizer = model.generation_config, whisper.processor.tokenizer
-        results = []
-        for window, ids in zip(windows, sequences.tolist()):
-            duration = len(window.audio) / extractor.sampling_rate
-            pieces = [(start, end, tokens, tokenizer.decode(tokens, skip_special_tokens=True))
-                      for start, end, tokens in split_at_timestamps(ids, config, duration)]
-            results.append(WindowResult(pieces, _language_of(ids, config), len(windows)))
-        return results
+            sequences = out["sequences"]
+            steps = torch.stack(out["scores"], dim=1).float().log_softmax(-1)  # (windows, steps, vocab)
+            prompt = sequences.shape[1] - steps.shape[1]
+            logprobs = steps.gather(-1, sequences[:, prompt:, None])[..., 0]
+        times = out["token_timestamps"].tolist() if words else None
+        return [self._window_result(whisper, window, ids, [0.0] * prompt + lps.tolist(),
+                                    times[row] if times else None, no_speech[row], len(windows))
+                for row, (window, ids, lps) in enumerate(zip(windows, sequences.tolist(), logprobs))]
+
+    def _window_result(self, whisper: Whisper, window: Window, ids: list[int], logprobs: list[float],
+                       times: list[float] | None, no_speech: float, batch_size: int) -> WindowResult:
+        """Pieces (and words) of one window from its ids, their log-probabilities and token start times."""
+        tokenizer, config = whisper.processor.tokenizer, whisper.model.generation_config
+        duration = len(window.audio) / whisper.processor.feature_extractor.sampling_rate
+        pieces, timed = [], []
+        for start, end, positions in split_at_timestamps(ids, config, duration):
+            tokens = [ids[p] for p in positions]
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            sampled = logprobs[positions[0]:positions[-1] + 2] if positions else []  # its text and closing time
+            pieces.append(Piece(start, end, tokens, text, round(sum(sampled) / max(1, len(sampled)), 6),
+                                compression_ratio(text)))
+            if times is not None:
+                timed += [(ids[p], min(times[p], duration),
+                           min(times[p + 1] if p + 1 < len(times) else duration, duration)) for p in positions]
+        words = None if times is None else words_of(
+            timed, lambda tokens: tokenizer.decode(tokens, skip_special_tokens=True))
+        return WindowResult(pieces, words, _language_of(ids, config), no_speech, batch_size)
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Whisper:
         import torch
@@ -247,87 +302,9 @@ def check_duration(entry: ModelEntry, seconds: float) -> None:
         raise InvalidRequest(f"Duration {seconds:g}s exceeds model limit of {limit:g}s")
 
 
-def split_at_timestamps(ids: list[int], config, duration: float) -> list[tuple[float, float, list[int]]]:
-    """A window's generated ids as (start, end, text tokens) pieces covering [0, duration] in order.
-
-    Text between timestamp tokens is a piece from the timestamp before it to the one after it.
-    Timestamps are clamped to the window and never go backwards; text left with no time (after a
-    timestamp clamped to the window's end) joins the piece before it. The first piece starts at 0
-    and the last ends at `duration`; a window with no text is one empty piece.
-    """
-    timestamp_begin = config.no_timestamps_token_id + 1
-    prompt = {config.decoder_start_token_id, *(getattr(config, "lang_to_id", None) or {}).values(),
-              *(getattr(config, "task_to_id", None) or {}).values(), config.no_timestamps_token_id}
-    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-    start = 0
-    while start < len(ids) and ids[start] in prompt:
-        start += 1
-    pieces, tokens, last, opened = [], [], 0.0, 0.0
-    for token in ids[start:]:
-        if token in eos:
-            break
-        if token >= timestamp_begin:
-            last = min(max(last, (token - timestamp_begin) * TIME_PRECISION), duration)
-            if tokens:
-                pieces.append((opened, last, tokens))
-                tokens = []
-        else:
-            if not tokens:
-                opened = last
-            tokens.append(token)
-    if tokens:
-        pieces.append((opened, duration, tokens))
-    if not pieces:
-        return [(0.0, duration, [])]
-    merged = pieces[:1]
-    for start, end, tokens in pieces[1:]:  # text after timestamps clamped to the window's end joins the piece before
-        if start < end:
-            merged.append((start, end, tokens))
-        else:
-            merged[-1] = (merged[-1][0], end, merged[-1][2] + tokens)
-    pieces = merged
-    pieces[0] = (0.0, *pieces[0][1:])
-    pieces[-1] = (pieces[-1][0], duration, pieces[-1][2])
-    return pieces
-
-
 def _language_of(ids: list[int], config) -> str:
     """The language token Whisper was prompted with or detected (the second token), as a code."""
     by_id = {token_id: token.strip("<|>") for token, token_id in (getattr(config, "lang_to_id", None) or {}).items()}
     return by_id.get(ids[1], "en") if len(ids) > 1 else "en"
 
 
-def _assemble(model: str, options: TranscriptionOptions, samples: np.ndarray, rate: int, starts: list[int],
-              results: list[WindowResult]) -> Transcription:
-    segments, texts = [], []
-    for offset, result in zip(starts, results):
-        for start, end, tokens, text in result.pieces:
-            segments.append(Segment(id=len(segments), seek=round(offset * 100 / rate),
-                                    start=round(offset / rate + start, 3), end=round(offset / rate + end, 3),
-                                    text=text.strip(), tokens=tokens, temperature=options.temperature))
-            texts.append(text)
-    return Transcription(model=model, task=options.task, language=options.language or results[0].language,
-                         duration=round(len(samples) / rate, 3), text="".join(texts).strip(), segments=segments,
-                         batch_size=max(result.batch_size for result in results))
-
-
-def _timestamp(seconds: float, separator: str) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    return f"{hours:02d}:{minutes:02d}:{millis // 1000:02d}{separator}{millis % 1000:03d}"
-
-
-def _cues(segments: list[Segment]) -> list[tuple[float, float, str]]:
-    """(start, end, text) of segments with text, on one line each (a blank line would end a cue)."""
-    return [(s.start, s.end, " ".join(s.text.split()).replace("-->", "->")) for s in segments if s.text.strip()]
-
-
-def to_srt(segments: list[Segment]) -> str:
-    return "".join(f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n\n"
-                   for i, (start, end, text) in enumerate(_cues(segments), 1))
-
-
-def to_vtt(segments: list[Segment]) -> str:
-    return "WEBVTT\n\n" + "".join(f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n\n"
-                                  for start, end, text in _cues(segments))

@@ -78,13 +78,13 @@ def test_every_response_format_parses(client, response_format):
         assert all(s["text"] in body["text"] for s in body["segments"])
 
 
-def test_long_audio_is_cut_into_30s_windows_and_covered(client):
+def test_long_audio_is_cut_into_overlapping_30s_windows_and_covered(client):
     body = transcribe(client, clip(70.0, rate=8000), response_format="verbose_json").json()
     assert body["duration"] == 70.0
     segments = body["segments"]
     assert_cover(segments, 70.0)
-    assert {s["seek"] for s in segments} == {0, 3000, 6000}  # three windows, in 10 ms frames
-    for boundary in (30.0, 60.0):  # each window ends and the next begins exactly at the boundary
+    assert {s["seek"] for s in segments} == {0, 2500, 5000}  # windows 0-30, 25-55, 50-70 s, in 10 ms frames
+    for boundary in (27.5, 52.5):  # the middle of each 5 s overlap: one window's segments end, the next's begin
         assert boundary in {s["end"] for s in segments} and boundary in {s["start"] for s in segments}
     srt = transcribe(client, clip(70.0, rate=8000), response_format="srt").text
     assert_in_order(srt_times(srt), 70.0)
@@ -194,7 +194,8 @@ def test_bad_audio_is_400_with_the_reason(client, data, message):
     ({"model": "whisper-9"}, 404, "Model 'whisper-9' not found for task 'speech-to-text'"),
     ({"language": "ja"}, 400, "Model 'whisper-base' does not know language 'ja'; it knows de, en, es, fr"),
     ({"temperature": "-1"}, 400, "temperature: Input should be greater than or equal to 0"),
-    ({"timestamp_granularities[]": "word"}, 400, "only 'segment' is"),
+    ({"timestamp_granularities[]": "character"}, 400, "['character'] are not supported; use 'segment' or 'word'"),
+    ({"timestamp_granularities[]": "word"}, 400, "'word' needs response_format verbose_json, not 'json'"),
 ])
 def test_bad_request_is_a_clear_4xx(client, form, status, message):
     reply = transcribe(client, clip(1.0), **form)
@@ -220,7 +221,7 @@ def test_segments_follow_the_models_timestamps_within_the_window(tmp_path):
     tokens becomes segments at those times; times past the window are clamped into it."""
     from transformers import GenerationConfig
 
-    from deployments.transcription import split_at_timestamps
+    from deployments.transcripts import split_at_timestamps
     from tests.tiny_whisper import build_tiny_whisper
 
     config = GenerationConfig.from_pretrained(build_tiny_whisper(tmp_path / "whisper"))
@@ -231,12 +232,82 @@ def test_segments_follow_the_models_timestamps_within_the_window(tmp_path):
 
     hi, there = list(b"Hi"), list(b" there")
     eos = config.eos_token_id
+    def split(ids: list[int], duration: float) -> list[tuple[float, float, list[int]]]:
+        return [(start, end, [ids[p] for p in positions])
+                for start, end, positions in split_at_timestamps(ids, config, duration)]
+
     ids = [sot, en, transcribe, at(0.4), *hi, at(2.0), at(2.5), *there, at(4.0), eos, eos]
-    assert split_at_timestamps(ids, config, 10.0) == [(0.0, 2.0, hi), (2.5, 10.0, there)]
+    assert split(ids, 10.0) == [(0.0, 2.0, hi), (2.5, 10.0, there)]
     past_the_end = [sot, en, transcribe, at(1.0), *hi, at(12.0), at(12.0), *there, at(20.0)]
-    assert split_at_timestamps(past_the_end, config, 5.0) == [(0.0, 5.0, hi + there)]
-    assert split_at_timestamps([sot, en, transcribe, *hi], config, 3.0) == [(0.0, 3.0, hi)]
-    assert split_at_timestamps([sot, en, transcribe, eos], config, 3.0) == [(0.0, 3.0, [])]
+    assert split(past_the_end, 5.0) == [(0.0, 5.0, hi + there)]
+    assert split([sot, en, transcribe, *hi], 3.0) == [(0.0, 3.0, hi)]
+    assert split([sot, en, transcribe, eos], 3.0) == [(0.0, 3.0, [])]
+
+
+def test_a_word_across_a_window_edge_is_kept_whole_from_the_window_that_hears_it():
+    """What a trained Whisper does at a cut: window 0 (0-30 s) hears half of 'boundary' (29.5-30.5 s)
+    and emits a broken word at its edge; window 1 (25-55 s) hears all of it, 4.5-5.5 s into it.
+    The merged transcript keeps the whole word once, at its true time, and stays in order."""
+    from deployments.transcripts import Piece, WindowResult, Word, merge_windows, window_starts
+
+    rate, window, overlap = 100, 3000, 500  # 100 samples a second keeps the arrays small
+    starts = window_starts(6000, window, overlap)
+    assert starts == [0, 2500, 5000]
+    assert any(s <= 2950 and 3050 <= s + window for s in starts)  # some window holds 29.5-30.5 s whole
+
+    def result(pieces, words):
+        return WindowResult([Piece(a, b, [i], text, -0.5, 1.0) for i, (a, b, text) in enumerate(pieces)],
+                            [Word(*w) for w in words], "en", 0.01, 3)
+
+    heard = [result([(0, 20, " one two"), (20, 30, " three boun")],
+                    [("one", 2, 3), ("two", 10, 11), ("three", 26, 27), ("boun", 29.5, 30)]),
+             result([(0, 4, " three"), (4, 30, " boundary four")],
+                    [("three", 1, 2), ("boundary", 4.5, 5.5), ("four", 12, 13)]),
+             result([(0, 10, " five")], [("five", 5, 6)])]
+    merged = merge_windows(heard, starts, rate, window, 6000, 0.0)
+    words = [(w.word, w.start, w.end) for w in merged.words]
+    assert words == [("one", 2, 3), ("two", 10, 11), ("three", 26, 27), ("boundary", 29.5, 30.5),
+                     ("four", 37, 38), ("five", 55, 56)]
+    assert merged.text.count("boundary") == 1  # segment text comes whole from one window: it may repeat a
+    # fragment heard at a cut ("boun"), which the words, merged one by one, never do
+    segments = [(s["start"], s["end"]) for s in merged.segments]
+    assert segments[0][0] == 0 and segments[-1][1] == 60
+    assert all(a <= b == c <= d for (a, b), (c, d) in zip(segments, segments[1:]))
+    for w in merged.words:  # every word inside a segment
+        assert any(s["start"] <= w.start <= w.end <= s["end"] for s in merged.segments)
+
+
+def test_verbose_json_with_word_timestamps_matches_openais_schema(client):
+    """verbose_json validated against OpenAI's published schema (tests/openai_audio_schemas.json, from
+    the openai/openai-openapi repository), every segment field computed from the decode."""
+    import json
+    import zlib
+    from pathlib import Path
+
+    import jsonschema
+
+    schemas = json.loads((Path(__file__).parent / "openai_audio_schemas.json").read_text())
+    verbose = {**schemas["$defs"]["CreateTranscriptionResponseVerboseJson"], "$defs": schemas["$defs"]}
+    reply = transcribe(client, clip(62.0), response_format="verbose_json",
+                       **{"timestamp_granularities[]": ["word", "segment"]})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    jsonschema.validate(body, verbose)
+    assert_cover(body["segments"], 62.0)
+    for segment in body["segments"]:
+        assert segment["avg_logprob"] < 0 and 0 < segment["no_speech_prob"] < 1
+        text = segment["text"].encode()
+        assert segment["compression_ratio"] == (round(len(text) / len(zlib.compress(text)), 4) if text else 0)
+    assert len({s["avg_logprob"] for s in body["segments"]}) > 1  # computed, not a constant
+    words = body["words"]
+    assert words, body
+    for word, following in zip(words, words[1:] + [None]):
+        assert word["start"] <= word["end"] and (following is None or word["end"] <= following["start"])
+        assert any(s["start"] <= word["start"] <= word["end"] <= s["end"] for s in body["segments"])
+    plain = transcribe(client, clip(62.0), response_format="verbose_json").json()
+    assert "words" not in plain and plain["segments"] == body["segments"]  # words cost nothing in the segments
+    stt = client.post("/api/stt", files={"audio": ("rec.wav", clip(3.0))}, data={"word_timestamps": "true"}).json()
+    assert stt["words"] and all(0 <= w["start"] <= w["end"] <= 3.0 for w in stt["words"])
 
 
 def test_python_deployment_handle(service):

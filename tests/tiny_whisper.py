@@ -88,6 +88,7 @@ def build_tiny_whisper(folder: Path, seed: int = 0, dims: str = "tiny") -> Path:
         is_multilingual=True, max_initial_timestamp_index=50,
         suppress_tokens=[byte for byte in range(256) if not 32 <= byte < 127],  # readable gibberish: ASCII only
         begin_suppress_tokens=[vocab["Ġ"], ids["<|endoftext|>"]],
+        alignment_heads=[[layers - 1, head] for head in range(heads)],  # cross-attention heads for word times
     )
     model.save_pretrained(folder)
     WhisperProcessor(WhisperFeatureExtractor(), tokenizer).save_pretrained(folder)

@@ -25,9 +25,8 @@ from deployments.transcription import (
     TranscriptionOptions,
     check_duration,
     language_name,
-    to_srt,
-    to_vtt,
 )
+from deployments.transcripts import to_srt, to_vtt
 from registry import ModelEntry
 
 router = APIRouter(tags=["speech-to-text"], responses=ERROR_RESPONSES)
@@ -66,10 +65,13 @@ async def speech_to_text(
     language: str | None = Form(None, description="Spoken language ('en', 'german'); detected when absent."),
     task: str | None = Form(None, description="transcribe (default) or translate (into English)."),
     temperature: float | None = Form(None, description="0 (default) decodes greedily; up to 1 samples."),
+    word_timestamps: bool = Form(False, description="Also time every word ('words' in the reply)."),
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    result = await _transcribe(services, model, audio, {"language": language, "task": task, "temperature": temperature})
+    result = await _transcribe(services, model, audio, {"language": language, "task": task, "temperature": temperature,
+                                                        "word_timestamps": word_timestamps})
+    words = {"words": [w.model_dump() for w in result.words]} if result.words is not None else {}
     return {
         "success": True,
         "text": result.text,
@@ -77,6 +79,7 @@ async def speech_to_text(
         "language": result.language,
         "duration": result.duration,
         "segments": [{"id": s.id, "start": s.start, "end": s.end, "text": s.text} for s in result.segments],
+        **words,
         "batch_size": result.batch_size,
         "processing_time": round(time.perf_counter() - started, 4),
     }
@@ -94,6 +97,8 @@ def _openai_reply(result: Transcription, response_format: str) -> Response:
     if response_format == "verbose_json":
         body = {"task": result.task, "language": language_name(result.language), "duration": result.duration,
                 "text": result.text, "segments": [s.model_dump() for s in result.segments], "usage": usage}
+        if result.words is not None:
+            body["words"] = [w.model_dump() for w in result.words]
     else:
         body = {"text": result.text, "usage": usage}
     return JSONResponse(body, headers=headers)
@@ -104,12 +109,20 @@ MODEL = Form(..., description="whisper-1 (= whisper-base), a catalog id such as 
 PROMPT = Form(None, description="Accepted for compatibility and ignored.")
 RESPONSE_FORMAT = Form("json", description="json, text, srt, verbose_json or vtt.")
 TEMPERATURE = Form(0.0, description="0 decodes greedily; up to 1 samples.")
-GRANULARITIES = Form([], alias="timestamp_granularities[]", description="Only 'segment' is supported.")
+GRANULARITIES = Form([], alias="timestamp_granularities[]", description="'segment' (the default) and/or 'word', "
+                     "with response_format verbose_json; words are timed by Whisper's alignment heads.")
 
 
-def _check_granularities(granularities: list[str]) -> None:
-    if set(granularities) - {"segment"}:
-        raise InvalidRequest(f"timestamp_granularities {granularities} are not supported; only 'segment' is")
+def _word_timestamps(granularities: list[str], response_format: str) -> bool:
+    """Whether `timestamp_granularities[]` asks for words; anything but segment/word, or words without
+    verbose_json (the only format that carries them, as in OpenAI's API), is a 400."""
+    unknown = set(granularities) - {"segment", "word"}
+    if unknown:
+        raise InvalidRequest(f"timestamp_granularities {sorted(unknown)} are not supported; use 'segment' or 'word'")
+    if "word" in granularities and response_format != "verbose_json":
+        raise InvalidRequest(f"timestamp_granularities 'word' needs response_format verbose_json, not "
+                             f"'{response_format}'")
+    return "word" in granularities
 
 
 @router.post("/v1/audio/transcriptions", response_model=None)
@@ -123,8 +136,9 @@ async def openai_transcriptions(
     timestamp_granularities: list[str] = GRANULARITIES,
     services: Services = Depends(get_services),
 ) -> Response:
-    _check_granularities(timestamp_granularities)
-    result = await _transcribe(services, model, file, {"language": language, "temperature": temperature})
+    words = _word_timestamps(timestamp_granularities, response_format)
+    result = await _transcribe(services, model, file, {"language": language, "temperature": temperature,
+                                                      "word_timestamps": words})
     return _openai_reply(result, response_format)
 
 
