@@ -15,6 +15,7 @@ import logging
 import re
 import zipfile
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.audio import OUTPUT_FORMATS
+from deployments.audio import SPEECH_FORMATS, STREAM_FORMATS, pcm16, wav_stream_header
 from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
@@ -65,6 +66,42 @@ class Speech:
     batch_size: int = 1  # texts synthesized in the same model call as this one
 
 
+@dataclass(frozen=True)
+class SpeechStart:
+    """What a stream of speech says before its first audio bytes."""
+
+    model: str
+    voice: str
+    format: str
+    media_type: str
+    sample_rate: int
+    input_tokens: int
+
+
+@dataclass(frozen=True)
+class SpeechPiece:
+    """One sentence's audio in a stream, in the stream's format (the first piece of a wav carries the header)."""
+
+    audio: bytes
+    seconds: float
+    batch_size: int
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?;。！？])\s+|\n+")
+
+
+def sentences(text: str, shortest: int = 12) -> list[str]:
+    """`text` cut after sentence ends (and at line breaks); a piece shorter than `shortest` characters
+    joins the next, so a stream does not stop and start on "Dr." or "Hi!"."""
+    pieces: list[str] = []
+    for piece in filter(None, (p.strip() for p in SENTENCE_END.split(text))):
+        if pieces and len(pieces[-1]) < shortest:
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    return pieces or [text]
+
+
 def resolve_voice(entry: ModelEntry, voice: str | None) -> str:
     """The catalog's spelling of `voice` (case-insensitive), the model's first voice when None, or a 400."""
     voices = entry.specs.voices or []
@@ -101,22 +138,44 @@ class SpeechDeployment(FamilyDeployment):
 
     async def synthesize(self, request: SpeechRequest) -> Speech:
         """Speak `request.text`; bad input (voice, speed, length, format) raises InvalidRequest (400)."""
+        request, engine, _ = await self._prepare(request, SPEECH_FORMATS)
+        audio, batch_size = await self._speak(request)
+        return await asyncio.to_thread(_encode, request, audio, engine.sample_rate, batch_size)
+
+    async def synthesize_stream(self, request: SpeechRequest) -> AsyncIterator[SpeechStart | SpeechPiece]:
+        """`SpeechStart`, then each sentence's audio as soon as it is spoken (wav: a header for an
+        open-ended stream, then 16-bit PCM; pcm: the PCM alone). Every sentence joins the batch queue on
+        its own, so concurrent streams share model calls. Bad input raises before anything is yielded."""
+        request, engine, tokens = await self._prepare(request, dict.fromkeys(STREAM_FORMATS))
+        _, _, media_type = SPEECH_FORMATS[request.format]
+        yield SpeechStart(request.model, request.voice or "", request.format, media_type, engine.sample_rate, tokens)
+        header = wav_stream_header(engine.sample_rate) if request.format == "wav" else b""
+        for sentence in sentences(request.text):
+            audio, batch_size = await self._speak(replace(request, text=sentence))
+            rate = engine.sample_rate
+            yield SpeechPiece(header + pcm16(_unclipped(audio), rate), round(len(audio) / rate, 3), batch_size)
+            header = b""
+
+    async def _prepare(self, request: SpeechRequest, formats: dict) -> tuple[SpeechRequest, Any, int]:
+        """The request with the catalog's model id and voice, its loaded engine, and the text's tokens."""
         entry = self._entry(request.model, TASK)
-        if request.format not in OUTPUT_FORMATS:
-            raise InvalidRequest(f"Unknown format '{request.format}'; supported: {', '.join(OUTPUT_FORMATS)}")
+        if request.format not in formats:
+            raise InvalidRequest(f"Unknown format '{request.format}'; supported: {', '.join(formats)}")
         request = replace(request, model=entry.id, voice=resolve_voice(entry, request.voice))
         check_speed(self._catalog, entry, request.speed)
         # loaded before joining a batch: a failed load fails only its own requests
         engine = await self._models.get(entry)
-        engine.check_text(request.text)
+        tokens = engine.check_text(request.text)
         if request.voice not in engine.voices:  # the catalog names it, the downloaded files lack it
             raise ModelUnavailable(f"Voice '{request.voice}' of model '{entry.id}' is missing from its files; "
                                    f"voices available: {', '.join(engine.voices)}")
+        return request, engine, tokens
+
+    async def _speak(self, request: SpeechRequest) -> tuple[np.ndarray, int]:
         result = await self._synthesize_batch(request)
         if isinstance(result, Exception):
             raise result
-        audio, batch_size = result
-        return await asyncio.to_thread(_encode, request, audio, engine.sample_rate, batch_size)
+        return result
 
     async def check_text(self, model: str, text: str) -> int:
         """Tokens `text` is read as, or InvalidRequest naming the model's limit (jobs check before queueing)."""
@@ -129,9 +188,14 @@ class SpeechDeployment(FamilyDeployment):
     async def _speech_job(self, context: JobContext) -> dict[str, Any]:
         context.report(0.0, "synthesizing")
         job_input = dict(context.job.input)
-        sample = job_input.pop("voice_sample_base64", None)  # the sample, resolved when the job was queued
-        speech = await self.synthesize(SpeechRequest(model=context.job.model, **job_input,
-                                                     voice_sample=base64.b64decode(sample) if sample else None))
+        inline = job_input.pop("voice_sample_base64", None)  # jobs queued before samples were kept as uploads
+        sample = base64.b64decode(inline) if inline else None
+        if file_id := job_input.pop("voice_sample_file_id", None):  # the sample, kept when the job was queued
+            upload = await asyncio.to_thread(self._store.get_upload, file_id)
+            if upload is None:
+                raise InvalidRequest(f"Voice sample upload '{file_id}' no longer exists")
+            sample = await asyncio.to_thread(self._store.read_upload, upload)
+        speech = await self.synthesize(SpeechRequest(model=context.job.model, **job_input, voice_sample=sample))
         name = f"speech.{speech.format}"
         await asyncio.to_thread((context.output_dir / name).write_bytes, speech.audio)
         context.report(1.0, "written")
@@ -166,15 +230,21 @@ class SpeechDeployment(FamilyDeployment):
         return engine(entry, paths, self._device)
 
 
+def _unclipped(audio: np.ndarray) -> np.ndarray:
+    """Audio scaled down if it would clip (16-bit formats wrap around otherwise); a stream does it per sentence."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    return audio / peak if peak > 1.0 else audio
+
+
 def _encode(request: SpeechRequest, audio: np.ndarray, sample_rate: int, batch_size: int) -> Speech:
     """Encode mono float audio, scaled down if it would clip (16-bit formats wrap around otherwise)."""
     import soundfile as sf
 
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    audio = audio / peak if peak > 1.0 else audio
-    container, subtype, media_type = OUTPUT_FORMATS[request.format]
+    audio = _unclipped(audio)
+    container, subtype, media_type = SPEECH_FORMATS[request.format]
     buffer = io.BytesIO()
-    sf.write(buffer, audio.astype(np.float32), sample_rate, format=container, subtype=subtype)
+    sf.write(buffer, audio.astype(np.float32), sample_rate, format=container, subtype=subtype,
+             endian="LITTLE" if container == "RAW" else "FILE")
     return Speech(model=request.model, voice=request.voice, format=request.format, media_type=media_type,
                   sample_rate=sample_rate, duration=round(len(audio) / sample_rate, 3), audio=buffer.getvalue(),
                   batch_size=batch_size)

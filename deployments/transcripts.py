@@ -9,6 +9,7 @@ word) is taken from the window that owns its midpoint. Segments stay in order an
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -134,7 +135,8 @@ def merge_windows(results: list[WindowResult], starts: list[int], rate: int, win
     words: list[Word] | None = None if results[0].words is None else []
     for k, (offset, result) in enumerate(zip(starts, results)):
         low, high, shift = cuts[k], cuts[k + 1], offset / rate
-        owned = [p for p in result.pieces if low <= shift + (p.start + p.end) / 2 < high] or \
+        until = math.inf if k == len(results) - 1 else high  # the last window owns what lies at the very end
+        owned = [p for p in result.pieces if low <= shift + (p.start + p.end) / 2 < until] or \
             [max(result.pieces, key=lambda p: min(high, shift + p.end) - max(low, shift + p.start))]
         mine: list[dict] = []
         texts.extend(piece.text for piece in owned)
@@ -147,7 +149,7 @@ def merge_windows(results: list[WindowResult], starts: list[int], rate: int, win
                          "compression_ratio": piece.compression_ratio,
                          "no_speech_prob": round(result.no_speech_prob, 6)})
         if words is not None and result.words is not None:
-            words.extend(_owned_words(result.words, shift, low, high, mine, words[-1].end if words else 0.0))
+            words.extend(_owned_words(result.words, shift, low, until, mine, words[-1].end if words else 0.0))
         segments.extend(mine)
     return Merged(segments, words, "".join(texts).strip())
 
@@ -160,7 +162,7 @@ def _owned_words(window_words: list[Word], shift: float, low: float, high: float
         middle = shift + (word.start + word.end) / 2
         if not low <= middle < high:
             continue
-        segment = next((s for s in segments if s["start"] <= middle < s["end"]), segments[-1])
+        segment = next((s for s in segments if s["start"] <= middle < s["end"]), segments[-1])  # or the last
         start = min(max(shift + word.start, segment["start"], previous_end), segment["end"])
         end = min(max(shift + word.end, start), segment["end"])
         kept.append(Word(word.word, round(start, 3), round(end, 3)))

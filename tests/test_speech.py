@@ -82,6 +82,52 @@ def test_official_openai_client(service):
     assert rate == 16000 and len(audio) / rate == pytest.approx(7 * SPEECHT5_SECONDS_PER_TOKEN, abs=0.01)
 
 
+STORY = "Hello there friend. How are you? I am fine, thanks."
+SENTENCES = ["Hello there friend.", "How are you?", "I am fine, thanks."]
+
+
+def test_pcm_is_raw_16_bit_samples(client):
+    reply = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "hello", "response_format": "pcm"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "audio/pcm" and reply.headers["x-sample-rate"] == "16000"
+    assert len(reply.content) == 2 * round(7 * SPEECHT5_SECONDS_PER_TOKEN * 16000)  # 16-bit mono, no header
+
+
+def test_streamed_speech_arrives_sentence_by_sentence_and_joins_into_the_whole_clip(client):
+    """stream_format 'audio': chunked wav (open-ended header, then PCM per sentence) that decodes to the
+    sentences' audio one after another; 'sse': OpenAI's delta events, one per sentence. SpeechT5 samples
+    (its decoder prenet's dropout is always on), so lengths are compared exactly, samples are not."""
+    alone = [client.post("/v1/audio/speech", json={"model": "tts-1", "input": sentence, "voice": "bdl",
+                                                   "response_format": "wav"}) for sentence in SENTENCES]
+    lengths = [len(decode(reply.content)[0]) for reply in alone]
+    body = {"model": "tts-1", "input": STORY, "voice": "bdl", "response_format": "wav"}
+    with client.stream("POST", "/v1/audio/speech", json=body | {"stream_format": "audio"}) as streamed:
+        assert streamed.status_code == 200
+        assert streamed.headers["transfer-encoding"] == "chunked" and "content-length" not in streamed.headers
+        assert streamed.headers["content-type"] == "audio/wav" and streamed.headers["x-voice"] == "bdl"
+        data = b"".join(streamed.iter_bytes())
+    audio, rate = decode(data)
+    assert rate == 16000 and len(audio) == sum(lengths) and np.abs(audio).max() > 0
+    assert len(audio) / rate == pytest.approx(sum(float(r.headers["x-audio-duration"]) for r in alone), abs=1e-3)
+
+    import base64
+    import json
+
+    with client.stream("POST", "/v1/audio/speech", json=body | {"stream_format": "sse", "response_format": "pcm"}) \
+            as events:
+        assert events.status_code == 200 and events.headers["content-type"].startswith("text/event-stream")
+        received = [json.loads(line[len("data: "):]) for line in events.iter_lines() if line.startswith("data: ")]
+    deltas, done = received[:-1], received[-1]
+    assert [event["type"] for event in deltas] == ["speech.audio.delta"] * len(SENTENCES)
+    pieces = [np.frombuffer(base64.b64decode(event["audio"]), "<i2") for event in deltas]
+    assert [len(piece) for piece in pieces] == lengths  # each delta is one sentence's 16-bit samples
+    assert all(np.abs(piece).max() > 0 for piece in pieces)
+    # SpeechT5 reads characters: a token each, with a leading '▁' and a closing </s>; the audio counts in 20 ms
+    assert done["type"] == "speech.audio.done" and done["usage"]["input_tokens"] == len(STORY) + 2
+    assert abs(done["usage"]["output_tokens"] - sum(lengths) / 16000 / 0.02) <= len(SENTENCES)
+    assert done["usage"]["total_tokens"] == done["usage"]["input_tokens"] + done["usage"]["output_tokens"]
+
+
 def test_bark_voices_change_the_audio_and_the_same_voice_repeats_it(client):
     def speak(voice: str) -> np.ndarray:
         reply = tts(client, text="hello world", model="bark-small", voice=voice)
@@ -156,13 +202,19 @@ CLONING = "models that can: csm-1b"
         ("/v1/audio/speech", {"model": "bark-small", "input": "hi", "voice": "en_speaker_6"},
          "Unknown voice 'en_speaker_6' for model 'bark-small'. Its voices: v2/en_speaker_0, v2/en_speaker_1,"),
         ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "voice": "slt", "response_format": "opus"},
-         "response_format: 'opus' is not supported; supported formats: wav, flac, mp3"),
-        ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "response_format": "pcm"},
-         "response_format: 'pcm' is not supported; supported formats: wav, flac, mp3"),
+         "response_format: 'opus' is not supported; supported formats: wav, flac, mp3, pcm"),
         ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "response_format": "aac"},
-         "response_format: 'aac' is not supported; supported formats: wav, flac, mp3"),
+         "response_format: 'aac' is not supported; supported formats: wav, flac, mp3, pcm"),
         ("/api/tts", {"text": "hi", "format": "ogg"},
-         "format: 'ogg' is not supported; supported formats: wav, flac, mp3"),
+         "format: 'ogg' is not supported; supported formats: wav, flac, mp3, pcm"),
+        ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "stream_format": "audio"},
+         "stream_format 'audio' sends response_format wav or pcm, not 'mp3'"),
+        ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "stream_format": "sse", "response_format": "flac"},
+         "stream_format 'sse' sends response_format wav or pcm, not 'flac'"),
+        ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "stream_format": "ogg"},
+         "stream_format: 'ogg' is not supported; use 'audio' or 'sse'"),
+        ("/v1/audio/speech", {"model": "tts-1", "input": "hi " * 150, "stream_format": "sse", "response_format": "pcm"},
+         "Text is 451 tokens long; model 'speecht5-tts' reads at most 450 tokens"),
         ("/api/tts", {"text": ""}, "text: text must not be empty"),
         ("/api/tts", {"text": "   ", "model": "bark-small"}, "text: text must not be empty"),
         ("/v1/audio/speech", {"model": "tts-1", "input": ""}, "input: input must not be empty"),

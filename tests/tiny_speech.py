@@ -13,10 +13,14 @@ the libraries' own save code and served by the test hub.
   and every catalog voice as a preset saved by `BarkProcessor.save_pretrained`
   (`speaker_embeddings_path.json` + `speaker_embeddings/v2/*.npy`). Its generation config stops
   the semantic model after 40 tokens (0.8 s of audio) and never lets it pick end-of-speech.
+
+Also a program, for benchmarks (nothing imports tests/): `python -m tests.tiny_speech FOLDER
+[--dims base]` writes SpeechT5, its vocoder and the x-vectors, `base` with the released sizes.
 """
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 
@@ -38,7 +42,18 @@ def _catalog_voices(model_id: str) -> list[str]:
     return load_catalog().models[model_id].specs.voices
 
 
-def build_speecht5(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+# SpeechT5Config sizes: tiny for the tests, base = microsoft/speecht5_tts's (the vocoder's defaults are
+# the released HiFi-GAN's)
+SPEECHT5_DIMS: dict[str, dict] = {
+    "tiny": {"hidden_size": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+             "speech_decoder_prenet_units": 32, "speech_decoder_postnet_units": 32,
+             "speech_decoder_postnet_layers": 2},
+    "base": {},
+}
+
+
+def build_speecht5(folder: Path, seed: int = 0, dims: str = "tiny") -> tuple[Path, Path]:
     """Acoustic model + processor, and the vocoder, each saved into its own folder."""
     import sentencepiece
     import torch
@@ -61,15 +76,10 @@ def build_speecht5(folder: Path, seed: int = 0) -> tuple[Path, Path]:
         bos_id=0, pad_id=1, eos_id=2, unk_id=3, character_coverage=1.0, minloglevel=2,
     )  # the released spm_char.model's special ids: <s> 0, <pad> 1, </s> 2, <unk> 3
     tokenizer = SpeechT5Tokenizer(str(model_dir / "spm_char.model"))
-    config = SpeechT5Config(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        speech_decoder_prenet_units=32, speech_decoder_postnet_units=32, speech_decoder_postnet_layers=2,
-        speaker_embedding_dim=512,
-    )
+    config = SpeechT5Config(vocab_size=tokenizer.vocab_size, speaker_embedding_dim=512, **SPEECHT5_DIMS[dims])
+    small = {"upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]]}
     vocoder_config = SpeechT5HifiGanConfig(  # initializer_range 0.15: the default 0.01 gives 1e-8 amplitudes
-        upsample_initial_channel=32, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
-        initializer_range=0.15)
+        initializer_range=0.15, **(small if dims == "tiny" else {}))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, vocoder = SpeechT5ForTextToSpeech(config), SpeechT5HifiGan(vocoder_config)
@@ -170,3 +180,13 @@ def add_repos(hub, folder: Path) -> None:
     from tests.tiny_csm import CSM_REPO, build_csm
 
     hub.add_repo(CSM_REPO, build_csm(folder / "csm"))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Write a random-weight SpeechT5, vocoder and x-vectors.")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--dims", choices=sorted(SPEECHT5_DIMS), default="tiny")
+    arguments = parser.parse_args()
+    built = build_speecht5(arguments.folder, dims=arguments.dims)
+    xvectors = build_xvectors(arguments.folder / "cmu-arctic-xvectors", _catalog_voices("speecht5-tts"))
+    print(*built, xvectors, sep="\n")

@@ -10,31 +10,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Any
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray.serve.handle import DeploymentResponseGenerator
 
-from deployments.audio import OUTPUT_FORMATS
-from deployments.errors import InvalidRequest, PayloadTooLarge
+from deployments.audio import SPEECH_FORMATS, STREAM_FORMATS
+from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services, get_services
 from deployments.safe_urls import fetch_bytes
-from deployments.speech import TASK, Speech, SpeechRequest, check_speed, resolve_voice
+from deployments.speech import TASK, Speech, SpeechPiece, SpeechRequest, SpeechStart, check_speed, resolve_voice
 from deployments.voice_cloning import check_voice_sample
 from registry import ModelEntry
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
 
 CLONING_FIELDS = ("voice_sample_file_id", "audio_prompt_url", "audio_prompt")
-SUPPORTED = ", ".join(OUTPUT_FORMATS)
+SUPPORTED = ", ".join(SPEECH_FORMATS)
 AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
-    "content": {media_type: {} for _, _, media_type in OUTPUT_FORMATS.values()},
+    "content": {media_type: {} for _, _, media_type in SPEECH_FORMATS.values()} | {"text/event-stream": {}},
     "description": "The audio file. Headers: X-Sample-Rate, X-Audio-Duration (s), X-Voice, X-Model, and "
-                   "X-Batch-Size (texts synthesized in the same model call).",
+                   "X-Batch-Size (texts synthesized in the same model call). With stream_format 'audio', the "
+                   "audio arrives sentence by sentence (wav or pcm); with 'sse', as speech.audio.delta events "
+                   "then speech.audio.done.",
 }}
+FRAME_SECONDS = 0.02  # a streamed clip's usage.output_tokens counts its audio in 20 ms frames
 
 
 def _not_blank(value: str, field: str) -> str:
@@ -45,7 +53,7 @@ def _not_blank(value: str, field: str) -> str:
 
 def _audio_format(value: str) -> str:
     fmt = value.strip().lower()
-    if fmt not in OUTPUT_FORMATS:
+    if fmt not in SPEECH_FORMATS:
         raise ValueError(f"'{value}' is not supported; supported formats: {SUPPORTED}")
     return fmt
 
@@ -95,7 +103,9 @@ class OpenAISpeechRequest(VoiceCloning):
     response_format: str = Field("mp3", description=f"Audio format: {SUPPORTED}.")
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = Field(None, description="Not supported by any model here; refused.")
-    stream_format: str | None = Field(None, description="Only 'audio' (the whole file at once).")
+    stream_format: str | None = Field(None, description="Absent: the whole file at once. 'audio': the audio "
+                                      "sentence by sentence as it is spoken (response_format wav or pcm). "
+                                      "'sse': OpenAI's speech.audio.delta / speech.audio.done events.")
 
     @field_validator("input")
     @classmethod
@@ -110,8 +120,8 @@ class OpenAISpeechRequest(VoiceCloning):
     @field_validator("stream_format")
     @classmethod
     def _stream_format(cls, value: str | None) -> str | None:
-        if value not in (None, "audio"):
-            raise ValueError(f"'{value}' is not supported; only 'audio' (the whole file in one response)")
+        if value not in (None, "audio", "sse"):
+            raise ValueError(f"'{value}' is not supported; use 'audio' or 'sse'")
         return value
 
 
@@ -126,8 +136,8 @@ def _refuse_cloning(services: Services, entry: ModelEntry, request: dict[str, An
                          f"{which}. Or pick one of its voices: {', '.join(entry.specs.voices or [])}")
 
 
-async def voice_sample(services: Services, entry: ModelEntry, request: dict[str, Any]) -> bytes | None:
-    """The voice sample's bytes, from whichever field gives it, checked (size, decodable, duration)."""
+async def voice_sample(services: Services, entry: ModelEntry, request: dict[str, Any]) -> tuple[bytes, float] | None:
+    """The voice sample's bytes and seconds, from whichever field gives it, checked (size, decodable, duration)."""
     given = _refuse_cloning(services, entry, request)
     if not given:
         return None
@@ -145,13 +155,21 @@ async def voice_sample(services: Services, entry: ModelEntry, request: dict[str,
         data = await asyncio.to_thread(services.store.read_upload, await services.upload(request[source]))
     if len(data) > limit:
         raise PayloadTooLarge(f"The voice sample ({source}) is {len(data)} bytes; the limit is {limit} bytes")
-    await asyncio.to_thread(check_voice_sample, entry, data, source)
-    return data
+    return data, await asyncio.to_thread(check_voice_sample, entry, data, source)
+
+
+def keep_sample(services: Services, label: str, sample: bytes) -> str:
+    """A voice sample as an upload of the job store (local files or S3), written whole before it is named."""
+    with services.store.staging() as folder:
+        staged = folder / f"{label}.audio"
+        staged.write_bytes(sample)
+        return services.store.add_upload("voices", staged.name, staged, {"voice": label}).file_id
 
 
 async def _checked(services: Services, entry: ModelEntry, request: VoiceCloning, text: str, voice: str | None,
                    speed: float, fmt: str) -> SpeechRequest:
-    sample = await voice_sample(services, entry, request.model_dump(include=set(CLONING_FIELDS)))
+    given = await voice_sample(services, entry, request.model_dump(include=set(CLONING_FIELDS)))
+    sample = given[0] if given else None
     transcript = request.audio_prompt_text
     if sample is None and voice and "voice-cloning" in entry.capabilities and voice not in (entry.specs.voices or []):
         saved = await asyncio.to_thread(services.store.saved_voices().get, voice.strip().lower())
@@ -185,7 +203,46 @@ async def openai_speech(body: OpenAISpeechRequest, services: Services = Depends(
     if body.instructions is not None:
         raise InvalidRequest(f"instructions are not supported by model '{entry.id}' (nor by any model here)")
     request = await _checked(services, entry, body, body.input, body.voice, body.speed, body.response_format)
-    return _audio_reply(await services.call(entry, "synthesize", request), download=False)
+    if body.stream_format is None:
+        return _audio_reply(await services.call(entry, "synthesize", request), download=False)
+    if request.format not in STREAM_FORMATS:
+        raise InvalidRequest(f"stream_format '{body.stream_format}' sends response_format "
+                             f"{' or '.join(STREAM_FORMATS)}, not '{request.format}' (its pieces would not "
+                             f"join into one file); or leave stream_format out for the whole file")
+    handle = (await services.started(entry)).options(stream=True)
+    pieces = cast(DeploymentResponseGenerator, handle.synthesize_stream.remote(request))
+    start: SpeechStart = await pieces.__anext__()  # a bad request raises here, while a 4xx can still be sent
+    headers = {"X-Model": start.model, "X-Voice": start.voice, "X-Sample-Rate": str(start.sample_rate),
+               "Cache-Control": "no-cache"}
+    if body.stream_format == "audio":
+        return StreamingResponse(_audio_chunks(pieces), media_type=start.media_type, headers=headers)
+    return StreamingResponse(_speech_events(start, pieces), media_type="text/event-stream", headers=headers)
+
+
+async def _audio_chunks(pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[bytes]:
+    try:
+        async for piece in pieces:
+            yield piece.audio
+    except ServiceError:  # after the headers were sent, the stream can only stop short
+        logger.exception("speech stream stopped")
+
+
+async def _speech_events(start: SpeechStart, pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[str]:
+    """OpenAI's speech stream: a speech.audio.delta per sentence (base64 audio), then speech.audio.done."""
+    def event(body: dict) -> str:
+        return f"data: {json.dumps(body)}\n\n"
+
+    frames = 0
+    try:
+        async for piece in pieces:
+            frames += round(piece.seconds / FRAME_SECONDS)
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(piece.audio).decode()})
+    except ServiceError as error:
+        cause = getattr(error, "cause", error)
+        yield event({"type": "error", "error": {"message": cause.message, "type": cause.error_code}})
+        return
+    usage = {"input_tokens": start.input_tokens, "output_tokens": frames, "total_tokens": start.input_tokens + frames}
+    yield event({"type": "speech.audio.done", "usage": usage})
 
 
 async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +255,8 @@ async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str
     params = parse(SpeechInput, data)
     request = await _checked(services, entry, params, params.text, params.voice, params.speed, params.format)
     await services.call(entry, "check_text", entry.id, request.text)
-    sample = base64.b64encode(request.voice_sample).decode() if request.voice_sample else None
+    sample = params.voice_sample_file_id  # an upload stays one; a sample sent inline or by URL becomes one,
+    if request.voice_sample and sample is None:  # so the job's stored input stays small
+        sample = await asyncio.to_thread(keep_sample, services, "job-sample", request.voice_sample)
     return {"text": request.text, "voice": request.voice, "speed": request.speed, "format": request.format,
-            "voice_sample_base64": sample, "voice_sample_text": request.voice_sample_text, "seed": request.seed}
+            "voice_sample_file_id": sample, "voice_sample_text": request.voice_sample_text, "seed": request.seed}

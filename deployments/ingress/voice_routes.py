@@ -14,10 +14,9 @@ from pydantic import Field
 from deployments.errors import InvalidRequest, NotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.services import Services, get_services
-from deployments.ingress.speech_routes import CLONING_FIELDS, VoiceCloning, voice_sample
+from deployments.ingress.speech_routes import CLONING_FIELDS, VoiceCloning, keep_sample, voice_sample
 from deployments.saved_voices import SavedVoice
 from deployments.speech import TASK
-from deployments.voice_cloning import check_voice_sample
 
 router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
 VOICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -43,22 +42,14 @@ async def save_voice(body: SaveVoiceRequest, services: Services = Depends(get_se
         raise InvalidRequest(f"Voice name '{body.name}' must be 1-64 lower-case letters, digits, '-' or '_'")
     if name in (entry.specs.voices or []):
         raise InvalidRequest(f"'{name}' is one of model '{entry.id}'s own voices; choose another name")
-    sample = await voice_sample(services, entry, body.model_dump(include=set(CLONING_FIELDS)))
-    if sample is None:
+    given = await voice_sample(services, entry, body.model_dump(include=set(CLONING_FIELDS)))
+    if given is None:
         raise InvalidRequest(f"A voice needs a sample: give one of {', '.join(CLONING_FIELDS)}")
-    seconds = await asyncio.to_thread(check_voice_sample, entry, sample, "sample")
-    file_id = await asyncio.to_thread(_keep_sample, services, name, sample)
+    sample, seconds = given
+    file_id = await asyncio.to_thread(keep_sample, services, name, sample)
     voice = await asyncio.to_thread(services.store.saved_voices().add, name, entry.id, file_id,
                                     body.audio_prompt_text or "", seconds)
     return {"success": True, **voice_view(voice)}
-
-
-def _keep_sample(services: Services, name: str, sample: bytes) -> str:
-    """The sample as an upload of the job store (local files or S3), written whole before it is named."""
-    with services.store.staging() as folder:
-        staged = folder / f"{name}.audio"
-        staged.write_bytes(sample)
-        return services.store.add_upload("voices", staged.name, staged, {"voice": name}).file_id
 
 
 @router.get("/voices")
