@@ -48,6 +48,12 @@ class ModelUnavailable(ServiceError):
     error = "Model unavailable"
 
 
+class HubError(ModelUnavailable):
+    """A model's files could not be fetched from the hub (seed 003's HUGGINGFACE_API_ERROR)."""
+
+    error_code = "HUGGINGFACE_API_ERROR"
+
+
 class ModelStarting(ModelUnavailable):
     """The model has no replica ready (scaled to zero, or starting) and the caller would not wait longer."""
 
@@ -119,6 +125,12 @@ class Forbidden(ServiceError):
     status_code = 403
     error_code = "FORBIDDEN"
     error = "Invalid API key"
+
+
+class InvalidApiKey(Forbidden):
+    """An API key was sent but is not one of the service's (seed 003's INVALID_API_KEY)."""
+
+    error_code = "INVALID_API_KEY"
 
 
 class BadModelOutput(ServiceError):

@@ -284,6 +284,7 @@ class FamilyDeployment:
         """`model_id`: the one catalog model this deployment serves, loaded as the replica starts (a
         replica exists because the model is warm or was just asked for). None: a family pool serving
         models registered at run time, the least recently used unloaded past `pool_max_models`."""
+        settings.apply_log_level()
         self._store = JobStore.from_settings(settings)
         self._catalog = LiveCatalog(catalog, self._store.runtime_models())  # plus models added at run time
         self._model_id = model_id

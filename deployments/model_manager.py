@@ -29,10 +29,12 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments import object_storage
-from deployments.errors import ModelUnavailable
+from deployments.download_retries import with_retries
+from deployments.errors import HubError, ModelUnavailable
+from deployments.hub_snapshots import remove_orphaned_partials, snapshot
 from deployments.service_metrics import DownloadGauges
 from deployments.settings import ServiceSettings
-from deployments.url_downloads import DownloadStopped, fetch_url
+from deployments.url_downloads import fetch_url
 from registry import HubRepo
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class DownloadRecord:
     callers: int = 0  # ensure() calls that waited on this download
     url: str | None = None  # set for `url` downloads (one file, no hub repo)
     task: str | None = None  # what the model is for, as the download request said
+    attempt: int = 0  # tries so far (transient failures are retried, see download_retries)
+    next_retry_at: float | None = None  # when the next try starts, while waiting for it
 
     def view(self) -> dict:
         progress = 100.0 if self.status == "completed" else (
@@ -73,7 +77,9 @@ class DownloadRecord:
     def message(self) -> str:
         return {
             "pending": f"Download of '{self.model}' is queued",
-            "downloading": f"Downloading '{self.model}'",
+            "downloading": f"Downloading '{self.model}'" + (
+                f" (try {self.attempt + 1} at {time.strftime('%H:%M:%S', time.gmtime(self.next_retry_at))} UTC, "
+                f"after: {self.error})" if self.next_retry_at else ""),
             "completed": "Download completed successfully",
             "failed": f"Download of '{self.model}' failed: {self.error}",
             "cancelled": f"Download of '{self.model}' was cancelled",
@@ -270,19 +276,32 @@ class ModelManager:
         if model in self._stops:
             self._stops[model].set()
 
+    async def _retrying(self, record: DownloadRecord, stop: threading.Event, attempt) -> None:
+        """`attempt()` with download_retries' backoff; a failure left is the model's status, and a 503."""
+        settings = self._settings
+        try:
+            await with_retries(record, stop, settings.download_attempts, settings.download_retry_base_seconds,
+                               settings.download_retry_max_seconds, attempt)
+        except Exception as exc:  # any failure is reported as the model's status
+            status = "cancelled" if stop.is_set() and record.status == "cancelled" else "failed"
+            record.status, record.error, record.finished_at = status, f"{type(exc).__name__}: {exc}", time.time()
+            record.next_retry_at = None
+            logger.warning("download of %s %s: %s", record.model, status, record.error)
+            raise (ModelUnavailable if record.url else HubError)(
+                f"Model '{record.model}' could not be downloaded: {record.error}", error="Download failed"
+            ) from None
+        record.error = None
+
     async def _download(self, record: DownloadRecord, stop: threading.Event) -> dict[str, str]:
         record.status, record.started_at = "downloading", time.time()
-        try:
+
+        async def attempt() -> None:
             sizes = await asyncio.gather(*(asyncio.to_thread(self._repo_size, r) for r in record.repos))
             record.bytes_total = sum(sizes)
             for repo in record.repos:
                 record.paths[repo.role] = await asyncio.to_thread(snapshot, self._settings, repo, stop)
-        except Exception as exc:  # any failure is reported as the model's status
-            record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
-            logger.warning("download of %s failed: %s", record.model, record.error)
-            raise ModelUnavailable(
-                f"Model '{record.model}' could not be downloaded: {record.error}", error="Download failed"
-            ) from None
+
+        await self._retrying(record, stop, attempt)
         record.status, record.bytes_done, record.finished_at = "completed", record.bytes_total, time.time()
         logger.info("model %s ready (%d bytes) in %.1fs", record.model, record.bytes_total,
                     record.finished_at - record.started_at)
@@ -291,15 +310,14 @@ class ModelManager:
     async def _download_url(self, record: DownloadRecord, stop: threading.Event, url: str, sha256: str | None,
                             max_bytes: int) -> dict[str, str]:
         record.status, record.started_at = "downloading", time.time()
-        try:
+        path = ""
+
+        async def attempt() -> None:
+            nonlocal path
             path = await asyncio.to_thread(fetch_url, self._settings, self._url_folder(record.model), record,
                                            stop, url, sha256, max_bytes)
-        except Exception as exc:
-            record.status, record.error, record.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
-            logger.warning("download of %s failed: %s", record.model, record.error)
-            raise ModelUnavailable(
-                f"Model '{record.model}' could not be downloaded: {record.error}", error="Download failed"
-            ) from None
+
+        await self._retrying(record, stop, attempt)
         record.paths = {"weights": path}
         record.status, record.finished_at = "completed", time.time()
         return record.paths
@@ -342,62 +360,6 @@ def _size(path: Path) -> int:
 def _retrieve(task: asyncio.Task) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def remove_orphaned_partials(cache_dir: Path) -> None:
-    """At start, every `*.incomplete` file (huggingface_hub's and ours) was left by a writer that died:
-    this process is the cache's only writer and has written nothing yet. Removed, so a crash mid-download
-    leaves no partial file behind; the next download fetches the file again."""
-    orphans = list(Path(cache_dir).rglob("*.incomplete"))
-    for orphan in orphans:
-        orphan.unlink(missing_ok=True)
-    if orphans:
-        logger.warning("removed %d partial files left by a writer that died: %s", len(orphans),
-                       ", ".join(o.name for o in orphans[:5]))
-
-
-def snapshot(settings: ServiceSettings, repo: HubRepo, stop: threading.Event | None = None) -> str:
-    """One repo into the cache through huggingface_hub (atomic per file); its local snapshot folder.
-    Setting `stop` ends the download mid-file and deletes the partial (`.incomplete`) blobs."""
-    if repo.is_s3:
-        try:
-            return object_storage.snapshot_model(settings, repo.repo_id, stop)
-        except object_storage.Stopped as stopped:
-            raise DownloadStopped(str(stopped)) from None
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.file_download import repo_folder_name
-
-    try:
-        return snapshot_download(
-            repo.repo_id,
-            revision=repo.revision,
-            repo_type=repo.repo_type,
-            cache_dir=settings.cache_dir,
-            endpoint=settings.hub_endpoint,
-            token=settings.hub_token,
-            max_workers=settings.download_workers,
-            allow_patterns=repo.allow_patterns,
-            tqdm_class=_stoppable_progress(stop) if stop else None,
-        )
-    except DownloadStopped:
-        blobs = Path(settings.cache_dir) / repo_folder_name(repo_id=repo.repo_id, repo_type=repo.repo_type) / "blobs"
-        for partial in blobs.glob("*.incomplete"):
-            partial.unlink(missing_ok=True)
-        raise
-
-
-def _stoppable_progress(stop: threading.Event) -> type:
-    """A progress-bar class for snapshot_download: huggingface_hub reports every chunk of every file
-    to it, from each worker thread, so raising there is how a running file download ends early."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    class StoppableProgress(hf_tqdm):
-        def update(self, n: float | None = 1):
-            if stop.is_set():
-                raise DownloadStopped("the download was cancelled")
-            return super().update(n)
-
-    return StoppableProgress
 
 
 def on_this_node(settings: ServiceSettings) -> ServiceSettings:

@@ -6,6 +6,9 @@ GCS for ever. Here no address means `--address local` (a fresh embedded Ray), an
 (`RAY_ADDRESS` or `--address`) that nothing answers on is a clear error within seconds.
 
     python -m deployments.serve_launcher serve_config.cpu.yaml [serve run options]
+
+HOST and PORT (seed 003's settings) in the environment replace the config file's `http_options`
+host and port: the file is copied with them changed, as `serve run` reads both only from the file.
 """
 
 from __future__ import annotations
@@ -52,8 +55,34 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
                         "or unset RAY_ADDRESS and drop --address to serve on an embedded Ray.") from None
 
 
+def with_http_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
+    """`argv` with its config file (the first .yaml argument) swapped for a copy whose http_options take
+    HOST and PORT from `environ`; unchanged when neither is set."""
+    overrides = {key: environ[name] for key, name in (("host", "HOST"), ("port", "PORT")) if environ.get(name)}
+    position = next((i for i, arg in enumerate(argv) if arg.endswith((".yaml", ".yml"))), None)
+    if not overrides or position is None:
+        return argv
+    import tempfile
+
+    import yaml
+
+    with open(argv[position]) as file:
+        config = yaml.safe_load(file)
+    if "port" in overrides:
+        if not overrides["port"].isdigit():
+            raise ValueError(f"PORT must be a port number, not '{overrides['port']}'")
+        overrides["port"] = int(overrides["port"])
+    config["http_options"] = {**(config.get("http_options") or {}), **overrides}
+    copy = tempfile.NamedTemporaryFile("w", prefix="serve-config-", suffix=".yaml", delete=False)
+    with copy:
+        yaml.safe_dump(config, copy, sort_keys=False)
+    return [*argv[:position], copy.name, *argv[position + 1:]]
+
+
 def serve_run_args(argv: list[str]) -> list[str]:
-    """`serve run` arguments: the user's, plus `--address local` when they named no cluster."""
+    """`serve run` arguments: the user's, with HOST/PORT applied, plus `--address local` when they named
+    no cluster."""
+    argv = with_http_overrides(argv, dict(os.environ))
     address = named_address(argv)
     if address is None:
         return ["run", "--address", "local", *argv]

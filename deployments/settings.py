@@ -6,6 +6,7 @@ hub even when they run in processes that did not inherit the launching shell's e
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,7 +27,7 @@ def _default_cache_dir() -> Path:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore", frozen=True, populate_by_name=True)
 
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
@@ -41,11 +42,18 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: os.environ.get("HF_ENDPOINT"),
         description="Hugging Face Hub URL; defaults to HF_ENDPOINT, else huggingface.co.",
     )
-    hub_token: str | None = Field(default_factory=lambda: os.environ.get("HF_TOKEN"), repr=False)
+    hub_token: str | None = Field(  # HF_API_KEY: seed 003's name for it
+        default_factory=lambda: os.environ.get("HF_TOKEN") or os.environ.get("HF_API_KEY"), repr=False)
     catalog_path: Path | None = Field(None, description="Catalog file; default registry/catalog.yaml.")
     manager_name: str = Field("model-manager", description="Name of the detached ModelManager actor.")
     manager_namespace: str = Field("inference", description="Ray namespace of the ModelManager actor.")
     download_workers: int = Field(8, gt=0, description="Parallel file downloads per model.")
+    download_attempts: int = Field(4, gt=0, description="Tries of a download that fails transiently (5xx, 429, "
+                                   "a dropped connection) before it is failed; 1 = no retries.")
+    download_retry_base_seconds: float = Field(1.0, ge=0, description="Wait before the first retry; doubled "
+                                               "for each next one (1, 2, 4 s), up to download_retry_max_seconds.")
+    download_retry_max_seconds: float = Field(8.0, ge=0, description="Longest wait between tries, a 429's "
+                                              "Retry-After included.")
     cpu_threads: int = Field(
         0, ge=0, description="Torch threads per CPU replica; 0 = every core but one, which is left to "
         "the HTTP proxy and ingress. Ray would otherwise set OMP_NUM_THREADS to the replica's num_cpus.",
@@ -86,8 +94,14 @@ class ServiceSettings(BaseSettings):
         "(Authorization: Bearer <key> or X-API-Key). Read-only and inference routes stay open.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated origins allowed by CORS, or * for any; none by default."
+        default_factory=lambda: ["http://localhost:3000"],
+        validation_alias=AliasChoices("INFERENCE_CORS_ORIGINS", "ALLOWED_ORIGINS"),
+        description="Comma-separated origins allowed by CORS, or * for any; ALLOWED_ORIGINS is seed 003's name. "
+        "Default http://localhost:3000 (seed 003's: a web front end in development); empty for none.",
     )
+    log_level: str = Field("INFO", validation_alias=AliasChoices("INFERENCE_LOG_LEVEL", "LOG_LEVEL"),
+                           description="Level of the service's own loggers (DEBUG, INFO, WARNING, ERROR); "
+                           "LOG_LEVEL is seed 003's name.")
 
     cold_start_wait_seconds: float = Field(
         120.0, ge=0, description="How long a request waits for a model scaled to zero to start and load "
@@ -117,8 +131,21 @@ class ServiceSettings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"'{value}' is not a log level; use DEBUG, INFO, WARNING or ERROR")
+        return level
+
     @field_validator("cache_dir", "data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         """Replicas run in other working directories: pin relative paths to the launching one."""
         return value.expanduser().resolve()
+
+    def apply_log_level(self) -> None:
+        """Set the level of the service's loggers (`deployments.*`, `registry.*`) in this process."""
+        for name in ("deployments", "registry"):
+            logging.getLogger(name).setLevel(self.log_level)

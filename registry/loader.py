@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from registry.schema import AdapterEntry, CatalogFile, FamilyConfig, ModelEntry, ModelSpecs, TaskConfig
+from registry.schema import AdapterEntry, CatalogFile, FamilyConfig, ModelEntry, ModelSpecs, NotServed, TaskConfig
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 OVERRIDE_PREFIX = "CATALOG__"
@@ -27,10 +27,11 @@ class CatalogError(ValueError):
 class UnknownModelError(LookupError):
     """A request named a model the catalog does not have."""
 
-    def __init__(self, name: str, known: list[str], task: str | None = None):
+    def __init__(self, name: str, known: list[str], task: str | None = None, instead: NotServed | None = None):
         self.name, self.known, self.task = name, known, task
         scope = f" for task '{task}'" if task else ""
-        super().__init__(f"Model '{name}' not found{scope}. Known models: {', '.join(known)}")
+        hint = f" It is not served here: {instead.why}; use '{instead.use}' instead." if instead else ""
+        super().__init__(f"Model '{name}' not found{scope}.{hint} Known models: {', '.join(known)}")
 
 
 class Catalog(BaseModel):
@@ -42,6 +43,7 @@ class Catalog(BaseModel):
     families: dict[str, FamilyConfig]
     models: dict[str, ModelEntry]
     adapters: dict[str, AdapterEntry] = {}
+    not_served: dict[str, NotServed] = {}  # lower-cased name -> what to use instead
 
     def resolve(self, name: str, task: str | None = None) -> ModelEntry:
         """Find a model by id, alias or hub repo id (case-insensitive); optionally within one task."""
@@ -50,7 +52,7 @@ class Catalog(BaseModel):
         for entry in candidates:
             if wanted in entry.names:
                 return entry
-        raise UnknownModelError(name, [m.id for m in candidates], task)
+        raise UnknownModelError(name, [m.id for m in candidates], task, self.not_served.get(wanted))
 
     def variant(self, family: str, variant: str | None) -> ModelEntry:
         """Seed 000's `model_variant` within a family; None means the family default."""
@@ -116,7 +118,11 @@ def load_catalog(path: str | Path | None = None, environ: Mapping[str, str] | No
         if adapter.id in adapters or adapter.id in models:
             raise CatalogError(f"Catalog {path}: adapter '{adapter.id}' field 'id': duplicate id")
         adapters[adapter.id] = adapter
-    catalog = Catalog(tasks=catalog_file.tasks, families=catalog_file.families, models=models, adapters=adapters)
+    for gap in catalog_file.not_served:
+        if gap.use not in models:
+            raise CatalogError(f"Catalog {path}: not_served '{gap.name}' field 'use': unknown model '{gap.use}'")
+    catalog = Catalog(tasks=catalog_file.tasks, families=catalog_file.families, models=models, adapters=adapters,
+                      not_served={gap.name.lower(): gap for gap in catalog_file.not_served})
     _check_references(catalog, path)
     return catalog
 

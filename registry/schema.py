@@ -123,6 +123,14 @@ class AdapterEntry(StrictModel):
     description: str = ""
 
 
+class NotServed(StrictModel):
+    """A model users ask for by name (a seed's default) that this service cannot run, and what to use."""
+
+    name: str = Field(description="Hub id (or name) as users send it.")
+    use: str = Field(description="Catalog id of the model served in its place, named in the 404.")
+    why: str = Field(description="Why it cannot run here.")
+
+
 class CatalogFile(StrictModel):
     """The catalog data file as written, before cross-references are checked."""
 
@@ -131,3 +139,4 @@ class CatalogFile(StrictModel):
     families: dict[str, FamilyConfig]
     models: list[dict] = Field(description="Validated one by one so errors name the entry.")
     adapters: list[AdapterEntry] = Field(default_factory=list)
+    not_served: list[NotServed] = Field(default_factory=list)

@@ -156,6 +156,8 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
         "INFERENCE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT_BYTES),
         # short leases so a job whose replica is killed is re-queued within seconds
         "INFERENCE_JOB_HEARTBEAT_SECONDS": "0.5",
+        "INFERENCE_DOWNLOAD_RETRY_BASE_SECONDS": "0.5",  # backoff of 0.5, 1, 2 s between download tries
+        "INFERENCE_DOWNLOAD_RETRY_MAX_SECONDS": "2",
         "INFERENCE_JOB_LEASE_SECONDS": "3",
         "INFERENCE_JOB_SWEEP_SECONDS": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",

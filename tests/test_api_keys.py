@@ -37,7 +37,7 @@ def test_state_changing_routes_need_a_key(secured):
     assert missing.status_code == 401 and missing.json()["error_code"] == "UNAUTHORIZED"
     assert "needs an API key" in missing.json()["message"]
     wrong = _upload(secured, authorization="Bearer nope")
-    assert wrong.status_code == 403 and wrong.json()["error_code"] == "FORBIDDEN"
+    assert wrong.status_code == 403 and wrong.json()["error_code"] == "INVALID_API_KEY"
     assert _upload(secured, authorization=f"Bearer {KEY}").status_code == 201
     assert _upload(secured, **{"x-api-key": "other-key"}).status_code == 201
     for method, path in [("POST", "/api/v1/run"), ("POST", "/separate/x"), ("DELETE", "/jobs/x"),

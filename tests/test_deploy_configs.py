@@ -103,7 +103,8 @@ def test_cpu_profile_is_local_and_gpu_free():
 def test_builder_refuses_warm_models_that_cannot_fit_the_declared_gpu():
     from deployments.app import AppArgs, build_app
 
-    too_big = ["musicgen-large", "mistral-7b-instruct", "stable-diffusion-3-medium", "ltx-video"]
+    too_big = ["musicgen-large", "mistral-7b-instruct", "mistral-7b-instruct-v0.1", "stable-diffusion-3-medium",
+               "ltx-video"]
     with pytest.raises(ValueError, match=r"min replicas need 29 GB of GPU memory; the profile declares 24 GB"):
         build_app(AppArgs(gpu_memory_gb=24, exclude_models=too_big))  # every task default warm: 13 + 4 + 4 + 8 GB
     with pytest.raises(ValueError, match=r"more memory than one GPU .*: musicgen-large \(16 GB\)"):

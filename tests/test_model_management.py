@@ -110,24 +110,64 @@ def test_hub_repo_downloaded_at_run_time_is_served_without_restart(client, hub, 
     assert "runtime-encoder" not in client.get("/models/cache/info").json()["models"]
 
 
-def test_dropped_connection_fails_with_the_reason_and_retry_completes(client, hub, model_cache):
+def test_dropped_connection_is_retried_and_resumes(client, hub, model_cache):
+    """The file stops half-way and the hub refuses the resume (500): the next try, after a backoff,
+    resumes the partial file and completes; no file is fetched whole twice."""
     repo = add_encoder_repo(hub, "tests/flaky-encoder")
     biggest = max(repo.files.values(), key=lambda f: f.size)
     hub.cut_once(repo.repo_id, biggest.path)
     body = {"source": "huggingface", "model_id": repo.repo_id, "name": "flaky-encoder", "task": "text-embedding"}
 
-    failed = wait_for(client, client.post("/models/download", json=body).json()["download_id"])
-    assert failed["status"] == "failed"
-    assert "500" in failed["error"] and failed["error"] in failed["message"]
-    assert failed["progress"] < 100
-
-    retry = client.post("/models/manage", params={"action": "retry_download", "model_name": "flaky-encoder"})
-    assert retry.status_code == 200, retry.text
-    done = wait_for(client, retry.json()["download_id"])
-    assert (done["status"], done["progress"]) == ("completed", 100.0)
+    done = wait_for(client, client.post("/models/download", json=body).json()["download_id"])
+    assert (done["status"], done["progress"], done["attempt"]) == ("completed", 100.0, 2), done
+    assert done["error"] is None and done["next_retry_at"] is None
     snapshot = model_cache / "models--tests--flaky-encoder" / "snapshots" / repo.sha
     assert {p: sha256_of(snapshot / p) for p in repo.files} == {p: f.sha256 for p, f in repo.files.items()}
     assert not list(model_cache.rglob("*.incomplete"))
+
+
+def test_a_hub_failing_a_file_twice_is_retried_with_backoff(client, hub, model_cache):
+    """Two 503s on one file: tries 1 and 2 fail, the status shows the attempt, the reason and when the
+    next try starts (0.5 s, then 1 s: INFERENCE_DOWNLOAD_RETRY_BASE_SECONDS in the tests), try 3 completes."""
+    repo = add_encoder_repo(hub, "tests/overloaded-encoder")
+    biggest = max(repo.files.values(), key=lambda f: f.size)
+    hub.fail_next(repo.repo_id, biggest.path, 2)
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "overloaded-encoder", "task": "text-embedding"}
+    download_id = client.post("/models/download", json=body).json()["download_id"]
+    seen = []
+    deadline = time.monotonic() + 60
+    while (status := client.get(f"/models/download/status/{download_id}").json())["status"] == "downloading":
+        if status["next_retry_at"]:
+            seen.append((status["attempt"], status["next_retry_at"], status["error"], status["message"]))
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert (status["status"], status["attempt"]) == ("completed", 3), status
+    assert {attempt for attempt, *_ in seen} == {1, 2}
+    attempt, next_at, error, message = seen[0]
+    assert "503" in error and "Injected fault: the hub is overloaded" in error and "after: " in message
+    waits = {a: at for a, at, *_ in seen}
+    assert waits[2] - waits[1] >= 0.5  # the second wait (1 s) started after the first (0.5 s) ended
+    assert hub.file_downloads(repo.repo_id)[biggest.path] == 1  # failed GETs sent no file
+
+
+def test_a_hub_that_stays_down_fails_the_download_with_the_last_reason(client, hub):
+    repo = add_encoder_repo(hub, "tests/down-encoder")
+    biggest = max(repo.files.values(), key=lambda f: f.size)
+    hub.fail_next(repo.repo_id, biggest.path, 100)
+    body = {"source": "huggingface", "model_id": repo.repo_id, "name": "down-encoder", "task": "text-embedding"}
+    failed = wait_for(client, client.post("/models/download", json=body).json()["download_id"])
+    assert (failed["status"], failed["attempt"]) == ("failed", 4), failed  # INFERENCE_DOWNLOAD_ATTEMPTS' default
+    assert "503" in failed["error"] and failed["error"] in failed["message"] and failed["progress"] < 100
+    assert failed["success"] is False  # seed 001's clients read success; a failed download is not one
+    hub.fail_next(repo.repo_id, biggest.path, 0)
+    retry = client.post("/models/manage", params={"action": "retry_download", "model_name": "down-encoder"})
+    assert retry.status_code == 200, retry.text
+    assert wait_for(client, retry.json()["download_id"])["status"] == "completed"
+    missing = {"source": "huggingface", "model_id": "tests/no-such-encoder", "name": "nope", "task": "text-embedding"}
+    started = client.post("/models/download", json=missing)
+    if started.status_code < 400:  # a missing repo is not retried: it fails at the first try
+        gone = wait_for(client, started.json()["download_id"])
+        assert (gone["status"], gone["attempt"]) == ("failed", 1), gone
 
 
 def test_cancel_stops_a_running_download_mid_file_and_leaves_no_partial_file(client, hub, model_cache):

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 EXAMPLES = 3
 # 5xx the spec documents as the service's answer, not its failure: (status, error_code)
-DOCUMENTED_5XX = {(503, "MODEL_STARTING"), (503, "MODEL_UNAVAILABLE"), (503, "SERVICE_OVERLOADED")}
+DOCUMENTED_5XX = {(503, "MODEL_STARTING"), (503, "MODEL_UNAVAILABLE"), (503, "SERVICE_OVERLOADED"),
+                  (503, "HUGGINGFACE_API_ERROR")}
 BAD_OUTPUT_ROUTES = {"/api/product-description"}  # 502 BAD_MODEL_OUTPUT: the model's text is not usable
 # /health's documented 503: a check slower than its timeout while the fuzzer loads both cores counts as
 # degraded; the problems it names are printed by the test, not hidden.

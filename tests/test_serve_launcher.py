@@ -42,3 +42,20 @@ def test_a_named_cluster_that_does_not_answer_is_a_clear_error(stale_temp_dir, n
     # Ray resolves 127.0.0.1 to the node's own address, so the host part may read differently
     assert "error: No Ray cluster answers at " in output and f":{dead} (address '{address}')" in output
     assert "unset RAY_ADDRESS and drop --address to serve on an embedded Ray" in output
+
+
+def test_host_and_port_from_the_environment_replace_the_configs_http_options(tmp_path):
+    """Seed 003's HOST and PORT: `serve run` gets a copy of the config with them, nothing else changed."""
+    import yaml
+
+    from deployments.serve_launcher import with_http_overrides
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": 8000}, "applications": []}))
+    assert with_http_overrides([str(config), "--blocking"], {}) == [str(config), "--blocking"]
+    argv = with_http_overrides([str(config), "--blocking"], {"HOST": "0.0.0.0", "PORT": "9100"})
+    assert argv[1] == "--blocking" and argv[0] != str(config)
+    copied = yaml.safe_load(open(argv[0]).read())
+    assert copied == {"http_options": {"host": "0.0.0.0", "port": 9100}, "applications": []}
+    with pytest.raises(ValueError, match="PORT must be a port number, not 'http'"):
+        with_http_overrides([str(config)], {"PORT": "http"})

@@ -128,7 +128,9 @@ def add_repos(hub, folder) -> None:
     """Build the tiny models into subfolders of `folder` and serve them under the catalog's repo ids."""
     folder = Path(folder)
     hub.add_repo(QWEN_REPO, build_tiny_qwen(folder / "tiny-qwen2"))
-    hub.add_repo(MISTRAL_REPO, build_tiny_mistral(folder / "tiny-mistral"))
+    mistral = build_tiny_mistral(folder / "tiny-mistral")
+    for repo_id in (MISTRAL_REPO, "mistralai/Mistral-7B-Instruct-v0.1"):  # one tiny model, both releases' names
+        hub.add_repo(repo_id, mistral)
 
 
 if __name__ == "__main__":  # python -m tests.tiny_chat FOLDER [--size 0.5b]: a Qwen2 chat model for bench/

@@ -36,6 +36,7 @@ class Ingress:
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings, deployments: dict[str, DeploymentHandle],
                  gpu: dict[str, Any] | None = None):
+        settings.apply_log_level()
         store = JobStore.from_settings(settings)
         dispatcher = JobDispatcher(store, lambda job: self._services.handle_for_job(job),
                                    settings.job_lease_seconds, settings.job_max_attempts)

@@ -10,7 +10,7 @@ import secrets
 
 from fastapi import Request
 
-from deployments.errors import Forbidden, Unauthorized
+from deployments.errors import InvalidApiKey, Unauthorized
 
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -33,4 +33,4 @@ async def require_api_key_for_changes(request: Request) -> None:
         raise Unauthorized(f"{request.method} {request.url.path} needs an API key: send "
                            "'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
     if not any(secrets.compare_digest(key.encode(), known.encode()) for known in keys):
-        raise Forbidden(f"The API key sent is not valid for {request.method} {request.url.path}")
+        raise InvalidApiKey(f"The API key sent is not valid for {request.method} {request.url.path}")

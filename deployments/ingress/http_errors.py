@@ -1,4 +1,4 @@
-"""The one JSON error shape (seed 001's success/message/error plus seed 003's error_code)."""
+"""The one JSON error shape: seed 001's success/message/error plus seed 003's detail/error_code/status_code."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ class ErrorBody(BaseModel):
     message: str
     error: str | OpenAIError  # the object on OpenAI-compatible /v1/ routes, a short summary elsewhere
     error_code: str
+    detail: str = Field(description="The message again, under seed 003's (and FastAPI's) name for it.")
+    status_code: int = Field(description="The HTTP status, in the body too, as seed 003's clients read it.")
     model_state: dict | None = Field(None, description="The model's lifecycle, on errors about its state "
                                      "(503 while it starts).")
     request_id: str | None = Field(None, description="The request's X-Request-ID (echoed in the response "
@@ -48,8 +50,8 @@ def error_response(request: Request, status: int, message: str, error: str, erro
     if request.url.path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
         error = OpenAIError(message=message, type=kind, code=error_code.lower())
-    body = ErrorBody(message=message, error=error, error_code=error_code, model_state=model_state,
-                     request_id=request.headers.get("x-request-id"))
+    body = ErrorBody(message=message, error=error, error_code=error_code, detail=message, status_code=status,
+                     model_state=model_state, request_id=request.headers.get("x-request-id"))
     content = body.model_dump()
     for optional in ("model_state", "request_id"):
         if content[optional] is None:

@@ -177,7 +177,7 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
 
 def _status_body(status: dict) -> dict[str, Any]:
     return {
-        "success": True,
+        "success": status["status"] not in ("failed", "cancelled"),  # seed 001's clients branch on it
         "download_id": status["download_id"],
         "model_name": status["model"],
         "status": status["status"],
@@ -187,6 +187,8 @@ def _status_body(status: dict) -> dict[str, Any]:
         "error": status["error"],
         "bytes_done": status["bytes_done"],
         "bytes_total": status["bytes_total"],
+        "attempt": status.get("attempt", 0),  # tries so far; transient failures are retried with backoff
+        "next_retry_at": status.get("next_retry_at"),  # epoch seconds of the next try, while waiting for it
     }
 
 

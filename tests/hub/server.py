@@ -6,7 +6,8 @@ HEAD/GET /{repo}/resolve/{rev}/{file} (Range supported), and the same under /api
 with its sha256, as the real hub does for weights. Full-file GETs are counted per (repo, file) so
 tests can prove a model was fetched once. `cut_once(repo_id, path)` makes the next full GET of that
 file stop half-way (connection closed) and the client's following resume request fail, so a test
-sees a download die mid-file exactly once.
+sees a download die mid-file exactly once. `fail_next(repo_id, path, times)` answers the next `times`
+GETs of a file with a 503 (or a 429 with Retry-After), a hub that is down for a while.
 
 Run standalone (for benchmarks):  python -m tests.hub.server --port 0 REPO_ID=FOLDER datasets/REPO_ID=FOLDER ...
 """
@@ -64,12 +65,27 @@ class TestHub:
         self._server: ThreadingHTTPServer | None = None
         self._cuts: dict[tuple[str, str], str] = {}  # (count key, path) -> "armed" | "cut"
         self._stalls: dict[tuple[str, str], threading.Event] = {}  # (count key, path) -> released when set
+        self._failures: dict[tuple[str, str], list] = {}  # (count key, path) -> [GETs left to fail, status]
 
     def cut_once(self, repo_id: str, path: str, repo_type: str = "model") -> None:
         """The next full GET of `path` sends half the bytes then drops; the resume after it gets a 500."""
         repo = self._repos_of(repo_type)[repo_id]
         with self._lock:
             self._cuts[(_count_key(repo), path)] = "armed"
+
+    def fail_next(self, repo_id: str, path: str, times: int, status: int = 503, repo_type: str = "model") -> None:
+        """The next `times` GETs of `path` answer `status` (a 429 says Retry-After: 1) instead of the file."""
+        repo = self._repos_of(repo_type)[repo_id]
+        with self._lock:
+            self._failures[(_count_key(repo), path)] = [times, status]
+
+    def _take_failure(self, repo: HubRepo, path: str) -> int | None:
+        with self._lock:
+            failure = self._failures.get((_count_key(repo), path))
+            if not failure or failure[0] <= 0:
+                return None
+            failure[0] -= 1
+            return failure[1]
 
     def stall_once(self, repo_id: str, path: str, repo_type: str = "model") -> threading.Event:
         """The next full GET of `path` sends half the bytes, then waits until the returned event is set
@@ -204,6 +220,10 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
             if byte_range:
                 start = int(byte_range[1])
                 end = min(int(byte_range[2]) if byte_range[2] else end, end)
+            failure = hub._take_failure(repo, hub_file.path) if send_body else None
+            if failure is not None:
+                return self._error(failure, "Injected fault: the hub is overloaded", None, repo,
+                                   {"Retry-After": "1"} if failure == 429 else None)
             fault = hub._take_cut(repo, hub_file.path, start) if send_body else None
             if fault == "refuse":
                 return self._error(500, "Injected fault: the hub is unavailable", None, repo)
@@ -254,9 +274,12 @@ def _handler_for(hub: TestHub) -> type[BaseHTTPRequestHandler]:
             if send_body:
                 self.wfile.write(body)
 
-        def _error(self, status: int, message: str, code: str | None, repo: HubRepo | None = None) -> None:
+        def _error(self, status: int, message: str, code: str | None, repo: HubRepo | None = None,
+                   headers: dict[str, str] | None = None) -> None:
             body = json.dumps({"error": message}).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             if code:
