@@ -58,7 +58,8 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 def with_http_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
     """`argv` with its config file (the first .yaml argument) swapped for a copy whose http_options take
     HOST and PORT from `environ`; unchanged when neither is set."""
-    overrides = {key: environ[name] for key, name in (("host", "HOST"), ("port", "PORT")) if environ.get(name)}
+    overrides: dict[str, str | int] = {key: environ[name] for key, name in (("host", "HOST"), ("port", "PORT"))
+                                       if environ.get(name)}
     position = next((i for i, arg in enumerate(argv) if arg.endswith((".yaml", ".yml"))), None)
     if not overrides or position is None:
         return argv
@@ -69,9 +70,10 @@ def with_http_overrides(argv: list[str], environ: dict[str, str]) -> list[str]:
     with open(argv[position]) as file:
         config = yaml.safe_load(file)
     if "port" in overrides:
-        if not overrides["port"].isdigit():
-            raise ValueError(f"PORT must be a port number, not '{overrides['port']}'")
-        overrides["port"] = int(overrides["port"])
+        port = str(overrides["port"])
+        if not port.isdigit():
+            raise ValueError(f"PORT must be a port number, not '{port}'")
+        overrides["port"] = int(port)
     config["http_options"] = {**(config.get("http_options") or {}), **overrides}
     copy = tempfile.NamedTemporaryFile("w", prefix="serve-config-", suffix=".yaml", delete=False)
     with copy:
