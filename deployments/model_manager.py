@@ -100,6 +100,7 @@ class ModelManager:
         self._ids: dict[str, str] = {}  # download id -> model, for the status API
         self._url_args: dict[str, dict] = {}  # model -> its url download's arguments, for retries
         self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
+        self._asked = [0, 0]  # download requests (start), and those the cache already answered
         self._gauges = DownloadGauges()  # published at every status read (the ingress reads it every 10 s)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         remove_orphaned_partials(settings.cache_dir)
@@ -160,7 +161,9 @@ class ModelManager:
         self._ids[download_id] = model
         if url:
             self._url_args[model] = url
+        self._asked[0] += 1
         if self._ready(model) and not fresh:
+            self._asked[1] += 1
             return {"download_id": download_id, **self._records[model].view(), "status": "already_exists"}
         self._task_for(model, repos, url=url, task=task, fresh=fresh)
         self._records[model].callers += 1
@@ -250,7 +253,8 @@ class ModelManager:
                 files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
                 urls.append({"name": folder.name, "size_bytes": sum(p.stat().st_size for p in files),
                              "files": len(files), "path": str(folder)})
-        return {"cache_directory": str(cache), "repos": repos, "url_downloads": urls}
+        hit_rate = round(self._asked[1] / self._asked[0], 3) if self._asked[0] else None
+        return {"cache_directory": str(cache), "repos": repos, "url_downloads": urls, "hit_rate": hit_rate}
 
     def _url_folder(self, model: str) -> Path:
         return Path(self._settings.cache_dir) / URL_FOLDER / model

@@ -50,6 +50,10 @@ class ServiceSettings(BaseSettings):
     download_workers: int = Field(8, gt=0, description="Parallel file downloads per model.")
     download_attempts: int = Field(4, gt=0, description="Tries of a download that fails transiently (5xx, 429, "
                                    "a dropped connection) before it is failed; 1 = no retries.")
+    large_model_gb: float = Field(10.0, ge=0, description="A model needing more GPU memory than this is large: "
+                                  "POST /models/download fetches it only with enable_large_model: true (seed 001).")
+    download_estimate_mb_per_s: float = Field(20.0, gt=0, description="Download speed the estimated_time of a "
+                                              "starting download assumes until a download here has measured one.")
     download_retry_base_seconds: float = Field(1.0, ge=0, description="Wait before the first retry; doubled "
                                                "for each next one (1, 2, 4 s), up to download_retry_max_seconds.")
     download_retry_max_seconds: float = Field(8.0, ge=0, description="Longest wait between tries, a 429's "

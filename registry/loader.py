@@ -75,6 +75,11 @@ class Catalog(BaseModel):
                 taken |= entry.names
         return self.model_copy(update={"models": models}) if len(models) > len(self.models) else self
 
+    def task_named(self, name: str) -> str | None:
+        """The task `name` means (its own name or one of its aliases), or None."""
+        wanted = name.strip().lower()
+        return next((task for task, config in self.tasks.items() if wanted in (task, *config.aliases)), None)
+
     def task_of(self, entry: ModelEntry) -> str:
         return self.families[entry.family].task
 

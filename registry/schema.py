@@ -71,6 +71,8 @@ class ModelSpecs(StrictModel):
 class TaskConfig(StrictModel):
     category: Literal["audio", "text", "vision", "video"]
     default_model: str = Field(description="Model used when a request names none.")
+    aliases: list[str] = Field(default_factory=list, description="Other names requests may use for the task, "
+                               "e.g. seed 001's 'text-generation' for chat.")
 
 
 class FamilyConfig(StrictModel):
@@ -94,6 +96,12 @@ class ModelEntry(StrictModel):
     companions: list[HubRepo] = Field(default_factory=list, description="Extra repos the model needs.")
     capabilities: list[str] = Field(default_factory=list)
     specs: ModelSpecs = ModelSpecs()
+    quality: Literal["standard", "high", "very-high"] | None = Field(None, description="Output quality, as seed "
+                                                                     "001's tts_features rate it.")
+    speed: Literal["fast", "medium", "slow"] | None = Field(None, description="Relative speed within its task.")
+    experimental: bool = Field(False, description="Downloaded only when the request says experimental: true.")
+    recommended_for: list[Literal["beginners", "advanced", "fast_setup", "highest_quality"]] = Field(
+        default_factory=list, description="Lists of GET /models/available's download_recommendations it is in.")
 
     @field_validator("capabilities")
     @classmethod

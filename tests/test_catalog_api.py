@@ -69,7 +69,9 @@ def test_unknown_model_is_404_naming_the_known_ones(client):
 def test_unknown_route_has_the_same_error_shape(client):
     response = client.get("/no/such/route")
     assert response.status_code == 404
-    assert set(response.json()) == {"success", "message", "error", "error_code", "request_id"}
+    body = response.json()
+    assert set(body) == {"success", "message", "error", "error_code", "request_id", "detail", "status_code"}
+    assert (body["status_code"], body["detail"]) == (404, body["message"])
 
 
 def test_openapi_docs(client):

@@ -86,6 +86,28 @@ def test_seed_000_musicgen_upload_a_description_then_process_with_a_prompt(clien
     assert job["files"] and job["files"][0]["name"].endswith(".wav")
 
 
+def test_seed_000_every_family_takes_the_same_upload_and_process_routes(client):
+    """Seed 000: "Consistent API - Same endpoints for all models": a .txt upload is the text a speech, embedding
+    or chat model reads."""
+    def upload_then_process(model: str, text: bytes, body: dict | None = None) -> dict:
+        uploaded = client.post(f"/upload/{model}", files={"file": ("input.txt", text)})
+        assert uploaded.status_code == 201, uploaded.text
+        return finished(client, client.post(f"/process/{model}/{uploaded.json()['file_id']}", json=body))
+
+    speech = upload_then_process("speecht5", b"Hello from an uploaded text file.", {"voice": "slt"})
+    assert (speech["status"], speech["model"]) == ("completed", "speecht5-tts"), speech
+    assert speech["input"]["text"] == "Hello from an uploaded text file."
+    assert speech["files"][0]["name"].endswith(".wav")
+    embedded = upload_then_process("sentence-embedding", b"a sentence to embed\n")
+    assert (embedded["status"], embedded["model"]) == ("completed", "all-minilm-l6-v2"), embedded
+    assert len(embedded["output"]["embeddings"]) == 1 and len(embedded["output"]["embeddings"][0]) == 384
+    chat = upload_then_process("causal-lm", b"Say hi", {"max_tokens": 4})
+    assert (chat["status"], chat["model"]) == ("completed", "qwen2.5-0.5b-instruct"), chat
+    assert chat["input"]["messages"][-1] == {"role": "user", "content": "Say hi"} and "content" in chat["output"]
+    refused = client.post("/upload/sentence-embedding", files={"file": ("song.mp3", song())})
+    assert refused.status_code == 415 and refused.json()["message"].endswith("it takes txt")
+
+
 @pytest.mark.parametrize("path", ["/models", "/models/demucs", "/models/whisper", "/models/musicgen"])
 def test_seed_000_model_information(client, path):
     reply = client.get(path)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from deployments.errors import ModelNotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.model_features import audio_models, specialized_models, tts_features
 from deployments.ingress.service_health import check_health
 from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
@@ -56,6 +57,12 @@ def model_view(services: Services, entry: ModelEntry, lifecycle: dict[str, Any] 
         "is_family_default": family.default_model == entry.id,
         "is_current": catalog.current_model(family.task) == entry.id,
         "is_deployed": services.is_served(entry),
+        "enabled": services.is_served(entry),  # seed 001's name for it
+        "tts_enabled": family.task == "text-to-speech",
+        "tts_features": tts_features(catalog, entry),
+        "quality": entry.quality,
+        "speed": entry.speed,
+        "experimental": entry.experimental,
         "is_active": state in ACTIVE_STATES,
         "state": state,
         "download": (lifecycle or {}).get("download"),
@@ -104,7 +111,8 @@ async def list_models(services: Services = Depends(get_services)) -> dict[str, A
         "available_models": [m["id"] for m in models],
         "models": models,
         "models_info": {m["id"]: m for m in models},
-        "specialized_models": {name: info["models"] for name, info in tasks.items()},
+        "specialized_models": specialized_models(catalog),
+        "audio_models": audio_models(catalog, [m["id"] for m in models if m["is_active"]]),
         "tasks": tasks,
         "families": {
             name: {"task": f.task, "default_model": f.default_model, "deployment": f.deployment}

@@ -19,6 +19,7 @@ from deployments.ingress import (
     job_routes,
     management_routes,
     music_routes,
+    runpod_routes,
     speech_routes,
     transcription_routes,
     upload_routes,
@@ -47,10 +48,11 @@ ROUTERS = (
     image_routes.router,
     video_routes.router,
     voice_routes.router,
+    runpod_routes.router,
 )
 # Routers whose POST/PUT/DELETE routes change state: they need an API key when keys are configured.
 STATE_CHANGING_ROUTERS = (management_routes.router, current_model_routes.router, upload_routes.router,
-                          job_routes.router, voice_routes.router)
+                          job_routes.router, voice_routes.router, runpod_routes.router)
 MULTIPART_OVERHEAD = 1 << 20
 CONSOLE = Path(__file__).parent / "console"  # the web console's static files, served at /ui/
 

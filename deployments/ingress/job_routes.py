@@ -33,9 +33,10 @@ async def submit_run(services: Services, body: RunRequest) -> Job:
     """Check a run request against the catalog and the task's input rules, then queue its job."""
     if not body.model and body.task is None:  # "" names no model either
         raise InvalidRequest(f"Name a model or a task; tasks: {', '.join(services.catalog.tasks)}")
-    if body.task is not None and body.task not in services.catalog.tasks:
+    task = services.catalog.task_named(body.task) if body.task is not None else None
+    if body.task is not None and task is None:
         raise InvalidRequest(f"Unknown task '{body.task}'; tasks: {', '.join(services.catalog.tasks)}")
-    entry = services.model_for(body.task, body.model)
+    entry = services.model_for(task, body.model)
     return await services.submit(entry, await job_input(services, entry, body.input))
 
 

@@ -7,19 +7,42 @@ downloads and read its status; what is loaded is asked of the family replicas th
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
+from deployments.ingress.download_requests import (
+    MAPPED_SOURCES,
+    MB,
+    SUPPORTED_SOURCES,
+    TTS_TASK,
+    DownloadRequest,
+    catalog_entry,
+    check_flags,
+    check_name,
+    check_source,
+    check_task,
+    hub_target,
+    s3_target,
+    tts_conversion,
+    url_args,
+)
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.model_features import (
+    estimated_time,
+    is_tts,
+    measured_speed,
+    popular_tts_models,
+    recommendations,
+    split_by_speech,
+    tts_features,
+    tts_share,
+)
 from deployments.ingress.services import REPORT_MAX_AGE_SECONDS, Services, get_services
 from deployments.safe_urls import check_url
-from registry import HubRepo, ModelEntry, UnknownModelError
+from registry import HubRepo
 from registry.runtime import runtime_entry
 
 router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
@@ -27,150 +50,67 @@ router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
 REPLICA_FIELDS = ("replica", "deployment", "node_id", "device", "optimized", "optimization", "memory_usage", "load",
                   "idle_s")
 
-SUPPORTED_SOURCES = ("huggingface", "url", "s3")
-UNSUPPORTED_SOURCES = ("pytorch_hub", "torchvision", "tts_auto")  # seed 001 names them; no build here
-MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-MB = 2**20
-
-
-class DownloadRequest(BaseModel):
-    """POST /models/download, as seed 001 writes it; flags it lists but this build ignores are accepted."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    source: str = "huggingface"
-    model_id: str = Field(min_length=1, description="Catalog id/alias/hub repo id, the URL for source=url, or "
-                          "s3://bucket/prefix for source=s3 (a folder laid out as the hub repo would be).")
-    name: str | None = Field(None, description="Name to manage it by; a catalog model keeps its catalog id.")
-    task: str | None = Field(None, description="Needed for a hub repo outside the catalog.")
-    revision: str = "main"
-    include_vocoder: bool = False
-    vocoder_model: str | None = None
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Checked for source=url.")
-    max_size_mb: float | None = Field(None, gt=0, description="Refuse a url download larger than this.")
-
 
 def _mb(size: int | None) -> float | None:
     return None if size is None else round(size / MB, 3)
 
 
-def _catalog_entry(services: Services, name: str) -> ModelEntry | None:
-    try:
-        return services.catalog.resolve(name)
-    except UnknownModelError:
-        return None
-
-
-def _check_source(source: str) -> None:
-    if source not in SUPPORTED_SOURCES:
-        raise InvalidRequest(
-            f"Invalid source. Must be one of: [{', '.join(SUPPORTED_SOURCES)}]"
-            + (f" ('{source}' is not available in this build)" if source in UNSUPPORTED_SOURCES else ""),
-            error=f"Invalid source: {source}",
-        )
-
-
-def _check_name(name: str) -> str:
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise InvalidRequest(f"name must match {NAME_PATTERN}, got {name!r}")
-    return name
-
-
-def _check_task(services: Services, task: str) -> str:
-    """A task a model added at run time can serve (its family is the task default's)."""
-    if task not in services.catalog.tasks:
-        raise InvalidRequest(f"Unknown task '{task}'. Known tasks: {', '.join(services.catalog.tasks)}")
-    return task
-
-
-def _hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[HubRepo], str]:
-    """(manager key, repos, task) for a hub download: a catalog model, or any repo when `task` is given."""
-    catalog = services.catalog
-    entry = _catalog_entry(services, body.model_id) or (body.name and _catalog_entry(services, body.name))
-    if entry:
-        repos, task = list(entry.repos), catalog.task_of(entry)
-        key = entry.id
-    else:
-        if not body.task:
-            raise ModelNotFound(
-                f"Model '{body.model_id}' is not in the catalog; give `task` ({', '.join(catalog.tasks)}) to download "
-                f"a hub repo outside it. Known models: {', '.join(catalog.models)}"
-            )
-        task = _check_task(services, body.task)
-        try:
-            repos = [HubRepo(repo_id=body.model_id, revision=body.revision)]
-        except ValidationError:
-            raise InvalidRequest(f"model_id must be a hub repo id like 'owner/name', got {body.model_id!r}") from None
-        key = _check_name((body.name or body.model_id.replace("/", "--")).lower())
-    if body.include_vocoder and body.vocoder_model and all(r.repo_id != body.vocoder_model for r in repos):
-        try:
-            repos.append(HubRepo(repo_id=body.vocoder_model, role="vocoder"))
-        except ValidationError:
-            raise InvalidRequest(f"vocoder_model must be a hub repo id, got {body.vocoder_model!r}") from None
-    return key, repos, task
-
-
-def _s3_target(services: Services, body: DownloadRequest) -> tuple[str, list[HubRepo], str]:
-    """(manager key, repos, task) for an s3:// prefix, served by `task`'s family like a hub repo."""
-    if not body.model_id.startswith("s3://"):
-        raise InvalidRequest(f"source=s3 takes s3://bucket/prefix, got {body.model_id!r}",
-                             error="Unsupported URL scheme")
-    if not body.name or not body.task:
-        raise InvalidRequest("source=s3 needs a `name` to manage the model by and the `task` it serves "
-                             f"({', '.join(services.catalog.tasks)})")
-    _check_task(services, body.task)
-    try:
-        repo = HubRepo(repo_id=body.model_id)
-    except ValidationError:
-        raise InvalidRequest(f"model_id must be s3://bucket/prefix, got {body.model_id!r}") from None
-    return _check_name(body.name.lower()), [repo], body.task
-
-
-def _url_args(body: DownloadRequest) -> dict:
-    parts = urlsplit(body.model_id)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidRequest(f"source=url takes an http or https URL, got {body.model_id!r}",
-                             error="Unsupported URL scheme")
-    if not body.name:
-        raise InvalidRequest("source=url needs a `name` to manage the file by")
-    limit = int(min(body.max_size_mb * MB, MAX_URL_DOWNLOAD_BYTES) if body.max_size_mb else MAX_URL_DOWNLOAD_BYTES)
-    return {"url": body.model_id, "sha256": body.sha256, "max_bytes": limit}
+async def _estimate(services: Services, repos: list[HubRepo], started: dict) -> tuple[str | None, int | None]:
+    """(estimated_time in words, size in bytes) of a download that is starting, at the speed downloads
+    here have measured (the configured guess before the first)."""
+    if started["status"] not in ("pending", "downloading") or not repos:
+        return None, None
+    sizes, downloads = await asyncio.gather(services.manager.repo_sizes.remote(repos), services.manager.status.remote())
+    size = None if None in sizes else sum(sizes)
+    speed = measured_speed(downloads) or services.settings.download_estimate_mb_per_s * MB
+    return estimated_time(size, speed), size
 
 
 @router.post("/models/download")
 async def start_download(body: DownloadRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Start (or join) a download at once; poll GET /models/download/status/{download_id}."""
-    _check_source(body.source)
+    check_source(body.source)
+    entry = None
     if body.source == "url":
-        key, repos, url, task = _check_name(body.name or ""), [], _url_args(body), body.task
+        key, repos, url = check_name(body.name or ""), [], url_args(body)
+        task = check_task(services, body.task) if body.task else None
         await asyncio.to_thread(check_url, url["url"], services.settings)  # no private addresses
     else:
-        target = _s3_target if body.source == "s3" or body.model_id.startswith("s3://") else _hub_target
-        (key, repos, task), url = target(services, body), None
+        target = s3_target if body.source == "s3" or body.model_id.startswith("s3://") else hub_target
+        (key, repos, task, entry), url = target(services, body), None
+        if entry is not None:
+            check_flags(services, entry, body)
         if key not in services.catalog.models:  # a repo outside the catalog: its task's family serves it
-            entry = runtime_entry(services.catalog.base, key, repos[0], task, repos[1:])
-            await asyncio.to_thread(services.catalog.runtime.add, entry)
+            runtime = runtime_entry(services.catalog.base, key, repos[0], task, repos[1:])
+            await asyncio.to_thread(services.catalog.runtime.add, runtime)
             services.catalog.refresh()
     started = await services.manager.start.remote(key, repos, url=url, task=task)
+    estimate, size = await _estimate(services, repos, started)
     exists = started["status"] == "already_exists"
+    conversion = tts_conversion(services, body, task)
+    mapped = f" (served by '{key}', {repos[0].repo_id} on the hub)" if body.source in MAPPED_SOURCES else ""
     return {
         "success": True,
         "download_id": started["download_id"],
-        "message": f"Model '{key}' already exists and is ready to use" if exists
-        else f"Started downloading model '{key}'",
+        "message": (f"Model '{key}' already exists and is ready to use" if exists
+                    else f"Started downloading {'TTS ' if task == TTS_TASK else ''}model '{key}'") + mapped,
         "model_name": key,
         "source": body.source,
         "model_id": body.model_id,
         "status": started["status"],
-        "estimated_time": started["eta"],
+        "estimated_time": estimate,
         "download_info": {
             "download_id": started["download_id"],
+            "model_type": "tts" if task == TTS_TASK else task,
             "task": task,
+            "description": entry and (entry.description or services.catalog.families[entry.family].description),
+            "estimated_size_mb": _mb(size),
+            "supports_voice_cloning": bool(entry and "voice-cloning" in entry.capabilities),
             "repos": [r.repo_id for r in repos],
             "url": url and url["url"],
             "vocoder_included": any(r.role == "vocoder" for r in repos),
             "vocoder_models": [r.repo_id for r in repos if r.role == "vocoder"],
+            "tts_conversion": conversion,
         },
     }
 
@@ -213,7 +153,7 @@ async def cancel_download(download_id: str, services: Services = Depends(get_ser
 @router.delete("/models/download/{model_name:path}")
 async def remove_model(model_name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Remove a model's files from the cache and unload it; the next request downloads it again."""
-    entry = _catalog_entry(services, model_name)
+    entry = catalog_entry(services, model_name)
     key, repos = (entry.id, list(entry.repos)) if entry else (model_name, [])
     removed = await services.manager.remove.remote(key, repos)
     unloaded = False
@@ -259,6 +199,11 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
             "size_mb": _mb(size),
             "tags": list(dict.fromkeys([entry.family, task, *entry.capabilities])),
             "capabilities": entry.capabilities,
+            "quality": entry.quality,
+            "speed": entry.speed,
+            "experimental": entry.experimental,
+            "large": (entry.specs.vram_requirement_gb or 0) > services.settings.large_model_gb,
+            "tts_features": tts_features(catalog, entry),
             "downloaded": entry.id in done,
         }
     return {
@@ -266,8 +211,11 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
         "available_models": available,
         "total_available": len(available),
         "supported_sources": list(SUPPORTED_SOURCES),
-        "categories": {task: [m.id for m in catalog.models_for_task(task)] for task in catalog.tasks},
+        "categories": {**{task: [m.id for m in catalog.models_for_task(task)] for task in catalog.tasks},
+                       **split_by_speech(catalog, list(available), str, "general_models")},
+        "popular_tts_models": popular_tts_models(catalog),
         "download_recommendations": {
+            **recommendations(catalog),
             "task_defaults": {task: config.default_model for task, config in catalog.tasks.items()},
             "family_defaults": {name: f.default_model for name, f in catalog.families.items()},
             "smallest_per_task": {
@@ -286,6 +234,7 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
     reports = await services.board.reports.remote(REPORT_MAX_AGE_SECONDS)
     reports = [{**r, "name": services.deployment_of_replica(r["app"], r["deployment"])} for r in reports]
     reports = [r for r in reports if r["name"]]  # this application's replicas only
+    catalog = services.catalog
     per_model: dict[str, list[dict]] = {}
     for report in sorted(reports, key=lambda r: r["replica"]):
         for info in report["models"]:
@@ -295,14 +244,16 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
     models = []
     for name, copies in per_model.items():
         entry = services.catalog.models.get(name)
-        models.append({**copies[0], "family": entry and services.kind_of(entry),
+        models.append({**copies[0], "family": entry and services.kind_of(entry), "is_tts": is_tts(catalog, name),
                        "task": entry and services.catalog.task_of(entry),
                        "optimized": all(c["optimized"] for c in copies), "replica_count": len(copies),
                        "replicas": [{k: c[k] for k in REPLICA_FIELDS} for c in copies]})
     categories: dict[str, list] = {}
     for info in models:
         categories.setdefault(f"{info['task']}_models", []).append(
-            {"name": info["name"], "loaded": True, "optimized": info["optimized"]})
+            {"name": info["name"], "loaded": True, "optimized": info["optimized"], "is_tts": info["is_tts"]})
+    loaded = [{"name": m["name"], "loaded": True, "is_tts": m["is_tts"]} for m in models]
+    categories.update(split_by_speech(catalog, loaded, lambda m: m["name"], "other_models"))
     deployed = [m for m in services.catalog.models.values() if services.is_served(m)]
     lifecycles = await services.lifecycles(deployed)
     for info in models:
@@ -314,6 +265,7 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
         "categories": categories,
         "summary": {
             "total_loaded": len(models),
+            "tts_models_count": sum(m["is_tts"] for m in models),
             "optimized_count": sum(m["optimized"] for m in models),
             "total_parameters": sum(m["parameters"] for m in models),
             "replicas_reporting": len(reports),
@@ -351,6 +303,13 @@ async def cache_info(services: Services = Depends(get_services)) -> dict[str, An
         "total_size_mb": _mb(total),
         "models": sorted({m for e in entries for m in e["models"]}),
         "entries": entries,
+        "tts_specific": tts_share(services.catalog, entries, total),
+        "cache_optimization": {
+            # share of download requests (POST /models/download, retries) the cache answered without fetching
+            "cache_hit_rate": info.get("hit_rate"),
+            "optimization_enabled": True,  # POST /models/manage?action=optimize (reduced precision per replica)
+            "auto_cleanup": False,  # the cache is never pruned behind a user's back: DELETE /models/download/{name}
+        },
     }
 
 
@@ -362,7 +321,7 @@ async def manage_model(
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
     """optimize: reduced precision in the replica; retry_download: start a failed one again; update: newest revision."""
-    entry = _catalog_entry(services, model_name)
+    entry = catalog_entry(services, model_name)
     key = entry.id if entry else model_name
     if action == "optimize":
         if entry is None:

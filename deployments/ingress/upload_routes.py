@@ -28,6 +28,9 @@ router = APIRouter(tags=["uploads and processing"], responses=ERROR_RESPONSES)
 
 AUDIO_TYPES = {"wav", "flac", "mp3", "ogg"}
 IMAGE_TYPES = {"png", "jpg", "jpeg", "webp"}
+# Families that read text take a .txt upload as that text (seed 000: every model, the same two routes);
+# music reads its prompt file in the replica, as it always has.
+TEXT_UPLOAD_TASKS = ("text-to-speech", "text-embedding", "chat")
 PROCESS_BODY = Body(None, description="Seed 000's parameters, "
                                       "e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
 
@@ -136,9 +139,27 @@ async def _process(services: Services, model: str, file_id: str, body: dict[str,
     if named is not None and chosen is not None and chosen != named:
         raise InvalidRequest(f"model_variant '{variant}' contradicts the model '{named.id}' in the path")
     entry = named or chosen or services.catalog.variant(family, None)
-    entry = services.model_for(services.catalog.task_of(entry), entry.id)
-    job = await services.submit(entry, await job_input(services, entry, {**data, "file_id": file_id}))
+    task = services.catalog.task_of(entry)
+    entry = services.model_for(task, entry.id)
+    data = await _with_upload(services, task, data, file_id)
+    job = await services.submit(entry, await job_input(services, entry, data))
     return await job_reply(services, job, wait)
+
+
+async def _with_upload(services: Services, task: str, data: dict[str, Any], file_id: str) -> dict[str, Any]:
+    """The job input with its upload: a .txt upload of a text-reading family becomes the text to speak or
+    embed, or the user's turn of a chat; any other upload is passed by its file_id."""
+    if task not in TEXT_UPLOAD_TASKS:
+        return {**data, "file_id": file_id}
+    upload = await services.upload(file_id)
+    if not upload.filename.lower().endswith(".txt"):
+        return {**data, "file_id": file_id}  # e.g. a voice sample for a model that clones
+    text = (await asyncio.to_thread(services.store.read_upload, upload)).decode("utf-8").strip()
+    if task == "chat":
+        earlier = data.get("messages", [])  # a system turn, say; not a list: left for the check to refuse
+        return {**data, "messages": [*earlier, {"role": "user", "content": text}] if isinstance(earlier, list)
+                else earlier}
+    return {**data, "text": text}
 
 
 @router.post("/process/{model}/{file_id}", status_code=202)

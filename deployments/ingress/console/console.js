@@ -96,7 +96,7 @@ function downloadCell(model) {
   } else {
     if (download && download.status) cell.append(`${download.status} `);
     cell.append(el("button", { textContent: "Download", className: "start-download",
-                               onclick: (e) => busy(e.target, null, () => call("POST", "/models/download", { model_id: model.id }).then(renderSettings)) }));
+                               onclick: (e) => busy(e.target, null, () => call("POST", "/models/download", { model_id: model.id, enable_large_model: true, experimental: true }).then(renderSettings)) }));
   }
   return cell;
 }
