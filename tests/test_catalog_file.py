@@ -48,6 +48,21 @@ def test_unknown_model_names_the_known_ones():
         catalog.resolve("nope", task="text-embedding")
 
 
+def test_task_aliases_and_seed_001_fields():
+    catalog = load_catalog(environ={})
+    assert [catalog.task_named(name) for name in ("text-generation", "Chat", "speech", "")] == ["chat", "chat",
+                                                                                               None, None]
+    speech = catalog.models["speecht5-tts"]
+    assert (speech.quality, speech.speed, speech.experimental) == ("very-high", "medium", False)
+    assert "beginners" in speech.recommended_for and catalog.models["ltx-video"].experimental
+
+
+def test_seed_001_fields_are_checked(tmp_path, catalog_data):
+    catalog_data["models"][0]["quality"] = "amazing"
+    with pytest.raises(CatalogError, match=r"entry 'htdemucs' field 'quality'"):
+        load_catalog(write(tmp_path, catalog_data), environ={})
+
+
 def test_limit_overridden_by_environment():
     catalog = load_catalog(environ={"CATALOG__MUSICGEN_SMALL__MAX_DURATION_SECONDS": "60"})
     assert catalog.models["musicgen-small"].specs.max_duration_seconds == 60

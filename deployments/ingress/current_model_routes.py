@@ -37,8 +37,10 @@ async def switch_current_model(task: str, body: CurrentModel, services: Services
     """Make `body.model` the task's current model and start loading it (a replica starts if it has
     none); the answer carries its lifecycle, so a client can wait for `ready`."""
     catalog = services.catalog
-    if task not in catalog.tasks:
+    named = catalog.task_named(task)  # a task alias (text-generation) means its task
+    if named is None:
         raise NotFound(f"Unknown task '{task}'; tasks: {', '.join(catalog.tasks)}")
+    task = named
     try:
         entry = catalog.resolve(body.model, task=task)
     except UnknownModelError:

@@ -151,9 +151,9 @@ async def _with_upload(services: Services, task: str, data: dict[str, Any], file
     embed, or the user's turn of a chat; any other upload is passed by its file_id."""
     if task not in TEXT_UPLOAD_TASKS:
         return {**data, "file_id": file_id}
-    upload = await services.upload(file_id)
-    if not upload.filename.lower().endswith(".txt"):
-        return {**data, "file_id": file_id}  # e.g. a voice sample for a model that clones
+    upload = await asyncio.to_thread(services.store.get_upload, file_id)
+    if upload is None or not upload.filename.lower().endswith(".txt"):
+        return {**data, "file_id": file_id}  # a voice sample for a model that clones; the task's check answers
     text = (await asyncio.to_thread(services.store.read_upload, upload)).decode("utf-8").strip()
     if task == "chat":
         earlier = data.get("messages", [])  # a system turn, say; not a list: left for the check to refuse
