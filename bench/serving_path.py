@@ -38,9 +38,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/serving_path.py
 from bench.embedding_latency import MINILM_REPO, SENTENCES, machine, run_clients, summary, timed  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
+from deployments.serve_launcher import HAPROXY_MODE_ENV  # noqa: E402
 
 MODEL = "all-minilm-l6-v2"
-FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+FAST_PATH_ENV = HAPROXY_MODE_ENV  # what INFERENCE_SERVE_MODE=haproxy sets
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 # Install, then serve on http://127.0.0.1:8000 (CPU profile). Ctrl-C stops it.
 # An embedded Ray is started unless a cluster is named: RAY_ADDRESS=host:port, or `--address host:port`
 # among the arguments (which go to `serve run`); a named cluster that does not answer is an error.
-# SERVE_CONFIG picks another Serve config file.
+# SERVE_CONFIG picks another Serve config file; INFERENCE_SERVE_MODE=haproxy runs Serve's HAProxy mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

@@ -3,9 +3,16 @@ are killed (crashes, not drains); what the clients see is counted and how soon t
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -97,6 +104,26 @@ def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, cl
     assert load.served_again_after(killed_at) < 15.0
     job = client.get(f"/jobs/{queued.json()['job_id']}", params={"wait": 60}).json()
     assert job["status"] == "completed" and len(job["output"]["embeddings"][0]) == 384, job
+
+
+def test_in_haproxy_mode_an_ingress_killed_under_load_costs_no_request(hub, tmp_path):
+    """INFERENCE_SERVE_MODE=haproxy with two ingress replicas: HAProxy replays the requests the killed one
+    held on the other (tests/ingress_chaos.py, on a Ray of its own since the mode is set before Ray starts)."""
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
+    out = tmp_path / "chaos.json"
+    env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        run = subprocess.run([sys.executable, "-m", "tests.ingress_chaos", hub.url, str(tmp_path), str(out)],
+                             cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                             timeout=420)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    print(f"haproxy mode, ingress killed: {result}")
+    assert result["ingress_replicas"] == 2 and result["after_kill"] >= 20, result
+    assert result["failed"] == []  # every request the dead replica held was replayed on the other one
+    assert result["served_again_s"] < 2.0
 
 
 def test_the_model_manager_killed_mid_download_resumes_with_no_partial_file(client, hub, model_cache):
