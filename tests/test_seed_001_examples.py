@@ -170,8 +170,8 @@ def test_cache_info(client):
     names = [m["name"] for m in tts["tts_models"]]
     assert "speecht5-tts" in names and tts["tts_models_count"] >= 1
     assert 0 < tts["tts_total_size_mb"] <= body["total_size_mb"]
-    assert tts["tts_percentage"] == round(100 * tts["tts_total_size_mb"] / body["total_size_mb"], 1) or abs(
-        tts["tts_percentage"] - 100 * tts["tts_total_size_mb"] / body["total_size_mb"]) < 0.2
+    # both sizes are rounded to kB, the share to 0.1 %
+    assert abs(tts["tts_percentage"] - 100 * tts["tts_total_size_mb"] / body["total_size_mb"]) < 0.2
     optimization = body["cache_optimization"]
     assert 0 < optimization["cache_hit_rate"] <= 1  # the repeated SpeechT5 request above was a hit
     assert (optimization["optimization_enabled"], optimization["auto_cleanup"]) == (True, False)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from deployments.errors import ModelNotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.model_features import audio_models, specialized_models, tts_features
+from deployments.ingress.model_features import TTS_TASK, audio_models, specialized_models, tts_features
 from deployments.ingress.service_health import check_health
 from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
@@ -58,7 +58,7 @@ def model_view(services: Services, entry: ModelEntry, lifecycle: dict[str, Any] 
         "is_current": catalog.current_model(family.task) == entry.id,
         "is_deployed": services.is_served(entry),
         "enabled": services.is_served(entry),  # seed 001's name for it
-        "tts_enabled": family.task == "text-to-speech",
+        "tts_enabled": family.task == TTS_TASK,
         "tts_features": tts_features(catalog, entry),
         "quality": entry.quality,
         "speed": entry.speed,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.errors import InvalidRequest, ModelNotFound
+from deployments.ingress.model_features import MB, TTS_TASK
 from deployments.ingress.services import Services
 from registry import HubRepo, ModelEntry, UnknownModelError
 
@@ -19,10 +20,8 @@ SUPPORTED_SOURCES = ("huggingface", "url", "s3", "torchvision", "pytorch_hub")
 MAPPED_SOURCES = ("torchvision", "pytorch_hub")
 MAPPED_TASK = "image-classification"
 UNSUPPORTED_SOURCES = ("tts_auto",)  # seed 001 names it; there is no automatic TTS conversion here
-TTS_TASK = "text-to-speech"
 MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-MB = 2**20
 
 
 class DownloadRequest(BaseModel):
@@ -79,10 +78,15 @@ def catalog_entry(services: Services, name: str) -> ModelEntry | None:
         return None
 
 
+def is_large(services: Services, entry: ModelEntry) -> bool:
+    """Needs more GPU memory than INFERENCE_LARGE_MODEL_GB: downloaded only with enable_large_model."""
+    return (entry.specs.vram_requirement_gb or 0) > services.settings.large_model_gb
+
+
 def check_flags(services: Services, entry: ModelEntry, body: DownloadRequest) -> None:
     """enable_large_model and experimental gate what their names say, with a 400 saying which flag to set."""
     memory, limit = entry.specs.vram_requirement_gb, services.settings.large_model_gb
-    if memory is not None and memory > limit and not body.enable_large_model:
+    if is_large(services, entry) and not body.enable_large_model:
         raise InvalidRequest(f"Model '{entry.id}' is a large model: it needs {memory:g} GB of GPU memory, over "
                              f"this service's {limit:g} GB; send enable_large_model: true to download it",
                              error="Large model not enabled")

@@ -15,9 +15,7 @@ from fastapi import APIRouter, Depends
 from deployments.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from deployments.ingress.download_requests import (
     MAPPED_SOURCES,
-    MB,
     SUPPORTED_SOURCES,
-    TTS_TASK,
     DownloadRequest,
     catalog_entry,
     check_flags,
@@ -25,14 +23,17 @@ from deployments.ingress.download_requests import (
     check_source,
     check_task,
     hub_target,
+    is_large,
     s3_target,
     tts_conversion,
     url_args,
 )
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.model_features import (
+    MB,
+    TTS_TASK,
     estimated_time,
-    is_tts,
+    mb,
     measured_speed,
     popular_tts_models,
     recommendations,
@@ -49,10 +50,6 @@ router = APIRouter(tags=["model management"], responses=ERROR_RESPONSES)
 
 REPLICA_FIELDS = ("replica", "deployment", "node_id", "device", "optimized", "optimization", "memory_usage", "load",
                   "idle_s")
-
-
-def _mb(size: int | None) -> float | None:
-    return None if size is None else round(size / MB, 3)
 
 
 async def _estimate(services: Services, repos: list[HubRepo], started: dict) -> tuple[str | None, int | None]:
@@ -104,7 +101,7 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
             "model_type": "tts" if task == TTS_TASK else task,
             "task": task,
             "description": entry and (entry.description or services.catalog.families[entry.family].description),
-            "estimated_size_mb": _mb(size),
+            "estimated_size_mb": mb(size),
             "supports_voice_cloning": bool(entry and "voice-cloning" in entry.capabilities),
             "repos": [r.repo_id for r in repos],
             "url": url and url["url"],
@@ -196,13 +193,13 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
             "family": entry.family,
             "description": entry.description or catalog.families[entry.family].description,
             "size_bytes": size,
-            "size_mb": _mb(size),
+            "size_mb": mb(size),
             "tags": list(dict.fromkeys([entry.family, task, *entry.capabilities])),
             "capabilities": entry.capabilities,
             "quality": entry.quality,
             "speed": entry.speed,
             "experimental": entry.experimental,
-            "large": (entry.specs.vram_requirement_gb or 0) > services.settings.large_model_gb,
+            "large": is_large(services, entry),
             "tts_features": tts_features(catalog, entry),
             "downloaded": entry.id in done,
         }
@@ -212,7 +209,7 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
         "total_available": len(available),
         "supported_sources": list(SUPPORTED_SOURCES),
         "categories": {**{task: [m.id for m in catalog.models_for_task(task)] for task in catalog.tasks},
-                       **split_by_speech(catalog, list(available), str, "general_models")},
+                       **split_by_speech(catalog, list(available), "general_models")},
         "popular_tts_models": popular_tts_models(catalog),
         "download_recommendations": {
             **recommendations(catalog),
@@ -234,7 +231,6 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
     reports = await services.board.reports.remote(REPORT_MAX_AGE_SECONDS)
     reports = [{**r, "name": services.deployment_of_replica(r["app"], r["deployment"])} for r in reports]
     reports = [r for r in reports if r["name"]]  # this application's replicas only
-    catalog = services.catalog
     per_model: dict[str, list[dict]] = {}
     for report in sorted(reports, key=lambda r: r["replica"]):
         for info in report["models"]:
@@ -244,8 +240,9 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
     models = []
     for name, copies in per_model.items():
         entry = services.catalog.models.get(name)
-        models.append({**copies[0], "family": entry and services.kind_of(entry), "is_tts": is_tts(catalog, name),
-                       "task": entry and services.catalog.task_of(entry),
+        task = entry and services.catalog.task_of(entry)
+        models.append({**copies[0], "family": entry and services.kind_of(entry), "is_tts": task == TTS_TASK,
+                       "task": task,
                        "optimized": all(c["optimized"] for c in copies), "replica_count": len(copies),
                        "replicas": [{k: c[k] for k in REPLICA_FIELDS} for c in copies]})
     categories: dict[str, list] = {}
@@ -253,7 +250,8 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
         categories.setdefault(f"{info['task']}_models", []).append(
             {"name": info["name"], "loaded": True, "optimized": info["optimized"], "is_tts": info["is_tts"]})
     loaded = [{"name": m["name"], "loaded": True, "is_tts": m["is_tts"]} for m in models]
-    categories.update(split_by_speech(catalog, loaded, lambda m: m["name"], "other_models"))
+    categories["tts_models"] = [m for m in loaded if m["is_tts"]]  # seed 001's speech/other split
+    categories["other_models"] = [m for m in loaded if not m["is_tts"]]
     deployed = [m for m in services.catalog.models.values() if services.is_served(m)]
     lifecycles = await services.lifecycles(deployed)
     for info in models:
@@ -291,16 +289,16 @@ async def cache_info(services: Services = Depends(get_services)) -> dict[str, An
             owners.setdefault(repo_id, [status["model"]])
     entries = [
         {"name": ", ".join(owners.get(r["repo_id"], [r["repo_id"]])), "models": owners.get(r["repo_id"], []),
-         "source": "huggingface", **r, "size_mb": _mb(r["size_bytes"])}
+         "source": "huggingface", **r, "size_mb": mb(r["size_bytes"])}
         for r in info["repos"]
-    ] + [{"models": [u["name"]], "source": "url", **u, "size_mb": _mb(u["size_bytes"])} for u in info["url_downloads"]]
+    ] + [{"models": [u["name"]], "source": "url", **u, "size_mb": mb(u["size_bytes"])} for u in info["url_downloads"]]
     total = sum(e["size_bytes"] for e in entries)
     return {
         "success": True,
         "cache_directory": info["cache_directory"],
         "total_models": len({m for e in entries for m in e["models"]}),
         "total_size_bytes": total,
-        "total_size_mb": _mb(total),
+        "total_size_mb": mb(total),
         "models": sorted({m for e in entries for m in e["models"]}),
         "entries": entries,
         "tts_specific": tts_share(services.catalog, entries, total),

@@ -11,10 +11,16 @@ from registry import ModelEntry
 from registry.runtime import CatalogView
 
 TTS_TASK = "text-to-speech"
+MB = 2**20
 RECOMMENDATION_KEYS = ("beginners", "advanced", "fast_setup", "highest_quality")
 # seed 001's specialized_models keys beside the catalog's task names
 SEED_001_SPECIALIZED = {"tts_models": TTS_TASK, "stt_models": "speech-to-text",
                         "image_classification": "image-classification"}
+
+
+def mb(size: int | None) -> float | None:
+    """Bytes as MB with 3 decimals, as every listing shows sizes (None stays None)."""
+    return None if size is None else round(size / MB, 3)
 
 
 def is_tts(catalog: CatalogView, model_id: str | None) -> bool:
@@ -56,11 +62,11 @@ def audio_models(catalog: CatalogView, loaded: list[str]) -> dict[str, Any]:
     }
 
 
-def split_by_speech(catalog: CatalogView, items: list[Any], name_of, other_key: str) -> dict[str, list[Any]]:
-    """`items` as {'tts_models': [...], other_key: [...]} (seed 001's categories)."""
-    split: dict[str, list[Any]] = {"tts_models": [], other_key: []}
-    for item in items:
-        split["tts_models" if is_tts(catalog, name_of(item)) else other_key].append(item)
+def split_by_speech(catalog: CatalogView, names: list[str], other_key: str) -> dict[str, list[str]]:
+    """`names` as {'tts_models': [...], other_key: [...]} (seed 001's categories)."""
+    split: dict[str, list[str]] = {"tts_models": [], other_key: []}
+    for name in names:
+        split["tts_models" if is_tts(catalog, name) else other_key].append(name)
     return split
 
 
@@ -85,7 +91,7 @@ def tts_share(catalog: CatalogView, entries: list[dict[str, Any]], total_bytes: 
                         "tags": sorted({tag for m in e["models"] if m in catalog.models
                                         for tag in catalog.models[m].capabilities})}
                        for e in speech],
-        "tts_total_size_mb": round(size / 2**20, 3),
+        "tts_total_size_mb": mb(size),
         "tts_percentage": round(100 * size / total_bytes, 1) if total_bytes else 0.0,
     }
 
