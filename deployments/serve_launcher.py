@@ -27,8 +27,11 @@ SERVE_MODES = ("default", "haproxy")
 # Serve's throughput-optimized mode (bench/serving_path.py: 1.3-1.65x the default mode's throughput).
 # HAProxy retries only what never got an answer: a refused connection, or one closed with no response
 # (the ingress replica died); an error status from the service is the service's answer and is not replayed.
+# Ten retries, not HAProxy's 3: until its checks mark the dead replica down, leastconn keeps picking it
+# (it holds no connections), and on a busy box 3 replays a second apart all met it (a 500 in CI).
 HAPROXY_MODE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response"}
+                    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
+                    "RAY_SERVE_HAPROXY_RETRIES": "10"}
 
 
 class NoCluster(RuntimeError):

@@ -23,6 +23,16 @@ from deployments.serve_launcher import serve_mode_environment
 MODEL = "all-minilm-l6-v2"
 
 
+def haproxy_setting(name: str) -> str | None:
+    """A setting as written in the HAProxy config Serve generated for this node (the defaults' line)."""
+    import ray
+
+    default = Path(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/tmp/haproxy-serve/haproxy.cfg"))
+    config = default.parent / ray.get_runtime_context().get_node_id() / default.name
+    lines = [line.split(None, 1) for line in config.read_text().splitlines() if line.strip()]
+    return next((words[1] for words in lines if words[0] == name and len(words) == 2), None)
+
+
 def main(hub_url: str, work: Path, out: Path) -> None:
     os.environ.update(serve_mode_environment({**os.environ, "INFERENCE_SERVE_MODE": "haproxy"}))
     os.environ.update(HF_ENDPOINT=hub_url, INFERENCE_CACHE_DIR=str(work / "cache"),
@@ -36,7 +46,7 @@ def main(hub_url: str, work: Path, out: Path) -> None:
     from deployments.settings import ServiceSettings
     from registry import load_catalog
     from tests.conftest import free_port
-    from tests.test_chaos import SteadyLoad
+    from tests.test_chaos import SteadyLoad, wait_until_steady
 
     port = free_port()
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
@@ -50,8 +60,8 @@ def main(hub_url: str, work: Path, out: Path) -> None:
         while httpx.post(f"{base_url}/api/embedding", json={"text": "warm"}, timeout=60).status_code != 200:
             assert time.monotonic() < deadline, "the service never answered"
             time.sleep(0.5)
-        with SteadyLoad(base_url) as load:
-            time.sleep(6)
+        with SteadyLoad(base_url, replay_dropped=True) as load:
+            wait_until_steady(load, successes=40)  # both ingress replicas have served
             ingresses = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                          if a["name"].startswith("SERVE_REPLICA::inference#Ingress#")]
             killed_at = time.monotonic()
@@ -60,9 +70,11 @@ def main(hub_url: str, work: Path, out: Path) -> None:
         out.write_text(json.dumps({
             "ingress_replicas": len(ingresses), "requests": len(load.results),
             "after_kill": sum(1 for started, *_ in load.results if started >= killed_at),
-            "failed": load.failures(), "served_again_s": load.served_again_after(killed_at),
+            "failed_after_kill_s": [[round(started - killed_at, 3), round(ended - killed_at, 3), status]
+                                    for started, ended, status in load.failures()],
+            "errors": load.errors, "client_replays": load.replayed, "served_again_s": load.served_again_after(killed_at),
             "longest_request_s": load.longest_wait(),
-            "retry_on": os.environ["RAY_SERVE_HAPROXY_RETRY_ON"]}))
+            "haproxy_retries": haproxy_setting("retries"), "haproxy_retry_on": haproxy_setting("retry-on")}))
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -68,7 +68,8 @@ def test_serve_mode_sets_rays_haproxy_variables_and_a_bad_mode_is_a_clear_error(
 
     assert serve_mode_environment({}) == {} == serve_mode_environment({"INFERENCE_SERVE_MODE": "default"})
     chosen = serve_mode_environment({"INFERENCE_SERVE_MODE": "haproxy", "RAY_SERVE_HAPROXY_RETRY_ON": "none"})
-    assert chosen == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert chosen == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                      "RAY_SERVE_HAPROXY_RETRIES": "10"}
     refused = launch(["serve_config.cpu.yaml"], launcher_env(tmp_path, INFERENCE_SERVE_MODE="fast"))
     assert refused.wait(timeout=60) == 2
     assert "error: INFERENCE_SERVE_MODE must be one of default, haproxy, not 'fast'" in refused.stdout.read()
