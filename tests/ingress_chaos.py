@@ -72,7 +72,8 @@ def main(hub_url: str, work: Path, out: Path) -> None:
             "after_kill": sum(1 for started, *_ in load.results if started >= killed_at),
             "failed_after_kill_s": [[round(started - killed_at, 3), round(ended - killed_at, 3), status]
                                     for started, ended, status in load.failures()],
-            "errors": load.errors, "client_replays": load.replayed, "served_again_s": load.served_again_after(killed_at),
+            "errors": load.errors, "client_replays": load.replayed,
+            "served_again_s": load.served_again_after(killed_at),
             "longest_request_s": load.longest_wait(),
             "haproxy_retries": haproxy_setting("retries"), "haproxy_retry_on": haproxy_setting("retry-on")}))
     finally:
