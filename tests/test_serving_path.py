@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -91,6 +93,22 @@ def test_grafana_dashboard_reads_only_series_the_service_exports(client, metrics
     assert client.post("/api/embedding", json={"text": "for the dashboard"}).status_code == 200
     samples = wait_for_metrics(metrics_port, lambda s: wanted <= set(s))
     assert wanted - set(samples) == set()
+
+
+def test_grafana_dashboard_satisfies_grafanas_own_dashboard_schema(tmp_path):
+    """No Grafana server installs here, so the import is checked against the dashboard model Grafana publishes
+    (npm @grafana/schema, locked in scripts/grafana_check): a misspelled key or a wrong type fails tsc."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed: scripts/grafana_check needs Node.js")
+    check = REPO_ROOT / "scripts/grafana_check/check.sh"
+    passed = subprocess.run([str(check)], capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0 and "PASS:" in passed.stdout, passed.stdout + passed.stderr
+    broken = json.loads((REPO_ROOT / "grafana/inference_dashboard.json").read_text())
+    broken["panels"][0]["gridpos"] = broken["panels"][0].pop("gridPos")  # the control: one key misspelled
+    (tmp_path / "broken.json").write_text(json.dumps(broken, indent=2))
+    failed = subprocess.run([str(check), str(tmp_path / "broken.json")], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert 'gridpos"\' does not exist in type' in failed.stdout, failed.stdout
 
 
 def test_health_checks_manager_store_and_deployments(client):
