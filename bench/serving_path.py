@@ -5,11 +5,15 @@ the cost of each hop, in one run.
     .venv/bin/python bench/serving_path.py [--requests 300] [--concurrency 16] [--modes default,haproxy]
 
 Hops, each measured sequentially (p50):
-  model          sentence-transformers encode of one text in this process
+  model          sentence-transformers encode of one text in this process, on the replica's torch threads
+                 (every core but one); "model on every core" on all of them, as the hand-rolled server runs
   proxy          GET /-/healthz, answered by Serve's proxy (HAProxy in the haproxy mode) alone
   proxy+ingress  POST /api/embedding with an empty text: parsed and refused (400) by the ingress
   handle         the model deployment's `embed` through a Python deployment handle (no HTTP)
   route          the full POST /api/embedding
+CPU per request: during the concurrent run, the CPU time every process on the machine used (psutil), by
+process (Ray sets its workers' titles, e.g. ray::ServeReplica:inference:Ingress), divided by the requests:
+on a 2-core box the CPU the path spends per request is what caps its throughput.
 Modes: `default` is Serve's Python proxy and Ray actor calls; `haproxy` sets RAY_SERVE_ENABLE_HA_PROXY=1 and
 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (HAProxy in front of the ingress replica, gRPC between replicas),
 set in the environment of `serve run`/`ray start`. Each mode runs in its own Ray.
@@ -50,13 +54,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_label(process) -> str:
+    """What a process is, from its title: Ray's workers name their actor (ray::ServeReplica:app:deployment)."""
+    command = process.cmdline()
+    title = command[0] if command else process.name()
+    if title.startswith("ray::"):
+        return title.split(" ")[0]
+    if process.pid == os.getpid():
+        return "load generator (this bench)"
+    scripts = [Path(part).name for part in command[1:3] if part.endswith(".py")]
+    return f"{Path(title).name} {scripts[0]}" if scripts else Path(title).name
+
+
+def cpu_seconds_by_process() -> dict[int, tuple[str, float]]:
+    import psutil
+
+    seen = {}
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            seen[process.pid] = (process_label(process), times.user + times.system)
+    return seen
+
+
+def cpu_ms_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """CPU ms each kind of process spent per request between two snapshots; under 0.1 ms goes to 'other'."""
+    spent: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        used = seconds - before.get(pid, (label, 0.0))[1]
+        if used > 0:
+            spent[label] = spent.get(label, 0.0) + used * 1000 / requests
+    shown = {label: round(ms, 2) for label, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms >= 0.1}
+    return {**shown, "other": round(sum(spent.values()) - sum(shown.values()), 2),
+            "total": round(sum(spent.values()), 2)}
+
+
 async def http_load(base_url: str, texts: list[str], clients: int) -> dict:
     async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
         async def post(text: str) -> None:
             (await http.post("/api/embedding", json={"text": text})).raise_for_status()
 
         await asyncio.gather(*(post(text) for text in SENTENCES[:max(clients, 8)]))  # warm-up
-        return await run_clients(post, texts, clients)
+        before = cpu_seconds_by_process()
+        result = await run_clients(post, texts, clients)
+        return {**result, "cpu_ms_per_request": cpu_ms_per_request(before, cpu_seconds_by_process(), len(texts))}
 
 
 async def sequential_p50(base_url: str, method: str, path: str, body: dict | None, expect: int, n: int) -> float:
@@ -93,9 +134,12 @@ def bench_handrolled(model_dir: Path, texts: list[str], clients: int) -> dict:
             server.terminate()
 
 
-def bench_model(model_dir: Path, n: int) -> float:
+def bench_model(model_dir: Path, n: int, threads: int) -> float:
+    """p50 of one text's encode in this process on `threads` torch threads."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    torch.set_num_threads(threads)
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.encode(SENTENCES[:8], normalize_embeddings=True)
     latencies = [timed(lambda i=i: model.encode([SENTENCES[i % 64]], normalize_embeddings=True)) for i in range(n)]
@@ -157,13 +201,17 @@ def main() -> None:
         return
 
     print("model alone and the hand-rolled server...", flush=True)
-    model_p50 = bench_model(model_dir, 100)
+    # the replica's torch threads (settings.cpu_threads: every core but one), and the hand-rolled server's (all)
+    replica_threads = max(1, (os.cpu_count() or 1) - 1)
+    all_cores_p50 = bench_model(model_dir, 100, os.cpu_count() or 1)
+    model_p50 = bench_model(model_dir, 100, replica_threads)
     handrolled = bench_handrolled(model_dir, texts, args.concurrency)
     modes = {}
     for mode in args.modes.split(","):
         print(f"this service, {mode} mode...", flush=True)
         modes[mode] = run_mode_in_subprocess(mode, args)
-        modes[mode]["hops_p50_ms"] = {"model": model_p50, **modes[mode]["hops_p50_ms"]}
+        modes[mode]["hops_p50_ms"] = {"model": model_p50, "model on every core": all_cores_p50,
+                                      **modes[mode]["hops_p50_ms"]}
 
     base_rps = handrolled["concurrent"]["throughput_rps"]
     print(f"\n{'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
@@ -182,6 +230,9 @@ def main() -> None:
         print(f"{mode}: {ratios[mode]['throughput_vs_handrolled_at_concurrency']}x the hand-rolled req/s at "
               f"{args.concurrency} clients; sequential p50 adds {ratios[mode]['sequential_p50_added_by_path_ms']} "
               f"ms to the model's; hop p50s (ms): {hops}")
+    for name, runs in (("hand-rolled", handrolled), *modes.items()):
+        cpu = "  ".join(f"{label} {ms}" for label, ms in runs["concurrent"]["cpu_ms_per_request"].items())
+        print(f"CPU ms per request at {args.concurrency} clients, {name}: {cpu}")
     result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": MINILM_REPO,
               "requests": args.requests, "concurrency": args.concurrency, "machine": machine("cpu"),
               "handrolled": handrolled, "modes": modes, "ratios": ratios}
