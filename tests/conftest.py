@@ -169,10 +169,23 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
         "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.settings()["s3_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": s3.settings()["s3_secret_access_key"],
     })
+    from deployments.serve_launcher import serve_mode_environment
+
+    # The session's Ray runs in the mode scripts/serve.sh would start (HAProxy; INFERENCE_SERVE_MODE=proxy:
+    # Serve's Python proxy), with HAProxy ports of its own. Only this Ray gets the variables: the Rays tests
+    # start themselves (a two-node cluster, the launcher, the chaos subprocess) keep their own modes and ports.
+    mode = serve_mode_environment(os.environ)
+    if mode:
+        mode.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()))
     port = free_port()
-    # one GPU declared (none is present): GPU fractions schedule as on a one-GPU box; replicas run on CPU
-    ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             _metrics_export_port=metrics_port)
+    os.environ.update(mode)
+    try:
+        # one GPU declared (none is present): GPU fractions schedule as on a one-GPU box; replicas run on CPU
+        ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False,
+                 _metrics_export_port=metrics_port)
+    finally:
+        for name in mode:
+            del os.environ[name]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     deploy_inference_app()
     yield f"http://127.0.0.1:{port}"

@@ -139,6 +139,10 @@ def test_cancel_stops_a_running_job_and_keeps_no_files(client, job_store_dir):
     job = client.get(f"/jobs/{job_id}").json()
     assert job["status"] == "cancelled" and job["files"] == []
     assert not (job_store_dir / "results" / job_id).exists()
+    deadline = time.monotonic() + 30  # the worker clears its staging once its separation thread returns
+    while list((job_store_dir / "staging").glob(f"job-{job_id}-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list((job_store_dir / "staging").glob(f"job-{job_id}-*")) == []
     assert client.get(f"/jobs/{job_id}/files/vocals.wav").status_code == 409
     assert client.delete(f"/jobs/{job_id}").status_code == 200
     assert client.get(f"/jobs/{job_id}").status_code == 404

@@ -62,14 +62,16 @@ def test_host_and_port_from_the_environment_replace_the_configs_http_options(tmp
 
 
 def test_serve_mode_sets_rays_haproxy_variables_and_a_bad_mode_is_a_clear_error(tmp_path):
-    """INFERENCE_SERVE_MODE=haproxy: Serve's HAProxy mode with replays of requests whose ingress died
-    (tests/test_chaos.py kills one under load in that mode); a variable the user set is kept."""
+    """Serve's HAProxy mode by default (INFERENCE_SERVE_MODE=proxy: Serve's Python proxy), with replays of
+    requests whose ingress died (tests/test_chaos.py kills one under load in that mode); a variable the user
+    set is kept."""
     from deployments.serve_launcher import serve_mode_environment
 
-    assert serve_mode_environment({}) == {} == serve_mode_environment({"INFERENCE_SERVE_MODE": "default"})
-    chosen = serve_mode_environment({"INFERENCE_SERVE_MODE": "haproxy", "RAY_SERVE_HAPROXY_RETRY_ON": "none"})
+    assert serve_mode_environment({"INFERENCE_SERVE_MODE": "proxy"}) == {}
+    assert serve_mode_environment({}) == serve_mode_environment({"INFERENCE_SERVE_MODE": "haproxy"})
+    chosen = serve_mode_environment({"RAY_SERVE_HAPROXY_RETRY_ON": "none"})
     assert chosen == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
                       "RAY_SERVE_HAPROXY_RETRIES": "10"}
     refused = launch(["serve_config.cpu.yaml"], launcher_env(tmp_path, INFERENCE_SERVE_MODE="fast"))
     assert refused.wait(timeout=60) == 2
-    assert "error: INFERENCE_SERVE_MODE must be one of default, haproxy, not 'fast'" in refused.stdout.read()
+    assert "error: INFERENCE_SERVE_MODE must be one of haproxy, proxy, not 'fast'" in refused.stdout.read()
