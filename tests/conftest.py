@@ -176,7 +176,10 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
     # start themselves (a two-node cluster, the launcher, the chaos subprocess) keep their own modes and ports.
     mode = serve_mode_environment(os.environ)
     if mode:
-        mode.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()))
+        # An ingress replica that stops waits this long for load balancers to forget it (Ray's 30 s is for
+        # remote ones; the local HAProxy reloads in a fraction of a second): each app a test deletes.
+        mode.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+                    RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="2")
     port = free_port()
     os.environ.update(mode)
     try:
