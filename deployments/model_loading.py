@@ -35,8 +35,13 @@ def pick_device(settings: ServiceSettings) -> str:
 
     if torch.cuda.is_available():
         return "cuda"
-    torch.set_num_threads(settings.cpu_threads or max(1, (os.cpu_count() or 1) - 1))
+    torch.set_num_threads(cpu_thread_count(settings))
     return "cpu"
+
+
+def cpu_thread_count(settings: ServiceSettings) -> int:
+    """Torch threads of a CPU replica: settings.cpu_threads, else every core but one (left to the proxy)."""
+    return settings.cpu_threads or max(1, (os.cpu_count() or 1) - 1)
 
 
 class LoadedModels:
