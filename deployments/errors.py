@@ -133,6 +133,13 @@ class InvalidApiKey(Forbidden):
     error_code = "INVALID_API_KEY"
 
 
+class AdminKeyRequired(Forbidden):
+    """A valid user key on a route that manages models: only admin keys may."""
+
+    error_code = "ADMIN_KEY_REQUIRED"
+    error = "Admin API key required"
+
+
 class BadModelOutput(ServiceError):
     """The model answered, but not in a form the service can return (e.g. no valid JSON after retries)."""
 

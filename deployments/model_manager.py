@@ -32,6 +32,7 @@ from deployments import object_storage
 from deployments.download_retries import with_retries
 from deployments.errors import HubError, ModelUnavailable
 from deployments.hub_snapshots import remove_orphaned_partials, snapshot
+from deployments.safe_paths import check_name, inside
 from deployments.service_metrics import DownloadGauges
 from deployments.settings import ServiceSettings
 from deployments.url_downloads import fetch_url
@@ -223,7 +224,7 @@ class ModelManager:
         if wanted and Path(self._settings.cache_dir).is_dir():
             for repo in scan_cache_dir(self._settings.cache_dir).repos:
                 if (repo.repo_id, repo.repo_type) in wanted:
-                    shutil.rmtree(repo.repo_path, ignore_errors=True)
+                    shutil.rmtree(inside(self._settings.cache_dir, repo.repo_path.name), ignore_errors=True)
                     removed.append(str(repo.repo_path))
         for source in sources:
             folder = object_storage.model_folder(self._settings.cache_dir, source.repo_id) if source.is_s3 else None
@@ -257,7 +258,8 @@ class ModelManager:
         return {"cache_directory": str(cache), "repos": repos, "url_downloads": urls, "hit_rate": hit_rate}
 
     def _url_folder(self, model: str) -> Path:
-        return Path(self._settings.cache_dir) / URL_FOLDER / model
+        """A url download's folder: the name was checked where it entered, and is again here."""
+        return inside(Path(self._settings.cache_dir) / URL_FOLDER, check_name(model, "model name"))
 
     def status(self, model: str | None = None) -> dict | list[dict]:
         """Status and byte progress of one model, or of every model asked for so far."""

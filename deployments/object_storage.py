@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deployments.safe_paths import inside
 from deployments.settings import ServiceSettings
 from deployments.whole_files import whole_file
 
@@ -66,7 +67,7 @@ def copy_prefix(client: Any, bucket: str, prefix: str, target: Path, stop: threa
     if not objects:
         raise FileNotFoundError(f"s3://{bucket}/{prefix} holds no files")
     for relative, size in sorted(objects.items()):
-        path = target / relative
+        path = inside(target, *filter(None, relative.split("/")))  # a key holding '../' would leave the model's folder
         if path.is_file() and path.stat().st_size == size:
             if on_bytes:
                 on_bytes(size)
@@ -95,7 +96,7 @@ MODEL_FOLDER = "s3-models"
 
 def model_folder(cache_dir: Path, url: str) -> Path:
     bucket, prefix = parse_s3_url(url)
-    return Path(cache_dir) / MODEL_FOLDER / bucket / prefix
+    return inside(Path(cache_dir) / MODEL_FOLDER, bucket, *filter(None, prefix.split("/")))
 
 
 def model_size(settings: ServiceSettings, url: str) -> int:

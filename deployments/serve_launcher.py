@@ -10,6 +10,10 @@ GCS for ever. Here no address means `--address local` (a fresh embedded Ray), an
 HOST and PORT (seed 003's settings) in the environment replace the config file's `http_options`
 host and port: the file is copied with them changed, as `serve run` reads both only from the file.
 
+It refuses to serve on an address other than loopback while no API key is configured
+(INFERENCE_API_KEYS / INFERENCE_ADMIN_API_KEYS, in the environment or the config's env_vars), unless
+INFERENCE_ALLOW_OPEN_NETWORK=1 says that something in front of it authenticates.
+
 Serve runs in its throughput-optimized mode (HAProxy in front of the ingress replicas, gRPC between
 replicas), with HAProxy replaying a request whose ingress replica died before answering on another one
 (see serve_mode_environment); INFERENCE_SERVE_MODE=proxy runs Serve's Python HTTP proxy instead.
@@ -37,6 +41,40 @@ HAPROXY_MODE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTI
 
 class NoCluster(RuntimeError):
     """The named Ray cluster does not answer."""
+
+
+class OpenToTheNetwork(RuntimeError):
+    """A non-loopback address with no API key: anyone who reaches the port could use every route."""
+
+
+KEY_SETTINGS = ("INFERENCE_API_KEYS", "INFERENCE_ADMIN_API_KEYS")
+OPEN_SETTING = "INFERENCE_ALLOW_OPEN_NETWORK"
+
+
+def check_bind_is_guarded(argv: list[str], environ: dict[str, str]) -> None:
+    """Raise OpenToTheNetwork when the config file serves beyond loopback and no key is configured."""
+    import ipaddress
+
+    import yaml
+
+    position = next((i for i, arg in enumerate(argv) if arg.endswith((".yaml", ".yml"))), None)
+    if position is None:
+        return
+    with open(argv[position]) as file:
+        config = yaml.safe_load(file) or {}
+    host = str((config.get("http_options") or {}).get("host") or "127.0.0.1")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    in_config = [app.get("runtime_env", {}).get("env_vars", {}) for app in config.get("applications") or []]
+    keyed = any(str(env.get(name) or "").strip(", ") for env in [environ, *in_config] for name in KEY_SETTINGS)
+    if loopback or keyed or environ.get(OPEN_SETTING, "").lower() in ("1", "true", "yes"):
+        return
+    raise OpenToTheNetwork(
+        f"refusing to serve on {host} (not loopback) with no API key: anyone who reaches the port could use "
+        f"every route. Set INFERENCE_API_KEYS (and INFERENCE_ADMIN_API_KEYS), or HOST=127.0.0.1, or "
+        f"{OPEN_SETTING}=1 if something in front of the service authenticates (README: Exposing the service).")
 
 
 def named_address(argv: list[str]) -> str | None:
@@ -109,6 +147,7 @@ def serve_run_args(argv: list[str]) -> list[str]:
     """`serve run` arguments: the user's, with HOST/PORT applied, plus `--address local` when they named
     no cluster."""
     argv = with_http_overrides(argv, dict(os.environ))
+    check_bind_is_guarded(argv, dict(os.environ))
     address = named_address(argv)
     if address is None:
         return ["run", "--address", "local", *argv]
@@ -120,7 +159,7 @@ def main(argv: list[str]) -> int:
     try:
         os.environ.update(serve_mode_environment(dict(os.environ)))  # before Ray reads its constants
         args = serve_run_args(argv)
-    except (NoCluster, ValueError) as error:
+    except (NoCluster, OpenToTheNetwork, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # SIGINT back to its default: a shell starts background jobs with it ignored, and `serve run`

@@ -94,8 +94,18 @@ class ServiceSettings(BaseSettings):
     job_sweep_seconds: float = Field(5.0, gt=0, description="How often the ingress looks for lost jobs.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False,
-        description="Comma-separated keys; when set, every state-changing route needs one "
-        "(Authorization: Bearer <key> or X-API-Key). Read-only and inference routes stay open.",
+        description="Comma-separated user keys. With any key configured (user or admin) every route but GET "
+        "/health and the console's files needs one (Authorization: Bearer <key> or X-API-Key), and each key "
+        "sees only the jobs, uploads, results and voices it created.",
+    )
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False,
+        description="Comma-separated admin keys: everything a user key may, and they alone download, delete or "
+        "manage models, switch current models and add run-time models.",
+    )
+    allow_open_network: bool = Field(
+        False, description="Serve on a non-loopback address with no API key configured (the launcher refuses "
+        "that otherwise): only behind something else that authenticates.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000"],
@@ -128,7 +138,24 @@ class ServiceSettings(BaseSettings):
         "private, loopback or link-local, e.g. 10.0.0.0/8 for an internal image store; none by default.",
     )
 
-    @field_validator("api_keys", "cors_origins", "private_url_allowlist", mode="before")
+    # media limits: bodies are capped per route (deployments/ingress/body_limits.py), none above max_upload_bytes;
+    # audio is measured from its header and refused before it is decoded (deployments/audio.py's defaults)
+    max_json_bytes: int = Field(1024 * 1024, gt=0, description="Largest JSON body; routes that carry a base64 "
+                                "voice sample add audio_max_bytes x 4/3 to it.")
+    audio_max_bytes: int = Field(25 * 1024 * 1024, gt=0, description="Largest audio file sent to a route "
+                                 "(/api/stt, /v1/audio/*, voice samples): OpenAI's 25 MB. /upload takes "
+                                 "max_upload_bytes.")
+    audio_max_duration_seconds: float = Field(
+        4 * 3600.0, gt=0, description="Longest audio any route accepts; uploads are stored before a model is "
+        "chosen, so each model's catalog max_duration_seconds (Whisper: 3 h) is checked again when it is used.")
+    audio_max_channels: int = Field(8, gt=0, description="Most audio channels (7.1 surround); more is refused.")
+    audio_max_sample_rate: int = Field(192_000, gt=0, description="Highest audio sample rate, Hz.")
+    audio_max_decoded_samples: int = Field(
+        1_036_800_000, gt=0, description="Most samples (frames x channels) one audio file may decode to: 3 h of "
+        "48 kHz stereo. Decoding reads blocks and stops past it, so no process holds more than this many "
+        "float32 (a voice sample: only its mono audio, at most the model's sample length).")
+
+    @field_validator("api_keys", "admin_api_keys", "cors_origins", "private_url_allowlist", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):

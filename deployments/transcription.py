@@ -23,10 +23,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
-from deployments.audio import BadAudio, decode_audio
+from deployments.audio import AudioLimits, BadAudio, audio_header, decode_audio
 from deployments.errors import InvalidRequest
 from deployments.jobs.runner import JobContext
 from deployments.model_loading import FamilyDeployment
+from deployments.settings import ServiceSettings
 from deployments.transcripts import (
     Piece,
     WindowResult,
@@ -38,7 +39,7 @@ from deployments.transcripts import (
     window_starts,
     words_of,
 )
-from registry import ModelEntry
+from registry import Catalog, ModelEntry
 
 TASK = "speech-to-text"
 MAX_BATCH_SIZE = 16
@@ -153,6 +154,10 @@ class Window:
 class TranscriptionDeployment(FamilyDeployment):
     config_class, batched_methods = TranscriptionConfig, ("_generate_batch",)
 
+    def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
+        super().__init__(catalog, settings, model_id)
+        self._service_settings = settings  # the audio limits decoding runs under
+
     async def transcribe(self, model: str, audio: bytes, options: TranscriptionOptions | dict | None = None,
                          progress: Callable[[float], None] | None = None) -> Transcription:
         """Transcribe encoded audio (WAV, FLAC, MP3, OGG; any rate, any channels) with catalog model `model`;
@@ -163,8 +168,11 @@ class TranscriptionDeployment(FamilyDeployment):
         whisper = await self._models.get(entry)
         _check_options(entry, whisper, options)
         extractor = whisper.processor.feature_extractor
+        limits = AudioLimits.from_settings(self._service_settings, entry.specs.max_duration_seconds,
+                                           f"model '{entry.id}'s max_duration_seconds")
         try:
-            samples = await asyncio.to_thread(decode_audio, audio, extractor.sampling_rate)
+            check_duration(entry, (await asyncio.to_thread(audio_header, audio)).duration)  # before decoding
+            samples = await asyncio.to_thread(decode_audio, audio, extractor.sampling_rate, limits)
         except BadAudio as bad:
             raise InvalidRequest(f"The audio cannot be read: {bad}") from None
         check_duration(entry, len(samples) / extractor.sampling_rate)

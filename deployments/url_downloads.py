@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from deployments.safe_paths import display_filename, inside
 from deployments.safe_urls import open_url
 from deployments.settings import ServiceSettings
 from deployments.whole_files import whole_file
@@ -25,7 +26,7 @@ def fetch_url(settings: ServiceSettings, folder: Path, record: Any, stop: thread
     import httpx
 
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / (Path(httpx.URL(url).path).name or "model.bin")
+    target = inside(folder, display_filename(Path(httpx.URL(url).path).name, default="model.bin"))
     digest = hashlib.sha256()
     try:
         # open_url re-checks every redirect hop against private addresses (server-side request forgery)

@@ -93,7 +93,8 @@ class Description(BaseModel):
 
 
 def open_image(data: bytes, name: str = "image"):
-    """An RGB Pillow image, or a 400 (not an image) / 413 (too many pixels) naming `name`."""
+    """An RGB Pillow image, or a 400 (not an image) / 413 (too many pixels) naming `name`. The pixel count
+    is read from the header (Image.open reads no pixels), so a bomb is refused before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -103,8 +104,8 @@ def open_image(data: bytes, name: str = "image"):
         if image.width * image.height > MAX_PIXELS:
             raise PayloadTooLarge(f"'{name}' is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS} pixels")
         image.load()
-    except Image.DecompressionBombError as bomb:
-        raise PayloadTooLarge(f"'{name}' has too many pixels: {bomb}") from None
+    except Image.DecompressionBombError as bomb:  # Pillow's own check, at twice its MAX_IMAGE_PIXELS
+        raise PayloadTooLarge(f"'{name}' has too many pixels; the limit is {MAX_PIXELS} pixels ({bomb})") from None
     except UnidentifiedImageError:
         raise InvalidRequest(f"'{name}' is not a readable image: its format is not one Pillow knows "
                              "(PNG, JPEG, WebP, GIF, BMP, TIFF...)") from None

@@ -28,8 +28,12 @@ class HubRepo(StrictModel):
     @field_validator("repo_id")
     @classmethod
     def _repo_id_has_owner(cls, value: str) -> str:
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+|s3://[a-z0-9][a-z0-9.-]{1,62}(/[\w.=+-]+)*/?", value):
-            raise ValueError(f"repo_id must look like 'owner/name' or 's3://bucket/prefix', got {value!r}")
+        # '..' nowhere and no part longer than a file name may be: an id becomes a cache folder (and an S3
+        # prefix, a tree of them)
+        if (not re.fullmatch(r"[\w.-]+/[\w.-]+|s3://[a-z0-9][a-z0-9.-]{1,62}(/[\w.=+-]+)*/?", value)
+                or ".." in value or len(value) > 512 or max(map(len, value.split("/"))) > 128):
+            raise ValueError(f"repo_id must look like 'owner/name' or 's3://bucket/prefix' (no '..', no part over "
+                             f"128 characters), got {value[:200]!r}")
         return value
 
     @property

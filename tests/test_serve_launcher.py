@@ -75,3 +75,29 @@ def test_serve_mode_sets_rays_haproxy_variables_and_a_bad_mode_is_a_clear_error(
     refused = launch(["serve_config.cpu.yaml"], launcher_env(tmp_path, INFERENCE_SERVE_MODE="fast"))
     assert refused.wait(timeout=60) == 2
     assert "error: INFERENCE_SERVE_MODE must be one of haproxy, proxy, not 'fast'" in refused.stdout.read()
+
+
+@pytest.mark.parametrize("config", ["serve_config.yaml", "serve_config.gpu1.yaml", "serve_config.cpu.yaml"])
+def test_a_non_loopback_address_without_a_key_is_refused_unless_said_explicitly(tmp_path, config):
+    """Fail closed: the shipped profiles that bind 0.0.0.0 (and HOST=0.0.0.0 with the CPU one) are refused
+    within seconds with the settings to use, before any Ray starts; a key, or the explicit setting, lets
+    them through (a refusal would say so first)."""
+    from deployments.serve_launcher import OpenToTheNetwork, check_bind_is_guarded
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERENCE_") and k not in ("HOST", "PORT")}
+    host = {"HOST": "0.0.0.0"} if config == "serve_config.cpu.yaml" else {}
+    started = time.monotonic()
+    refused = launch([config], {**launcher_env(tmp_path), **env, **host})
+    output, _ = refused.communicate(timeout=60)
+    assert refused.returncode == 2 and time.monotonic() - started < 30, output
+    assert "error: refusing to serve on 0.0.0.0 (not loopback) with no API key" in output
+    assert "INFERENCE_API_KEYS" in output and "INFERENCE_ALLOW_OPEN_NETWORK=1" in output
+    for allowed in ({"INFERENCE_API_KEYS": "k1"}, {"INFERENCE_ADMIN_API_KEYS": "a1"},
+                    {"INFERENCE_ALLOW_OPEN_NETWORK": "1"}, {"HOST": "127.0.0.1"}):
+        from deployments.serve_launcher import with_http_overrides
+
+        argv = with_http_overrides([config], {**host, **allowed})
+        check_bind_is_guarded(argv, allowed)  # raises if refused
+    with pytest.raises(OpenToTheNetwork):
+        check_bind_is_guarded(with_http_overrides([config], {**host, "INFERENCE_API_KEYS": " , "}),
+                              {"INFERENCE_API_KEYS": " , "})

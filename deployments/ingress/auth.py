@@ -1,36 +1,84 @@
-"""API keys for the routes that change state (uploads, jobs, downloads, deletes, manage).
+"""API keys as identities.
 
-Keys come from `INFERENCE_API_KEYS`; with none configured the service is open, as on a laptop.
-Read-only routes (GET) and inference routes stay open either way.
+No keys configured (`INFERENCE_API_KEYS`, `INFERENCE_ADMIN_API_KEYS`): the service is open, as on a laptop
+on loopback. Keys configured: every route needs one except `GET /health` and the console's static files
+(`authenticate`, a dependency of the whole app). What a key creates (jobs, uploads, results, saved voices)
+records a hash of it, and only that key sees it (`current_owner`, read by the job store's callers). Admin
+keys may do everything a user key may, and they alone manage models (`require_admin`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from contextvars import ContextVar
+from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from deployments.errors import InvalidApiKey, Unauthorized
+from deployments.errors import AdminKeyRequired, InvalidApiKey, Unauthorized
 
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
+# load balancers and probes ask without a key; /ui only redirects to the console's static files
+OPEN_ROUTES = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/ui")}
+# Shown as security schemes in /openapi.json (so /docs has an Authorize button); neither refuses by itself.
+BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <key> (what the OpenAI client sends)")
+HEADER_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <key>")
 
 
-def presented_key(request: Request) -> str | None:
-    """`Authorization: Bearer <key>` (what the OpenAI client sends) or `X-API-Key: <key>`."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key") or None
+@dataclass(frozen=True)
+class Caller:
+    owner: str | None  # hash of the caller's key; None: no keys configured, or a trusted Python caller
+    admin: bool
 
 
-async def require_api_key_for_changes(request: Request) -> None:
-    """Router dependency: a state-changing request must carry one of the configured keys."""
-    keys = request.app.state.services.settings.api_keys
-    if not keys or request.method in READ_ONLY_METHODS:
+TRUSTED = Caller(owner=None, admin=True)
+# Unset for Python callers through Serve handles: they run inside the cluster, trusted, and see every owner's jobs.
+CALLER: ContextVar[Caller | None] = ContextVar("caller", default=None)
+
+
+def caller() -> Caller:
+    return CALLER.get() or TRUSTED
+
+
+def current_owner() -> str | None:
+    """Whose request this is: rows are recorded with it and read only by it (None: no scoping)."""
+    return caller().owner
+
+
+def owner_of(key: str) -> str:
+    """What rows record of a key: a hash, so the database never holds a usable key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _known(key: str, keys: list[str]) -> bool:
+    return any(secrets.compare_digest(key.encode(), known.encode()) for known in keys)
+
+
+async def authenticate(request: Request, bearer: HTTPAuthorizationCredentials | None = Security(BEARER),
+                       header_key: str | None = Security(HEADER_KEY)) -> None:
+    """App dependency: with keys configured, the request's key names the caller, or the request is refused."""
+    settings = request.app.state.services.settings
+    users, admins = settings.api_keys, settings.admin_api_keys
+    if not users and not admins:
+        CALLER.set(TRUSTED)
         return
-    key = presented_key(request)
-    if key is None:
-        raise Unauthorized(f"{request.method} {request.url.path} needs an API key: send "
-                           "'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    if not any(secrets.compare_digest(key.encode(), known.encode()) for known in keys):
-        raise InvalidApiKey(f"The API key sent is not valid for {request.method} {request.url.path}")
+    route = request.scope.get("route")
+    if (request.method, getattr(route, "path", None)) in OPEN_ROUTES:
+        return
+    key = (bearer.credentials.strip() if bearer and bearer.credentials.strip() else None) or header_key
+    where = f"{request.method} {request.url.path}"
+    if not key:
+        raise Unauthorized(f"{where} needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    admin = _known(key, admins)
+    if not admin and not _known(key, users):
+        raise InvalidApiKey(f"The API key sent is not valid for {where}")
+    CALLER.set(Caller(owner=owner_of(key), admin=admin))
+
+
+async def require_admin(request: Request) -> None:
+    """Router dependency: the router's state-changing routes manage models, which only admin keys may."""
+    if request.method not in READ_ONLY_METHODS and not caller().admin:
+        raise AdminKeyRequired(f"{request.method} {request.url.path} manages models: it needs an admin key "
+                               "(INFERENCE_ADMIN_API_KEYS)")

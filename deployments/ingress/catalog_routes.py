@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from deployments.errors import ModelNotFound
+from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.model_features import TTS_TASK, audio_models, specialized_models, tts_features
 from deployments.ingress.service_health import check_health
@@ -168,5 +169,6 @@ async def get_model(name: str, services: Services = Depends(get_services)) -> di
                            "measured_kind": lifecycle.get("load", {}).get("memory_kind")}
     view = model_view(services, entry, lifecycle)
     if "voice-cloning" in entry.capabilities:  # POST /voices adds to these
-        view["saved_voices"] = [v.name for v in await asyncio.to_thread(services.store.saved_voices().list, entry.id)]
+        voices = await asyncio.to_thread(services.store.saved_voices().list, entry.id, current_owner())
+        view["saved_voices"] = [v.name for v in voices]
     return {"success": True, "model": view, "download": download, "lifecycle": lifecycle}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.ingress.model_features import MB, TTS_TASK
 from deployments.ingress.services import Services
+from deployments.safe_paths import check_name
 from registry import HubRepo, ModelEntry, UnknownModelError
 
 SUPPORTED_SOURCES = ("huggingface", "url", "s3", "torchvision", "pytorch_hub")
@@ -21,7 +22,6 @@ MAPPED_SOURCES = ("torchvision", "pytorch_hub")
 MAPPED_TASK = "image-classification"
 UNSUPPORTED_SOURCES = ("tts_auto",)  # seed 001 names it; there is no automatic TTS conversion here
 MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 
 class DownloadRequest(BaseModel):
@@ -55,12 +55,6 @@ def check_source(source: str) -> None:
             + (f" ('{source}' is not available in this build)" if source in UNSUPPORTED_SOURCES else ""),
             error=f"Invalid source: {source}",
         )
-
-
-def check_name(name: str) -> str:
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise InvalidRequest(f"name must match {NAME_PATTERN}, got {name!r}")
-    return name
 
 
 def check_task(services: Services, task: str) -> str:

@@ -8,7 +8,6 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from deployments.ingress import (
     catalog_routes,
@@ -27,7 +26,8 @@ from deployments.ingress import (
     vision_routes,
     voice_routes,
 )
-from deployments.ingress.auth import require_api_key_for_changes
+from deployments.ingress.auth import authenticate, require_admin
+from deployments.ingress.body_limits import BodyCaps
 from deployments.ingress.http_errors import install_error_handlers
 from deployments.ingress.observability import RequestObserver
 from deployments.ingress.services import Services
@@ -50,16 +50,15 @@ ROUTERS = (
     voice_routes.router,
     runpod_routes.router,
 )
-# Routers whose POST/PUT/DELETE routes change state: they need an API key when keys are configured.
-STATE_CHANGING_ROUTERS = (management_routes.router, current_model_routes.router, upload_routes.router,
-                          job_routes.router, voice_routes.router, runpod_routes.router)
-MULTIPART_OVERHEAD = 1 << 20
+# Routers whose POST/PUT/DELETE routes manage models: with keys configured, only admin keys may call them.
+# Every other route needs a key of either kind (auth.authenticate, on the whole app).
+ADMIN_ROUTERS = (management_routes.router, current_model_routes.router)
 CONSOLE = Path(__file__).parent / "console"  # the web console's static files, served at /ui/
 
 
 def build_http_app(services: Services) -> FastAPI:
-    limit = services.settings.max_upload_bytes + MULTIPART_OVERHEAD
     app = FastAPI(
+        dependencies=[Depends(authenticate)],
         title="Ray Serve inference service",
         description="Source separation, music, speech, embeddings, chat, vision, image and video generation models "
                     "on Ray Serve.",
@@ -68,16 +67,15 @@ def build_http_app(services: Services) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     for router in ROUTERS:
-        guarded = router in STATE_CHANGING_ROUTERS
-        app.include_router(router, dependencies=[Depends(require_api_key_for_changes)] if guarded else [])
+        app.include_router(router, dependencies=[Depends(require_admin)] if router in ADMIN_ROUTERS else [])
     # relative, so it lands right under any route prefix (/ui -> /ui/, /app/ui -> /app/ui/)
     app.add_api_route("/ui", lambda: RedirectResponse("ui/"), include_in_schema=False)
     app.mount("/ui", StaticFiles(directory=CONSOLE, html=True), name="console")
 
-    # counts bytes as they arrive, so a chunked body (no Content-Length) is capped too; inside the observer,
-    # which refuses a declared oversized body first, so both answer in the service's JSON error shape
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=limit)
-    app.add_middleware(RequestObserver, max_upload_bytes=services.settings.max_upload_bytes, body_limit=limit)
+    # each route's body cap (body_limits.ROUTE_BODIES), by Content-Length or counted as a chunked body arrives;
+    # inside the observer, so its 413s are counted too
+    app.add_middleware(BodyCaps, settings=services.settings)
+    app.add_middleware(RequestObserver)
     if services.settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=services.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Location", "X-Batch-Size", "X-Sample-Rate"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -27,9 +26,11 @@ from deployments.generation_params import (
     check_same_size,
     resolve_image,
 )
+from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_upload_kind, parse
 from deployments.ingress.services import Services, get_services
+from deployments.safe_paths import display_filename, extension
 from deployments.vision import open_image
 from registry import ModelEntry
 
@@ -64,8 +65,8 @@ async def read_image_upload(services: Services, entry: ModelEntry, file: Any, fi
     """An uploaded image's bytes, checked against the family's file types and the image size limit."""
     if not isinstance(file, UploadFile):
         raise InvalidRequest(f"`{field}` must be a file upload (multipart/form-data)")
-    name = file.filename or field
-    kind = Path(name).suffix.lower().lstrip(".")
+    name = display_filename(file.filename, default=field)
+    kind = extension(name)
     content_type = file.content_type or ""
     if not kind and content_type.startswith("image/"):
         kind = content_type.split("/", 1)[1]
@@ -180,7 +181,7 @@ async def _openai_reply(request: Request, services: Services, entry: ModelEntry,
 def _store_images(services: Services, entry: ModelEntry, prompt: str, result: GeneratedImages) -> str:
     """The images as the files of a completed job, so `url` results are served by GET /jobs/{id}/files."""
     store = services.store
-    job = store.create_job(services.catalog.task_of(entry), entry.id, {"prompt": prompt})
+    job = store.create_job(services.catalog.task_of(entry), entry.id, {"prompt": prompt}, current_owner())
     claimed = store.claim(job.id) or job
     with store.job_staging(claimed) as folder:
         for i, image in enumerate(result.images):

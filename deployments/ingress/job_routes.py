@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.audio import MEDIA_TYPES
 from deployments.errors import Conflict, InvalidRequest, NotFound
+from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply, render_job
@@ -58,7 +59,7 @@ async def get_job(job_id: str, wait: float | None = WAIT_QUERY,
 @router.get("/jobs")
 async def list_jobs(status: JobStatus | None = None, limit: int = Query(100, ge=1, le=1000),
                     services: Services = Depends(get_services)) -> dict[str, Any]:
-    jobs = await asyncio.to_thread(services.store.list_jobs, status, limit)
+    jobs = await asyncio.to_thread(services.store.list_jobs, status, limit, current_owner())  # the caller's only
     return {"success": True, "count": len(jobs), "jobs": [render_job(job) for job in jobs]}
 
 

@@ -151,7 +151,7 @@ async def cancel_download(download_id: str, services: Services = Depends(get_ser
 async def remove_model(model_name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Remove a model's files from the cache and unload it; the next request downloads it again."""
     entry = catalog_entry(services, model_name)
-    key, repos = (entry.id, list(entry.repos)) if entry else (model_name, [])
+    key, repos = (entry.id, list(entry.repos)) if entry else (check_name(model_name, "model_name"), [])
     removed = await services.manager.remove.remote(key, repos)
     unloaded = False
     await services.board.want_optimized.remote(key, False)  # a fresh download loads at full precision
@@ -320,7 +320,7 @@ async def manage_model(
 ) -> dict[str, Any]:
     """optimize: reduced precision in the replica; retry_download: start a failed one again; update: newest revision."""
     entry = catalog_entry(services, model_name)
-    key = entry.id if entry else model_name
+    key = entry.id if entry else check_name(model_name, "model_name")
     if action == "optimize":
         if entry is None:
             raise ModelNotFound(f"Model '{model_name}' is not in the catalog. Known models: "

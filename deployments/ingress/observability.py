@@ -1,5 +1,5 @@
-"""What every request passes through before its route: its `Prefer: wait`, the Content-Length cap, and the
-service's own request metrics (by route, model and status) in Ray's Prometheus endpoint.
+"""What every request passes through before its route: its `Prefer: wait`, and the service's own request
+metrics (by route, model and status) in Ray's Prometheus endpoint.
 
 One plain ASGI middleware: FastAPI's `@app.middleware("http")` wraps each request in a task and a
 streaming response, which costs milliseconds per request on the hot inference routes.
@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import time
-from typing import Any
 
 from ray.serve import metrics
 from starlette.datastructures import Headers
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.ingress.http_errors import error_response
 from deployments.ingress.lifecycle import WAIT_PREFERENCE, parse_prefer_wait
 
 LATENCY_BOUNDARIES_MS = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 3e4, 6e4, 1.2e5]
@@ -34,12 +31,10 @@ def note_request_model(model_id: str) -> None:
 
 
 class RequestObserver:
-    """Per request: read `Prefer: wait`, refuse a declared body over the cap (413), count and time it."""
+    """Per request: read `Prefer: wait`, count and time it (body caps: body_limits.BodyCaps, inside it)."""
 
-    def __init__(self, app: ASGIApp, max_upload_bytes: int, body_limit: int):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.max_upload_bytes = max_upload_bytes
-        self.body_limit = body_limit  # the upload cap plus room for multipart framing
         # Serve adds the application, deployment and replica tags; Ray exports these with a ray_ prefix.
         self.requests = metrics.Counter(
             "inference_requests", description="HTTP requests answered, by route, model and status code.",
@@ -66,19 +61,11 @@ class RequestObserver:
             await send(message)
 
         try:
-            length = headers.get("content-length", "")
-            if length.isdigit() and int(length) > self.body_limit:
-                await self._too_large(scope, length)(scope, receive, observed_send)
-            else:
-                await self.app(scope, receive, observed_send)
+            await self.app(scope, receive, observed_send)
         finally:
             tags = {"route": _route_of(scope), "model": seen["model"]}
             self.requests.inc(tags={**tags, "status": str(status)})
             self.latency.observe((time.perf_counter() - started) * 1000, tags=tags)
-
-    def _too_large(self, scope: Scope, length: str) -> Any:
-        return error_response(Request(scope), 413, f"Request body of {length} bytes exceeds the upload limit of "
-                              f"{self.max_upload_bytes} bytes", "Upload too large", "PAYLOAD_TOO_LARGE")
 
 
 def _route_of(scope: Scope) -> str:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.errors import Conflict, ModelNotFound, NotFound
+from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_replies import wait_for
@@ -123,7 +124,7 @@ async def cancel(model: str, job_id: str, services: Services = Depends(get_servi
 async def health(model: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     """RunPod's endpoint health: this model's recent jobs by state, and its replicas as workers."""
     entry = _entry(services, model)
-    jobs = [job for job in await asyncio.to_thread(services.store.list_jobs, None, RECENT_JOBS)
+    jobs = [job for job in await asyncio.to_thread(services.store.list_jobs, None, RECENT_JOBS, current_owner())
             if job.model == entry.id]
     counts = Counter(job.status for job in jobs)
     states = await services.states.get(fresh=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -22,6 +23,7 @@ from deployments.errors import (
     RequestTimeout,
     WrongModelTask,
 )
+from deployments.ingress.auth import current_owner
 from deployments.ingress.lifecycle import WAIT_PREFERENCE, DeploymentStates, model_lifecycle, running_replicas
 from deployments.ingress.observability import note_request_model
 from deployments.jobs.dispatch import JobDispatcher
@@ -175,20 +177,27 @@ class Services:
         return views
 
     async def upload(self, file_id: str) -> Upload:
+        """The caller's upload `file_id`; another key's is as missing as one that never was."""
         upload = await asyncio.to_thread(self.store.get_upload, file_id)
-        if upload is None:
+        if upload is None or not visible(upload.owner):
             raise NotFound(f"No upload with file_id '{file_id}'; upload the file first with POST /upload/{{model}}")
         return upload
 
+    def keep_upload(self, family: str, filename: str, staged: Path, info: dict[str, Any]) -> Upload:
+        """Put a staged file in the store as the caller's upload (blocking: call it in a thread)."""
+        return self.store.add_upload(family, filename, staged, info, current_owner())
+
     async def job(self, job_id: str) -> Job:
+        """The caller's job `job_id`; another key's is as missing as one that never was."""
         job = await asyncio.to_thread(self.store.get_job, job_id)
-        if job is None:
+        if job is None or not visible(job.owner):
             raise NotFound(f"No job with id '{job_id}'")
         return job
 
     async def submit(self, entry: ModelEntry, job_input: dict) -> Job:
-        """Record the job (it is durable from here on) and send it to the model's deployment."""
-        job = await asyncio.to_thread(self.store.create_job, self.catalog.task_of(entry), entry.id, job_input)
+        """Record the job, as the caller's (it is durable from here on), and send it to the model's deployment."""
+        job = await asyncio.to_thread(self.store.create_job, self.catalog.task_of(entry), entry.id, job_input,
+                                      current_owner())
         self.dispatcher.dispatch(job)
         return job
 
@@ -200,6 +209,12 @@ class Services:
 
 async def _result(response: Any) -> Any:
     return await response
+
+
+def visible(owner: str | None) -> bool:
+    """Whether the caller may see a row recorded with `owner` (every row, when keys are not configured)."""
+    caller = current_owner()
+    return caller is None or owner == caller
 
 
 def _article(word: str) -> str:

@@ -20,8 +20,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray.serve.handle import DeploymentResponseGenerator
 
-from deployments.audio import SPEECH_FORMATS, STREAM_FORMATS
+from deployments.audio import SPEECH_FORMATS, STREAM_FORMATS, AudioLimits
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from deployments.ingress.auth import current_owner
+from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services, get_services
@@ -143,7 +145,7 @@ async def voice_sample(services: Services, entry: ModelEntry, request: dict[str,
         return None
     if len(given) > 1:
         raise InvalidRequest(f"Send one voice sample, not {' and '.join(given)}")
-    source, limit = given[0], services.settings.max_upload_bytes
+    source, limit = given[0], audio_bytes(services.settings)
     if source == "audio_prompt":
         try:
             data = base64.b64decode(request[source], validate=True)
@@ -152,10 +154,14 @@ async def voice_sample(services: Services, entry: ModelEntry, request: dict[str,
     elif source == "audio_prompt_url":
         data = await asyncio.to_thread(fetch_bytes, request[source], services.settings, limit)
     else:
-        data = await asyncio.to_thread(services.store.read_upload, await services.upload(request[source]))
+        upload = await services.upload(request[source])
+        if upload.size > limit:  # refused before it is read into memory
+            raise PayloadTooLarge(f"The voice sample ({source}) is {upload.size} bytes; the limit is {limit} bytes")
+        data = await asyncio.to_thread(services.store.read_upload, upload)
     if len(data) > limit:
         raise PayloadTooLarge(f"The voice sample ({source}) is {len(data)} bytes; the limit is {limit} bytes")
-    return data, await asyncio.to_thread(check_voice_sample, entry, data, source)
+    limits = AudioLimits.from_settings(services.settings)
+    return data, await asyncio.to_thread(check_voice_sample, entry, data, source, limits)
 
 
 def keep_sample(services: Services, label: str, sample: bytes) -> str:
@@ -163,7 +169,7 @@ def keep_sample(services: Services, label: str, sample: bytes) -> str:
     with services.store.staging() as folder:
         staged = folder / f"{label}.audio"
         staged.write_bytes(sample)
-        return services.store.add_upload("voices", staged.name, staged, {"voice": label}).file_id
+        return services.keep_upload("voices", staged.name, staged, {"voice": label}).file_id
 
 
 async def _checked(services: Services, entry: ModelEntry, request: VoiceCloning, text: str, voice: str | None,
@@ -172,7 +178,7 @@ async def _checked(services: Services, entry: ModelEntry, request: VoiceCloning,
     sample = given[0] if given else None
     transcript = request.audio_prompt_text
     if sample is None and voice and "voice-cloning" in entry.capabilities and voice not in (entry.specs.voices or []):
-        saved = await asyncio.to_thread(services.store.saved_voices().get, voice.strip().lower())
+        saved = await asyncio.to_thread(services.store.saved_voices().get, voice.strip().lower(), current_owner())
         if saved is not None and saved.model_id == entry.id:  # a voice saved with POST /voices
             upload = await services.upload(saved.file_id)
             sample, transcript, voice = await asyncio.to_thread(services.store.read_upload, upload), \

@@ -1,12 +1,13 @@
 """Speech-to-text: POST /api/stt (seed 003), POST /v1/audio/transcriptions and /translations (OpenAI
 shape), and the job input of /process/whisper/{file_id} (seed 000) and /api/v1/run.
 
-The ingress only reads the uploaded bytes and checks the options; decoding, resampling and the
-model run in the transcription deployment.
+The ingress reads the uploaded bytes, checks the options and the audio's header (duration, channels, rate),
+and never decodes it; decoding, resampling and the model run in the transcription deployment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any, Literal
@@ -14,7 +15,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from deployments.audio import AudioLimits, BadAudio, audio_header, check_audio_limits
 from deployments.errors import InvalidRequest, PayloadTooLarge
+from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services, get_services
@@ -49,13 +52,25 @@ async def _transcribe(services: Services, model: str | None, audio: UploadFile,
                       options: dict[str, Any]) -> Transcription:
     entry = services.model_for(TASK, model)
     checked = parse(TranscriptionOptions, {key: value for key, value in options.items() if value is not None})
-    limit = services.settings.max_upload_bytes
+    limit = audio_bytes(services.settings)
     data = await audio.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"The audio file '{audio.filename}' exceeds the upload limit of {limit} bytes")
     if not data:
         raise InvalidRequest(f"The audio file '{audio.filename}' is empty")
+    await asyncio.to_thread(check_audio_header, services, entry, data)
     return await services.call(entry, "transcribe", entry.id, data, checked)
+
+
+def check_audio_header(services: Services, entry: ModelEntry, data: bytes) -> None:
+    """The model's duration and the service's audio limits, read from the header, so audio over them never
+    reaches the replica (which checks again, decoding in blocks under a running cap: headers can lie)."""
+    try:
+        header = audio_header(data)
+    except BadAudio as bad:
+        raise InvalidRequest(f"The audio cannot be read: {bad}") from None
+    check_duration(entry, header.duration)
+    check_audio_limits(header, AudioLimits.from_settings(services.settings, entry.specs.max_duration_seconds))
 
 
 @router.post("/api/stt")

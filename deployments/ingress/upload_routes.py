@@ -7,26 +7,26 @@ job store; processing it queues a job and answers 202 at once (or waits, with `?
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Body, Depends, File, UploadFile
 from fastapi.responses import JSONResponse
 
-from deployments.audio import BadAudio, probe_audio
-from deployments.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from deployments.audio import AudioLimits, AudioTooLarge, BadAudio, probe_audio
+from deployments.errors import InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import check_upload_kind
 from deployments.ingress.services import Services, get_services
+from deployments.safe_paths import display_filename, extension, stored_name
 from deployments.vision import open_image
 from registry import ModelEntry, UnknownModelError
 
 router = APIRouter(tags=["uploads and processing"], responses=ERROR_RESPONSES)
 
-AUDIO_TYPES = {"wav", "flac", "mp3", "ogg"}
+AUDIO_TYPES = {"wav", "flac", "mp3", "ogg", "m4a", "mp4", "webm"}  # m4a/mp4/webm: PyAV (FFmpeg)
 IMAGE_TYPES = {"png", "jpg", "jpeg", "webp"}
 # Families that read text take a .txt upload as that text (seed 000: every model, the same two routes);
 # music reads its prompt file in the replica, as it always has.
@@ -49,12 +49,6 @@ def _family(services: Services, name: str) -> tuple[str, ModelEntry | None]:
     return entry.family, entry
 
 
-def _safe_filename(name: str | None) -> str:
-    """The client's file name reduced to a harmless base name (no folders, no odd characters)."""
-    base = re.sub(r"[^\w.\- ]", "_", Path(name or "").name).strip(" .")[:200]
-    return base or "upload"
-
-
 def _copy_capped(source: BinaryIO, target: Path, limit: int) -> int:
     size = 0
     with open(target, "wb") as out:
@@ -66,25 +60,28 @@ def _copy_capped(source: BinaryIO, target: Path, limit: int) -> int:
     return size
 
 
-def _check_content(path: Path, kind: str) -> dict[str, Any]:
-    """What a processor will need to know, learned by reading the file once."""
+def _check_content(path: Path, kind: str, name: str, limits: AudioLimits) -> dict[str, Any]:
+    """What a processor will need to know, learned by reading the file once (`name`: the client's, for messages);
+    audio over `limits` is refused from its header before it is decoded."""
     if kind in AUDIO_TYPES:
         try:
-            info = probe_audio(path)
+            info = probe_audio(path, limits)
         except BadAudio as bad:
-            raise InvalidRequest(f"File '{path.name}' is not valid audio: {bad}") from None
+            raise InvalidRequest(f"File '{name}' is not valid audio: {bad}") from None
+        except AudioTooLarge as too:
+            raise AudioTooLarge(f"File '{name}': {too.message}") from None
         return {"duration": round(info.duration, 3), "sample_rate": info.sample_rate,
                 "channels": info.channels, "format": info.format}
     if kind in IMAGE_TYPES:  # open_image names the problem: not an image, truncated, too many pixels
-        _, image = open_image(path.read_bytes(), path.name)
+        _, image = open_image(path.read_bytes(), name)
         return image.model_dump()
     if kind == "txt":
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise InvalidRequest(f"File '{path.name}' is not UTF-8 text") from None
+            raise InvalidRequest(f"File '{name}' is not UTF-8 text") from None
         if not text.strip():
-            raise InvalidRequest(f"File '{path.name}' is empty")
+            raise InvalidRequest(f"File '{name}' is empty")
         return {"characters": len(text)}
     return {}
 
@@ -93,14 +90,15 @@ async def _store_upload(services: Services, family: str, file: UploadFile) -> di
     accepted = services.catalog.families[family].file_types
     if not accepted:
         raise InvalidRequest(f"Model family '{family}' does not take file uploads")
-    filename = _safe_filename(file.filename)
-    kind = Path(filename).suffix.lower().lstrip(".")
+    filename = display_filename(file.filename)
+    kind = extension(filename)
     check_upload_kind(services, family, kind, filename)
     with services.store.staging() as folder:
-        staged = folder / filename
+        staged = folder / stored_name(filename)
         await asyncio.to_thread(_copy_capped, file.file, staged, services.settings.max_upload_bytes)
-        info = await asyncio.to_thread(_check_content, staged, kind)
-        upload = await asyncio.to_thread(services.store.add_upload, family, filename, staged, info)
+        info = await asyncio.to_thread(_check_content, staged, kind, filename,
+                                       AudioLimits.from_settings(services.settings))
+        upload = await asyncio.to_thread(services.keep_upload, family, filename, staged, info)
     return {
         "success": True,
         "file_id": upload.file_id,
@@ -151,7 +149,10 @@ async def _with_upload(services: Services, task: str, data: dict[str, Any], file
     embed, or the user's turn of a chat; any other upload is passed by its file_id."""
     if task not in TEXT_UPLOAD_TASKS:
         return {**data, "file_id": file_id}
-    upload = await asyncio.to_thread(services.store.get_upload, file_id)
+    try:
+        upload = await services.upload(file_id)
+    except NotFound:
+        upload = None
     if upload is None or not upload.filename.lower().endswith(".txt"):
         return {**data, "file_id": file_id}  # a voice sample for a model that clones; the task's check answers
     text = (await asyncio.to_thread(services.store.read_upload, upload)).decode("utf-8").strip()

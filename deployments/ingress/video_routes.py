@@ -19,6 +19,7 @@ from deployments.ingress.image_routes import fitted_size, read_form, read_image_
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services, get_services
+from deployments.safe_paths import display_filename, extension, stored_name
 from deployments.vision import open_image
 from registry import ModelEntry
 
@@ -73,9 +74,14 @@ async def image_to_video(request: Request, wait: float | None = WAIT_QUERY,
 
 
 def _keep_upload(services: Services, entry: ModelEntry, filename: str, data: bytes, info: dict[str, Any]):
+    """The first frame as an upload; named as the client named it, with the extension of what it is."""
+    filename, kind = display_filename(filename, default="image"), str(info.get("format") or "png").lower()
+    if extension(filename) != kind:
+        filename = f"{filename}.{kind}"
     with services.store.staging() as folder:
-        (folder / filename).write_bytes(data)
-        return services.store.add_upload(entry.family, filename, folder / filename, info)
+        staged = folder / stored_name(filename)  # the client's name is only metadata
+        staged.write_bytes(data)
+        return services.keep_upload(entry.family, filename, staged, info)
 
 
 async def video_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:

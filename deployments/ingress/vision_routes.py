@@ -22,6 +22,7 @@ from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, check_upload_kind, parse
 from deployments.ingress.services import Services, get_services
+from deployments.safe_paths import stored_name
 from deployments.safe_urls import fetch_bytes
 from deployments.vision import CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput, open_image
 from registry import ModelEntry
@@ -165,7 +166,8 @@ async def _store_fetched(services: Services, entry: ModelEntry, image: bytes, in
 
     def store():
         with services.store.staging() as folder:
-            (folder / filename).write_bytes(image)
-            return services.store.add_upload(entry.family, filename, folder / filename, {**info, "source_url": url})
+            staged = folder / stored_name(filename)
+            staged.write_bytes(image)
+            return services.keep_upload(entry.family, filename, staged, {**info, "source_url": url})
 
     return await asyncio.to_thread(store)

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from deployments.errors import InvalidRequest, NotFound
+from deployments.errors import Conflict, InvalidRequest, NotFound
+from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.services import Services, get_services
 from deployments.ingress.speech_routes import CLONING_FIELDS, VoiceCloning, keep_sample, voice_sample
-from deployments.saved_voices import SavedVoice
+from deployments.saved_voices import SavedVoice, VoiceNameTaken
 from deployments.speech import TASK
 
 router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
@@ -47,19 +48,22 @@ async def save_voice(body: SaveVoiceRequest, services: Services = Depends(get_se
         raise InvalidRequest(f"A voice needs a sample: give one of {', '.join(CLONING_FIELDS)}")
     sample, seconds = given
     file_id = await asyncio.to_thread(keep_sample, services, name, sample)
-    voice = await asyncio.to_thread(services.store.saved_voices().add, name, entry.id, file_id,
-                                    body.audio_prompt_text or "", seconds)
+    try:
+        voice = await asyncio.to_thread(services.store.saved_voices().add, name, entry.id, file_id,
+                                        body.audio_prompt_text or "", seconds, current_owner())
+    except VoiceNameTaken:
+        raise Conflict(f"The voice name '{name}' is taken; choose another") from None
     return {"success": True, **voice_view(voice)}
 
 
 @router.get("/voices")
 async def list_voices(model: str | None = None, services: Services = Depends(get_services)) -> dict[str, Any]:
-    voices = await asyncio.to_thread(services.store.saved_voices().list, model)
+    voices = await asyncio.to_thread(services.store.saved_voices().list, model, current_owner())
     return {"success": True, "count": len(voices), "voices": [voice_view(v) for v in voices]}
 
 
 @router.delete("/voices/{name}")
 async def delete_voice(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    if not await asyncio.to_thread(services.store.saved_voices().remove, name.lower()):
+    if not await asyncio.to_thread(services.store.saved_voices().remove, name.lower(), current_owner()):
         raise NotFound(f"No saved voice '{name}'")
     return {"success": True, "deleted": name.lower()}

@@ -27,6 +27,7 @@ uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("info", sa.Text, nullable=False),
+    sa.Column("owner", sa.Text),  # hash of the API key that made it (auth.owner_of); None: no keys
 )
 jobs = sa.Table(
     "jobs", metadata,
@@ -45,8 +46,10 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("heartbeat_at", sa.Float),
+    sa.Column("owner", sa.Text),
 )
 sa.Index("jobs_by_status", jobs.c.status, jobs.c.created_at)
+sa.Index("jobs_by_owner", jobs.c.owner, jobs.c.created_at)
 runtime_models = sa.Table(  # models added at run time (registry/runtime.py), one entry as JSON each
     "runtime_models", metadata,
     sa.Column("id", sa.Text, primary_key=True),
@@ -60,6 +63,7 @@ saved_voices = sa.Table(  # voices users saved for cloning models (POST /voices)
     sa.Column("transcript", sa.Text, nullable=False, server_default=""),
     sa.Column("duration", sa.Float, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("owner", sa.Text),
 )
 current_models = sa.Table(  # the model a task's requests get when they name none (PUT /models/current/{task})
     "current_models", metadata,
@@ -114,4 +118,19 @@ def create_engine(url: str | None, sqlite_path: Path) -> sa.Engine:
         if engine.dialect.name == "postgresql":  # replicas starting together: one creates, the others wait
             db.execute(sa.text("SELECT pg_advisory_xact_lock(7284001)"))
         metadata.create_all(db)
+        add_missing_columns(db)
     return engine
+
+
+def add_missing_columns(db: sa.Connection) -> None:
+    """Columns added since a table was created (a database from an earlier version): nullable ones only,
+    so ADD COLUMN is all it takes on SQLite and PostgreSQL alike; their indexes with them."""
+    inspector = sa.inspect(db)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                db.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                                   f"{column.type.compile(db.dialect)}"))
+        for index in table.indexes:
+            index.create(db, checkfirst=True)

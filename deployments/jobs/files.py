@@ -14,20 +14,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployments.object_storage import fetch_object, list_objects, parse_s3_url, s3_client
+from deployments.safe_paths import display_filename, inside, stored_name
 from deployments.settings import ServiceSettings
 
 
 class JobFiles(Protocol):
     def put_upload(self, file_id: str, filename: str, staged_file: Path) -> None: ...
     def upload_path(self, file_id: str, filename: str) -> Path: ...
+    def drop_upload(self, file_id: str, filename: str) -> None: ...
     def put_results(self, job_id: str, attempt: int, staged: Path) -> None: ...
     def drop_results(self, job_id: str, attempt: int | None = None) -> None: ...
     def result_location(self, job_id: str, attempt: int, name: str) -> Path | str: ...
 
 
 class LocalFiles:
-    """`<root>/uploads/<file_id>/<name>` and `<root>/results/<job_id>/<name>`, on the staging folder's
-    filesystem so every move is a rename."""
+    """`<root>/uploads/<file_id>/upload.<ext>` and `<root>/results/<job_id>/<name>`, on the staging folder's
+    filesystem so every move is a rename. Every path goes through `inside`: ids and names never leave it."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -35,23 +37,30 @@ class LocalFiles:
             (root / folder).mkdir(parents=True, exist_ok=True)
 
     def put_upload(self, file_id: str, filename: str, staged_file: Path) -> None:
-        folder = self.root / "uploads" / file_id
+        folder = inside(self.root / "uploads", file_id)
         folder.mkdir()
-        staged_file.replace(folder / filename)
+        staged_file.replace(inside(folder, stored_name(filename)))
 
     def upload_path(self, file_id: str, filename: str) -> Path:
-        return self.root / "uploads" / file_id / filename
+        path = inside(self.root / "uploads", file_id, stored_name(filename))
+        if not path.exists():  # stored by a version before service-made names (already a plain base name)
+            legacy = inside(self.root / "uploads", file_id, display_filename(filename))
+            return legacy if legacy.is_file() else path
+        return path
+
+    def drop_upload(self, file_id: str, filename: str) -> None:
+        shutil.rmtree(inside(self.root / "uploads", file_id), ignore_errors=True)
 
     def put_results(self, job_id: str, attempt: int, staged: Path) -> None:
-        final = self.root / "results" / job_id
+        final = inside(self.root / "results", job_id)
         shutil.rmtree(final, ignore_errors=True)  # left by an earlier attempt that died after its rename
         staged.replace(final)
 
     def drop_results(self, job_id: str, attempt: int | None = None) -> None:
-        shutil.rmtree(self.root / "results" / job_id, ignore_errors=True)
+        shutil.rmtree(inside(self.root / "results", job_id), ignore_errors=True)
 
     def result_location(self, job_id: str, attempt: int, name: str) -> Path:
-        return self.root / "results" / job_id / name
+        return inside(self.root / "results", job_id, name)
 
 
 class S3Files:
@@ -68,13 +77,21 @@ class S3Files:
         self.client: Any = s3_client(settings)
 
     def put_upload(self, file_id: str, filename: str, staged_file: Path) -> None:
-        self.client.upload_file(str(staged_file), self.bucket, f"{self.prefix}uploads/{file_id}/{filename}")
+        self.client.upload_file(str(staged_file), self.bucket, self._upload_key(file_id, filename))
 
     def upload_path(self, file_id: str, filename: str) -> Path:
-        local = self.scratch / "uploads" / file_id / filename
+        local = inside(self.scratch / "uploads", file_id, stored_name(filename))
         if not local.is_file():
-            fetch_object(self.client, self.bucket, f"{self.prefix}uploads/{file_id}/{filename}", local)
+            fetch_object(self.client, self.bucket, self._upload_key(file_id, filename), local)
         return local
+
+    def drop_upload(self, file_id: str, filename: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._upload_key(file_id, filename))
+        shutil.rmtree(inside(self.scratch / "uploads", file_id), ignore_errors=True)
+
+    def _upload_key(self, file_id: str, filename: str) -> str:
+        inside(self.scratch, file_id)  # an id is one plain path part, in a key as on disk
+        return f"{self.prefix}uploads/{file_id}/{stored_name(filename)}"
 
     def put_results(self, job_id: str, attempt: int, staged: Path) -> None:
         for path in sorted(staged.iterdir()):

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from deployments.jobs.database import create_engine, health, jobs, uploads
 from deployments.jobs.files import JobFiles, LocalFiles, S3Files
 from deployments.runtime_models import RuntimeModelRows
+from deployments.safe_paths import display_filename
 from deployments.saved_voices import SavedVoiceRows
 from deployments.settings import ServiceSettings
 
@@ -47,6 +48,7 @@ class Upload(BaseModel):
     size: int
     created_at: float
     info: dict[str, Any] = Field(default_factory=dict, description="What the upload check learned, e.g. duration.")
+    owner: str | None = None  # hash of the API key that made it; None when no keys are configured
 
 
 class ResultFile(BaseModel):
@@ -70,6 +72,7 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    owner: str | None = None
 
 
 _JSON_COLUMNS = ("info", "input", "files", "output")
@@ -135,9 +138,12 @@ class JobStore:
             shutil.rmtree(folder, ignore_errors=True)
 
     # --- uploads -----------------------------------------------------------------------------
-    def add_upload(self, family: str, filename: str, staged_file: Path, info: dict[str, Any]) -> Upload:
-        upload = Upload(file_id=uuid.uuid4().hex, family=family, filename=filename,
-                        size=staged_file.stat().st_size, created_at=time.time(), info=info)
+    def add_upload(self, family: str, filename: str, staged_file: Path, info: dict[str, Any],
+                   owner: str | None = None) -> Upload:
+        """Keep a staged file; it is stored under a name the service makes, `filename` (the client's,
+        made harmless) is only its metadata."""
+        upload = Upload(file_id=uuid.uuid4().hex, family=family, filename=display_filename(filename),
+                        size=staged_file.stat().st_size, created_at=time.time(), info=info, owner=owner)
         self.files.put_upload(upload.file_id, filename, staged_file)
         with self._engine.begin() as db:
             db.execute(uploads.insert().values(**upload.model_dump(exclude={"info"}), info=json.dumps(info)))
@@ -156,12 +162,12 @@ class JobStore:
         return self.upload_path(upload).read_bytes()
 
     # --- jobs --------------------------------------------------------------------------------
-    def create_job(self, task: str, model: str, job_input: dict[str, Any]) -> Job:
+    def create_job(self, task: str, model: str, job_input: dict[str, Any], owner: str | None = None) -> Job:
         job = Job(id=uuid.uuid4().hex, task=task, model=model, status=JobStatus.pending,
-                  input=job_input, created_at=time.time())
+                  input=job_input, created_at=time.time(), owner=owner)
         with self._engine.begin() as db:
             db.execute(jobs.insert().values(id=job.id, task=task, model=model, status=job.status,
-                                            input=json.dumps(job_input), created_at=job.created_at))
+                                            input=json.dumps(job_input), created_at=job.created_at, owner=owner))
         return job
 
     def get_job(self, job_id: str) -> Job | None:
@@ -169,10 +175,13 @@ class JobStore:
             row = _row(db.execute(jobs.select().where(jobs.c.id == job_id)).first())
         return Job(**row) if row else None
 
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100, owner: str | None = None) -> list[Job]:
+        """The newest jobs (of `owner` alone, when given)."""
         query = jobs.select().order_by(jobs.c.created_at.desc()).limit(limit)
         if status:
             query = query.where(jobs.c.status == status)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
         with self._engine.begin() as db:
             return [Job(**(_row(row) or {})) for row in db.execute(query)]
 

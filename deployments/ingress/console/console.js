@@ -14,8 +14,10 @@ class ServiceError extends Error {
   constructor(message, status) { super(message); this.status = status; }
 }
 
-// One request to the service; a reply that is not 2xx becomes a ServiceError with the server's message.
-async function call(method, path, body, { raw = false } = {}) {
+// One request to the service, with the API key if one is set; a reply that is not 2xx becomes a
+// ServiceError with the server's message. A service with keys that refuses the key (or its absence) asks
+// for one once, keeps it (Settings shows it) and sends the request again.
+async function call(method, path, body, { raw = false, asked = false } = {}) {
   const headers = {};
   const key = localStorage.getItem("apiKey");
   if (key) headers["X-API-Key"] = key;
@@ -23,12 +25,31 @@ async function call(method, path, body, { raw = false } = {}) {
   if (body instanceof FormData) init.body = body;
   else if (body !== undefined) { init.body = JSON.stringify(body); headers["Content-Type"] = "application/json"; }
   const reply = await fetch(apiUrl(path), init);
+  if (!asked && (reply.status === 401 || (reply.status === 403 && (await keyRefused(reply))))) {
+    const given = window.prompt("This service needs an API key:", "");
+    if (given) {
+      localStorage.setItem("apiKey", given.trim());
+      $("api-key").value = given.trim();
+      return call(method, path, body, { raw, asked: true });
+    }
+  }
   if (!reply.ok) {
     let message = `${reply.status} ${reply.statusText}`;
     try { const data = await reply.json(); message = data.message || data.detail || message; } catch (_) { /* not JSON */ }
     throw new ServiceError(message, reply.status);
   }
   return raw ? reply : reply.json();
+}
+
+// Whether a 403 says the key itself is not valid (not a valid key that may not do this).
+async function keyRefused(reply) {
+  try { return (await reply.clone().json()).error_code === "INVALID_API_KEY"; } catch (_) { return false; }
+}
+
+// A file the service holds (a job's result) as a local object URL: fetched with the key, which a
+// plain <audio src> or <a href> would not send.
+async function fileUrl(path) {
+  return URL.createObjectURL(await (await call("GET", path, undefined, { raw: true })).blob());
 }
 
 function showError(error) {
@@ -206,9 +227,10 @@ async function separate() {
   bar.value = 1;
   if (job.status !== "completed") throw new ServiceError(`Job ${job.status}: ${job.error || job.message}`);
   $("separate-status").textContent = `Done: ${job.files.length} stems`;
-  $("stems").replaceChildren(...job.files.map((f) => el("li", { className: "stem" },
-    el("strong", { textContent: f.name }), " ", el("audio", { controls: true, src: apiUrl(f.url) }), " ",
-    el("a", { href: apiUrl(f.url), download: f.name, textContent: "download" }))));
+  const urls = await Promise.all(job.files.map((f) => fileUrl(f.url)));
+  $("stems").replaceChildren(...job.files.map((f, i) => el("li", { className: "stem" },
+    el("strong", { textContent: f.name }), " ", el("audio", { controls: true, src: urls[i] }), " ",
+    el("a", { href: urls[i], download: f.name, textContent: "download" }))));
 }
 
 // ---- Transcribe -----------------------------------------------------------------------------
