@@ -186,7 +186,7 @@ def _decode(path: Path, limits: AudioLimits, keep: bool, mono: bool) -> tuple[Au
     for block in _blocks(path, header, limits):
         decoded += len(block)
         if keep:
-            kept.append(block.mean(axis=1) if mono else block)
+            kept.append((block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)) if mono else block)
     if decoded == 0:
         raise BadAudio("the file holds no audio frames")
     if not header.via_ffmpeg and header.frames and decoded < 0.99 * header.frames:

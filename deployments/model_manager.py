@@ -320,8 +320,8 @@ class ModelManager:
 
         async def attempt() -> None:
             nonlocal path
-            path = await asyncio.to_thread(fetch_url, self._settings, self._url_folder(record.model), record,
-                                           stop, url, sha256, max_bytes)
+            path = await fetch_url(self._settings, self._url_folder(record.model), record, stop, url, sha256,
+                                   max_bytes)
 
         await self._retrying(record, stop, attempt)
         record.paths = {"weights": path}

@@ -1,14 +1,16 @@
 """Fetching a URL that a request names (image_url, url model downloads) without letting the request
 reach where it should not: http/https only, every redirect hop re-checked, no private, loopback,
-link-local or reserved address unless configuration allows its network, a size cap and a time limit."""
+link-local or reserved address unless configuration allows its network, a size cap, and one deadline
+for the whole fetch, on the event loop rather than in a thread."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -45,7 +47,7 @@ def check_url(url: str, settings: ServiceSettings) -> str:
     return infos[0][4][0].split("%")[0]
 
 
-def pinned_request(client: httpx.Client, url: str, address: str) -> httpx.Request:
+def pinned_request(client: httpx.AsyncClient, url: str, address: str) -> httpx.Request:
     """GET `url` sent to `address`, the one check_url passed (no DNS rebinding between the check and the
     connect): the URL's host stays in the Host header and, for https, in SNI and certificate checks."""
     parts = httpx.URL(url)
@@ -53,22 +55,39 @@ def pinned_request(client: httpx.Client, url: str, address: str) -> httpx.Reques
                                 extensions={"sni_hostname": parts.host})
 
 
-@contextmanager
-def open_url(url: str, settings: ServiceSettings) -> Iterator[httpx.Response]:
-    """A streaming GET of `url` with each redirect hop checked; 4xx for a refused URL or a failed fetch."""
-    timeout = settings.fetch_timeout_seconds
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+# Fetches run on the event loop (httpx's async client) and resolve names in a pool of their own, so a slow
+# or hostile server never holds a thread of the executor that the job store and /health use; at most
+# MAX_FETCHES at once per process, the rest wait inside their own deadline.
+MAX_FETCHES = 32
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="url-resolve")
+_FETCHES: asyncio.Semaphore | None = None
+
+
+def _fetch_slots() -> asyncio.Semaphore:
+    global _FETCHES
+    if _FETCHES is None:
+        _FETCHES = asyncio.Semaphore(MAX_FETCHES)
+    return _FETCHES
+
+
+@asynccontextmanager
+async def open_url(url: str, settings: ServiceSettings) -> AsyncIterator[httpx.Response]:
+    """A streaming GET of `url` with each redirect hop checked; 4xx for a refused URL or a failed fetch.
+    No deadline of its own beyond httpx's per-step one: callers bound the whole of it (`deadline`)."""
+    loop = asyncio.get_running_loop()
+    async with _fetch_slots(), httpx.AsyncClient(timeout=settings.fetch_timeout_seconds,
+                                                 follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            address = check_url(url, settings)
+            address = await loop.run_in_executor(_RESOLVER, check_url, url, settings)
             try:
-                reply = client.send(pinned_request(client, url, address), stream=True)
+                reply = await client.send(pinned_request(client, url, address), stream=True)
             except httpx.TimeoutException:
-                raise InvalidRequest(f"Fetching '{url}' timed out after {timeout:g}s") from None
+                raise InvalidRequest(f"Fetching '{url}' timed out after {settings.fetch_timeout_seconds:g}s") from None
             except httpx.HTTPError as error:
                 raise InvalidRequest(f"Fetching '{url}' failed: {error}") from None
             if not reply.is_redirect:
                 break
-            reply.close()
+            await reply.aclose()
             url = urljoin(url, reply.headers.get("location", url))  # relative to the URL, not the address
         else:
             raise InvalidRequest(f"Fetching '{url}' took more than {MAX_REDIRECTS} redirects")
@@ -77,29 +96,32 @@ def open_url(url: str, settings: ServiceSettings) -> Iterator[httpx.Response]:
                 raise InvalidRequest(f"Fetching '{url}' failed: the server answered HTTP {reply.status_code}")
             yield reply
         finally:
-            reply.close()
+            await reply.aclose()
 
 
-def iter_body(reply: httpx.Response, settings: ServiceSettings, max_bytes: int) -> Iterator[bytes]:
-    """The body in chunks, stopped with 413 past `max_bytes` and with 400 past the time limit."""
-    declared = reply.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"'{reply.url}' is {declared} bytes; the limit is {max_bytes} bytes")
-    deadline = time.monotonic() + settings.fetch_timeout_seconds
-    received = 0
+@asynccontextmanager
+async def deadline(url: str, seconds: float) -> AsyncIterator[None]:
+    """One limit for everything inside (connect, headers, body): a server that trickles is cut off."""
     try:
-        for chunk in reply.iter_bytes(CHUNK_BYTES):
-            received += len(chunk)
-            if received > max_bytes:
-                raise PayloadTooLarge(f"'{reply.url}' is larger than the limit of {max_bytes} bytes")
-            if time.monotonic() > deadline:
-                raise InvalidRequest(f"Fetching '{reply.url}' timed out after {settings.fetch_timeout_seconds:g}s")
-            yield chunk
-    except httpx.HTTPError as error:
-        raise InvalidRequest(f"Fetching '{reply.url}' failed mid-way: {error}") from None
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise InvalidRequest(f"Fetching '{url}' timed out after {seconds:g}s (INFERENCE_FETCH_TIMEOUT_SECONDS "
+                             "bounds connecting, the headers and the body together)") from None
 
 
-def fetch_bytes(url: str, settings: ServiceSettings, max_bytes: int) -> bytes:
-    """The whole body of a checked URL (blocking: call it in a thread from async code)."""
-    with open_url(url, settings) as reply:
-        return b"".join(iter_body(reply, settings, max_bytes))
+async def fetch_bytes(url: str, settings: ServiceSettings, max_bytes: int) -> bytes:
+    """The whole body of a checked URL within one deadline; 413 past `max_bytes`."""
+    async with deadline(url, settings.fetch_timeout_seconds), open_url(url, settings) as reply:
+        declared = reply.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise PayloadTooLarge(f"'{reply.url}' is {declared} bytes; the limit is {max_bytes} bytes")
+        body = bytearray()
+        try:
+            async for chunk in reply.aiter_bytes(CHUNK_BYTES):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PayloadTooLarge(f"'{reply.url}' is larger than the limit of {max_bytes} bytes")
+        except httpx.HTTPError as error:
+            raise InvalidRequest(f"Fetching '{reply.url}' failed mid-way: {error}") from None
+        return bytes(body)

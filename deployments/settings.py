@@ -130,7 +130,11 @@ class ServiceSettings(BaseSettings):
         "least recently used is unloaded to load another.")
 
     fetch_timeout_seconds: float = Field(
-        10.0, gt=0, description="Time limit for fetching a URL a request names (image_url, url downloads).")
+        10.0, gt=0, description="Time limit for fetching a URL a request names (image_url, audio_prompt_url): "
+        "connecting, the headers and the body together. A url download must have its headers within it.")
+    download_min_bytes_per_second: int = Field(
+        32 * 1024, ge=0, description="A url download slower than this over any 30 s is stopped (a server that "
+        "trickles would hold it for ever); 0 = no minimum.")
     image_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, uploaded or fetched.")
     private_url_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -3,6 +3,7 @@ answers differently the second time (DNS rebinding) changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,7 +58,7 @@ def rebinding_dns(monkeypatch):
 
 def test_fetch_connects_to_the_checked_address(local_server, rebinding_dns):
     settings = ServiceSettings(private_url_allowlist=["127.0.0.1/32"], fetch_timeout_seconds=5)
-    body = fetch_bytes(f"http://rebind.test:{local_server}/file", settings, 1 << 20)
+    body = asyncio.run(fetch_bytes(f"http://rebind.test:{local_server}/file", settings, 1 << 20))
     assert body == BODY + f" host=rebind.test:{local_server}".encode()  # the URL's host, the checked address
 
 
@@ -66,10 +67,10 @@ def test_each_redirect_hop_is_resolved_and_checked_again(local_server, rebinding
     the first lookup of the same name passed."""
     settings = ServiceSettings(private_url_allowlist=["127.0.0.1/32"], fetch_timeout_seconds=2)
     with pytest.raises(InvalidRequest, match="'rebind.test' resolves to 203.0.113.7"):
-        fetch_bytes(f"http://rebind.test:{local_server}/hop", settings, 1 << 20)
+        asyncio.run(fetch_bytes(f"http://rebind.test:{local_server}/hop", settings, 1 << 20))
 
 
 def test_private_address_is_refused_before_any_connect(local_server):
     settings = ServiceSettings(private_url_allowlist=[], fetch_timeout_seconds=2)
     with pytest.raises(InvalidRequest, match="resolves to 127.0.0.1, a private, loopback or reserved address"):
-        fetch_bytes(f"http://127.0.0.1:{local_server}/file", settings, 1 << 20)
+        asyncio.run(fetch_bytes(f"http://127.0.0.1:{local_server}/file", settings, 1 << 20))

@@ -152,7 +152,7 @@ async def voice_sample(services: Services, entry: ModelEntry, request: dict[str,
         except (binascii.Error, ValueError):
             raise InvalidRequest("audio_prompt is not valid base64") from None
     elif source == "audio_prompt_url":
-        data = await asyncio.to_thread(fetch_bytes, request[source], services.settings, limit)
+        data = await fetch_bytes(request[source], services.settings, limit)
     else:
         upload = await services.upload(request[source])
         if upload.size > limit:  # refused before it is read into memory

@@ -88,7 +88,7 @@ def _check_source(has_file: bool, image_url: str | None, file_field: str = "file
 
 async def fetch_image(services: Services, url: str) -> bytes:
     """The bytes at `url`, fetched with the SSRF checks and the image size limit."""
-    return await asyncio.to_thread(fetch_bytes, url, services.settings, services.settings.image_max_bytes)
+    return await fetch_bytes(url, services.settings, services.settings.image_max_bytes)
 
 
 async def _image(services: Services, entry: ModelEntry, image_url: str | None,

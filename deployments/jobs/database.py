@@ -47,6 +47,7 @@ jobs = sa.Table(
     sa.Column("finished_at", sa.Float),
     sa.Column("heartbeat_at", sa.Float),
     sa.Column("owner", sa.Text),
+    sa.Column("dispatched_at", sa.Float),  # a pending job's dispatch lease (jobs/dispatch.py)
 )
 sa.Index("jobs_by_status", jobs.c.status, jobs.c.created_at)
 sa.Index("jobs_by_owner", jobs.c.owner, jobs.c.created_at)

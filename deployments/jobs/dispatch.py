@@ -1,8 +1,11 @@
 """The ingress side of jobs: hand each new job to its family deployment, and re-dispatch the jobs
-that a restart or a lost replica left pending.
+that a restart, a lost replica or a full queue left pending.
 
 Serve does not retry a request whose replica died, so a job is only ever "done" when a worker
-committed it; everything else is found again here by the periodic sweep over the store.
+committed it; everything else is found again here by the periodic sweep over the store. A pending job
+carries a dispatch lease (`dispatched_at`), renewed by the ingress replica that holds its request in
+flight: the sweep of any ingress replica dispatches the pending jobs whose lease ran out. A model whose
+queue is full (back-pressure) means "later", never "give up": the job waits with a growing pause.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.jobs.store import Job, JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
+MAX_PAUSE_SECONDS = 10.0  # the longest wait between two tries at a full queue
 
 
 class JobDispatcher:
@@ -26,16 +31,19 @@ class JobDispatcher:
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: dict[str, asyncio.Task] = {}  # job id -> its request, while this replica holds it
 
     def dispatch(self, job: Job) -> None:
-        """Send the job to its deployment without waiting for it to finish."""
+        """Send the job to its deployment without waiting for it to finish (once per job at a time)."""
+        if job.id in self._in_flight:
+            return
         task = asyncio.get_running_loop().create_task(self._send(job))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self._in_flight[job.id] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(job.id, None))
 
     async def _send(self, job: Job) -> None:
-        for attempt in range(self.max_attempts):
+        failures, pause = 0, self.retry_seconds
+        while True:
             handle = self._handle_for(job)
             if handle is None:
                 logger.warning("job %s: model %s is not deployed in this application; left pending", job.id, job.model)
@@ -44,25 +52,34 @@ class JobDispatcher:
                 outcome = await handle.run_job.remote(job.id)
                 logger.info("job %s ended %s", job.id, outcome)
                 return
-            except Exception:  # the replica died or refused: retry while the job is still unclaimed
-                logger.exception("job %s: dispatch attempt %d failed", job.id, attempt + 1)
+            except BackPressureError:  # the model's queue is full: try again later, for as long as it takes
+                logger.info("job %s: %s's queue is full; trying again in %.1fs", job.id, job.model, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE_SECONDS)
+            except Exception:  # the replica died or refused: retry a few times while the job is unclaimed
+                failures += 1
+                logger.exception("job %s: dispatch attempt %d failed", job.id, failures)
+                if failures >= self.max_attempts:
+                    return  # still pending: its lease runs out and a sweep dispatches it again
                 await asyncio.sleep(self.retry_seconds)
-                current = await asyncio.to_thread(self.store.get_job, job.id)
-                if current is None or current.status != JobStatus.pending:
-                    return
+            current = await asyncio.to_thread(self.store.get_job, job.id)
+            if current is None or current.status != JobStatus.pending:
+                return
 
     async def sweep_forever(self, period_seconds: float) -> None:
-        """At start, dispatch every pending job (queued by a replica that is gone); then, every
-        period, re-queue and dispatch jobs whose worker stopped heart-beating."""
-        for job in await asyncio.to_thread(self.store.list_jobs, JobStatus.pending, 10_000):
-            self.dispatch(job)
+        """Every period: renew the dispatch lease of the jobs this replica holds in flight, dispatch the
+        pending jobs whose lease ran out (queued by a replica that is gone, or given up on), and re-queue
+        running jobs whose worker stopped heart-beating."""
         while True:
-            await asyncio.sleep(period_seconds)
             try:
+                await asyncio.to_thread(self.store.renew_dispatch, list(self._in_flight))
+                for job in await asyncio.to_thread(self.store.undispatched, self.lease_seconds, list(self._in_flight)):
+                    self.dispatch(job)
                 lost = await asyncio.to_thread(self.store.requeue_lost, self.lease_seconds, self.max_attempts)
             except Exception:
                 logger.exception("job sweep failed; trying again next period")
-                continue
-            for job in lost:
-                logger.warning("job %s: worker lost, re-queued (attempt %d next)", job.id, job.attempts + 1)
-                self.dispatch(job)
+            else:
+                for job in lost:
+                    logger.warning("job %s: worker lost, re-queued (attempt %d next)", job.id, job.attempts + 1)
+                    self.dispatch(job)
+            await asyncio.sleep(period_seconds)

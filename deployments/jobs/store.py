@@ -165,9 +165,10 @@ class JobStore:
     def create_job(self, task: str, model: str, job_input: dict[str, Any], owner: str | None = None) -> Job:
         job = Job(id=uuid.uuid4().hex, task=task, model=model, status=JobStatus.pending,
                   input=job_input, created_at=time.time(), owner=owner)
-        with self._engine.begin() as db:
+        with self._engine.begin() as db:  # leased to its creator, which dispatches it at once
             db.execute(jobs.insert().values(id=job.id, task=task, model=model, status=job.status,
-                                            input=json.dumps(job_input), created_at=job.created_at, owner=owner))
+                                            input=json.dumps(job_input), created_at=job.created_at, owner=owner,
+                                            dispatched_at=job.created_at))
         return job
 
     def get_job(self, job_id: str) -> Job | None:
@@ -260,6 +261,24 @@ class JobStore:
         if deleted:
             self.files.drop_results(job_id)
         return bool(deleted)
+
+    def renew_dispatch(self, job_ids: list[str]) -> None:
+        """Mark pending jobs as held in flight by the caller now (their dispatch lease)."""
+        if job_ids:
+            self._update(jobs.c.id.in_(job_ids) & (jobs.c.status == JobStatus.pending), dispatched_at=time.time())
+
+    def undispatched(self, lease_seconds: float, held: list[str], limit: int = 1000) -> list[Job]:
+        """Pending jobs whose dispatch lease ran out (or never started), oldest first, the caller's own
+        (`held`) left out; each returned one is leased to the caller."""
+        stale = (jobs.c.status == JobStatus.pending) & sa.or_(
+            jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < time.time() - lease_seconds)
+        if held:
+            stale &= jobs.c.id.not_in(held)
+        with self._engine.begin() as db:
+            rows = db.execute(jobs.select().where(stale).order_by(jobs.c.created_at).limit(limit)).all()
+        taken = [Job(**(_row(row) or {})) for row in rows]
+        self.renew_dispatch([job.id for job in taken])
+        return taken
 
     def requeue_lost(self, lease_seconds: float, max_attempts: int) -> list[Job]:
         """Running jobs whose worker stopped heart-beating go back to pending, or fail once they have
