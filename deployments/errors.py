@@ -105,6 +105,14 @@ class PayloadTooLarge(ServiceError):
     error = "Upload too large"
 
 
+class InsufficientStorage(ServiceError):
+    """A download that would pass the model cache's quota or the disk's free space."""
+
+    status_code = 507
+    error_code = "INSUFFICIENT_STORAGE"
+    error = "Insufficient storage"
+
+
 class UnsupportedMediaType(ServiceError):
     status_code = 415
     error_code = "UNSUPPORTED_MEDIA_TYPE"
@@ -131,6 +139,13 @@ class InvalidApiKey(Forbidden):
     """An API key was sent but is not one of the service's (seed 003's INVALID_API_KEY)."""
 
     error_code = "INVALID_API_KEY"
+
+
+class SourceNotAllowed(Forbidden):
+    """A run-time model from a hub organisation or S3 bucket that INFERENCE_RUNTIME_MODEL_SOURCES does not list."""
+
+    error_code = "MODEL_SOURCE_NOT_ALLOWED"
+    error = "Model source not allowed"
 
 
 class AdminKeyRequired(Forbidden):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -190,6 +191,21 @@ class ModelManager:
             return self._sizes[key]
 
         return list(await asyncio.gather(*(size(repo) for repo in repos)))
+
+    async def commit_of(self, repo: HubRepo) -> str | None:
+        """The commit `repo.revision` names on the hub now, to pin a model added at run time to what was
+        checked (None for an s3:// prefix, or when the hub cannot say)."""
+        if repo.is_s3 or re.fullmatch(r"[0-9a-f]{40}", repo.revision):
+            return None
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=self._settings.hub_endpoint, token=self._settings.hub_token)
+        try:
+            info = await asyncio.wait_for(asyncio.to_thread(
+                api.repo_info, repo.repo_id, revision=repo.revision, repo_type=repo.repo_type), 20)
+        except Exception:  # unreachable hub, missing repo: the download itself says what is wrong
+            return None
+        return info.sha
 
     def download_status(self, download_id: str) -> dict | None:
         model = self._ids.get(download_id)

@@ -92,6 +92,19 @@ class ServiceSettings(BaseSettings):
     )
     job_max_attempts: int = Field(3, gt=0, description="Times a job is started before it is failed.")
     job_sweep_seconds: float = Field(5.0, gt=0, description="How often the ingress looks for lost jobs.")
+    job_retention_seconds: float = Field(7 * 86400.0, gt=0, description="Finished jobs (rows and result files) "
+                                         "older than this are deleted by the ingress' retention sweep.")
+    upload_retention_seconds: float = Field(
+        86400.0, gt=0, description="Uploads older than this are deleted, except a saved voice's sample and an "
+        "upload a pending or running job reads.")
+    retention_sweep_seconds: float = Field(600.0, gt=0, description="How often the retention sweep runs (and "
+                                           "once at start, with staging folders a crash left).")
+    runtime_model_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated hub organisations (e.g. Qwen) and S3 buckets "
+        "(s3://bucket) that models added at run time may come from, or * for any. Empty (the default): the "
+        "organisations and buckets the catalog's own models come from, no other.")
+    model_cache_max_bytes: int = Field(0, ge=0, description="Quota of the model cache: a download that would "
+                                       "pass it is refused with 507; 0 = only the disk's free space bounds it.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False,
         description="Comma-separated user keys. With any key configured (user or admin) every route but GET "
@@ -159,7 +172,8 @@ class ServiceSettings(BaseSettings):
         "48 kHz stereo. Decoding reads blocks and stops past it, so no process holds more than this many "
         "float32 (a voice sample: only its mono audio, at most the model's sample length).")
 
-    @field_validator("api_keys", "admin_api_keys", "cors_origins", "private_url_allowlist", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "runtime_model_sources", "cors_origins", "private_url_allowlist",
+                     mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):

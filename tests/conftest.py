@@ -165,6 +165,9 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
         "CATALOG__CSM_1B__MAX_DURATION_SECONDS": "1.6",
         # the test servers (hub, images) listen on loopback; every other private address stays refused
         "INFERENCE_PRIVATE_URL_ALLOWLIST": "127.0.0.1/32",
+        # run-time models from the test hub's own organisations ('tests/...'); the default (the catalog's
+        # organisations only) is tests/adversarial/test_retention.py's
+        "INFERENCE_RUNTIME_MODEL_SOURCES": "*",
         # s3:// models come from the session's S3-compatible server (boto3's own variable names)
         "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.settings()["s3_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": s3.settings()["s3_secret_access_key"],

@@ -99,10 +99,14 @@ def test_hub_repo_downloaded_at_run_time_is_served_without_restart(client, hub, 
     listed = client.get("/models/available").json()["available_models"]["runtime-encoder"]
     assert (listed["model_id"], listed["task"]) == (repo.repo_id, "text-embedding")
     assert hub.file_downloads(repo.repo_id) == {path: 1 for path in repo.files}
+    from deployments.jobs.store import JobStore
+
+    # pinned to the commit the hub named when it was added: a later push to `main` is not fetched silently
+    recorded = {e.id: e for e in JobStore(job_store_dir).runtime_models().entries()}["runtime-encoder"]
+    assert recorded.hub.revision == repo.sha and "*.safetensors" in recorded.hub.allow_patterns
 
     removed = client.delete("/models/download/runtime-encoder")
     assert removed.status_code == 200, removed.text
-    from deployments.jobs.store import JobStore
 
     assert "runtime-encoder" not in [e.id for e in JobStore(job_store_dir).runtime_models().entries()]
     after = embed("runtime-encoder")

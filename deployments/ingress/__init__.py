@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,8 @@ from registry import Catalog
 from registry.runtime import LiveCatalog
 
 GAUGE_PERIOD_S = 10.0  # jobs and model states in Ray's metrics are at most this old
+STAGING_MAX_AGE_S = 3600.0  # a staging folder untouched this long (and no active job's) was left by a crash
+logger = logging.getLogger(__name__)
 
 
 @serve.deployment(max_ongoing_requests=256, health_check_period_s=5)
@@ -48,6 +51,7 @@ class Ingress:
         loop = asyncio.get_running_loop()
         self._sweep = loop.create_task(dispatcher.sweep_forever(settings.job_sweep_seconds))
         self._gauges = loop.create_task(ServiceGauges(self._services).publish_forever(GAUGE_PERIOD_S))
+        self._retention = loop.create_task(expire_forever(store, settings))
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self._services)
@@ -66,3 +70,16 @@ class Ingress:
     async def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
         """A job as GET /jobs/{job_id} shows it."""
         return render_job(await wait_for(self._services, await self._services.job(job_id), wait))
+
+
+async def expire_forever(store: JobStore, settings: ServiceSettings) -> None:
+    """The retention sweep: at start (crash leftovers) and then every retention_sweep_seconds."""
+    while True:
+        try:
+            deleted = await asyncio.to_thread(store.expire, settings.job_retention_seconds,
+                                              settings.upload_retention_seconds, STAGING_MAX_AGE_S)
+            if any(deleted.values()):
+                logger.info("retention: deleted %s", deleted)
+        except Exception:
+            logger.exception("retention sweep failed; trying again next period")
+        await asyncio.sleep(settings.retention_sweep_seconds)

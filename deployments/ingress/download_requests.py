@@ -4,13 +4,15 @@ whether its flags allow it. Apart from the routes so that every rule a download 
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.errors import InvalidRequest, ModelNotFound
-from deployments.ingress.model_features import MB, TTS_TASK
+from deployments.errors import InsufficientStorage, InvalidRequest, ModelNotFound, SourceNotAllowed
+from deployments.ingress.model_features import MB, TTS_TASK, mb
 from deployments.ingress.services import Services
 from deployments.safe_paths import check_name
 from registry import HubRepo, ModelEntry, UnknownModelError
@@ -22,6 +24,9 @@ MAPPED_SOURCES = ("torchvision", "pytorch_hub")
 MAPPED_TASK = "image-classification"
 UNSUPPORTED_SOURCES = ("tts_auto",)  # seed 001 names it; there is no automatic TTS conversion here
 MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
+# What a model added at run time may download: weights as safetensors only (no pickles, nothing that runs
+# code when loaded), configs, tokenizers and the yaml of Demucs bags.
+RUNTIME_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.yaml"]
 
 
 class DownloadRequest(BaseModel):
@@ -120,15 +125,16 @@ def hub_target(services: Services, body: DownloadRequest) -> tuple[str, list[Hub
             )
         task = check_task(services, body.task)
         try:
-            repos = [HubRepo(repo_id=body.model_id, revision=body.revision)]
+            repos = [HubRepo(repo_id=body.model_id, revision=body.revision, allow_patterns=RUNTIME_FILES)]
         except ValidationError:
             raise InvalidRequest(f"model_id must be a hub repo id like 'owner/name', got {body.model_id!r}") from None
         key = check_name((body.name or body.model_id.replace("/", "--")).lower())
     if body.include_vocoder and body.vocoder_model and all(r.repo_id != body.vocoder_model for r in repos):
         try:
-            repos.append(HubRepo(repo_id=body.vocoder_model, role="vocoder"))
+            repos.append(HubRepo(repo_id=body.vocoder_model, role="vocoder", allow_patterns=RUNTIME_FILES))
         except ValidationError:
             raise InvalidRequest(f"vocoder_model must be a hub repo id, got {body.vocoder_model!r}") from None
+    check_sources(services, [r for r in repos if r.allow_patterns == RUNTIME_FILES])
     return key, repos, task, entry
 
 
@@ -145,7 +151,25 @@ def s3_target(services: Services, body: DownloadRequest) -> tuple[str, list[HubR
         repo = HubRepo(repo_id=body.model_id)
     except ValidationError:
         raise InvalidRequest(f"model_id must be s3://bucket/prefix, got {body.model_id!r}") from None
+    check_sources(services, [repo])
     return check_name(body.name.lower()), [repo], task, None
+
+
+def source_of(repo: HubRepo) -> str:
+    """A repo's source as INFERENCE_RUNTIME_MODEL_SOURCES names it: its hub organisation, or s3://bucket."""
+    return "s3://" + repo.repo_id[5:].split("/")[0] if repo.is_s3 else repo.repo_id.split("/")[0]
+
+
+def check_sources(services: Services, repos: list[HubRepo]) -> None:
+    """403 for a repo outside the catalog from a source the settings do not allow (by default the
+    catalog's own organisations and buckets): the service would fetch and run whatever it holds."""
+    allowed = set(services.settings.runtime_model_sources) or {
+        source_of(repo) for entry in services.catalog.base.models.values() for repo in entry.repos}
+    for repo in repos:
+        if "*" not in allowed and source_of(repo) not in allowed:
+            raise SourceNotAllowed(f"Models added at run time may come from {', '.join(sorted(allowed))}; "
+                                   f"'{source_of(repo)}' ({repo.repo_id}) is not one of them "
+                                   "(INFERENCE_RUNTIME_MODEL_SOURCES)")
 
 
 def url_args(body: DownloadRequest) -> dict:
@@ -168,3 +192,22 @@ def tts_conversion(services: Services, body: DownloadRequest, task: str | None) 
     speakers = ", ".join(m.id for m in services.catalog.models_for_task(TTS_TASK))
     return (f"not applied: '{body.model_id}' is downloaded as a {task or 'file'} model; this service converts no "
             f"model to speech. Models that speak: {speakers}")
+
+
+async def check_room(services: Services, repos: list[HubRepo]) -> None:
+    """507 with the numbers when the repos' missing bytes would pass the cache quota or the disk's free space
+    (sizes the hub or bucket cannot tell are not counted)."""
+    if not repos:
+        return
+    sizes, info = await asyncio.gather(services.manager.repo_sizes.remote(repos), services.manager.cache_info.remote())
+    on_disk = {(r["repo_id"], r["repo_type"]): r["size_bytes"] for r in info["repos"]}
+    need = sum(max(0, (size or 0) - on_disk.get((repo.repo_id, repo.repo_type), 0)) for repo, size in zip(repos, sizes))
+    used = sum(on_disk.values()) + sum(u["size_bytes"] for u in info["url_downloads"])
+    quota = services.settings.model_cache_max_bytes
+    if quota and need and used + need > quota:
+        raise InsufficientStorage(f"Downloading needs {mb(need)} MB more; the model cache holds {mb(used)} MB of its "
+                                  f"{mb(quota)} MB quota (INFERENCE_MODEL_CACHE_MAX_BYTES). Delete a model first "
+                                  "(DELETE /models/download/{name})")
+    free = (await asyncio.to_thread(shutil.disk_usage, info["cache_directory"])).free
+    if need > free:
+        raise InsufficientStorage(f"Downloading needs {mb(need)} MB; the model cache's disk has {mb(free)} MB free")

@@ -7,6 +7,7 @@ downloads and read its status; what is loaded is asked of the family replicas th
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import Counter
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from deployments.ingress.download_requests import (
     catalog_entry,
     check_flags,
     check_name,
+    check_room,
     check_source,
     check_task,
     hub_target,
@@ -77,7 +79,10 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
         (key, repos, task, entry), url = target(services, body), None
         if entry is not None:
             check_flags(services, entry, body)
+        await check_room(services, repos)  # before a run-time model is recorded for it
         if key not in services.catalog.models:  # a repo outside the catalog: its task's family serves it
+            commit = await services.manager.commit_of.remote(repos[0])  # pinned: what is fetched is what was asked
+            repos[0] = repos[0].model_copy(update={"revision": commit}) if commit else repos[0]
             runtime = runtime_entry(services.catalog.base, key, repos[0], task, repos[1:])
             await asyncio.to_thread(services.catalog.runtime.add, runtime)
             services.catalog.refresh()
@@ -293,9 +298,15 @@ async def cache_info(services: Services = Depends(get_services)) -> dict[str, An
         for r in info["repos"]
     ] + [{"models": [u["name"]], "source": "url", **u, "size_mb": mb(u["size_bytes"])} for u in info["url_downloads"]]
     total = sum(e["size_bytes"] for e in entries)
+    quota = services.settings.model_cache_max_bytes or None
+    free = (await asyncio.to_thread(shutil.disk_usage, info["cache_directory"])).free
     return {
         "success": True,
         "cache_directory": info["cache_directory"],
+        # INFERENCE_MODEL_CACHE_MAX_BYTES (None: the disk alone bounds it); a download past either is refused (507)
+        "quota_bytes": quota,
+        "quota_mb": mb(quota),
+        "free_bytes": min(free, quota - total) if quota else free,
         "total_models": len({m for e in entries for m in e["models"]}),
         "total_size_bytes": total,
         "total_size_mb": mb(total),

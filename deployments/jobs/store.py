@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
-from deployments.jobs.database import create_engine, health, jobs, uploads
+from deployments.jobs.database import create_engine, health, jobs, saved_voices, uploads
 from deployments.jobs.files import JobFiles, LocalFiles, S3Files
 from deployments.runtime_models import RuntimeModelRows
 from deployments.safe_paths import display_filename
@@ -279,6 +279,31 @@ class JobStore:
         taken = [Job(**(_row(row) or {})) for row in rows]
         self.renew_dispatch([job.id for job in taken])
         return taken
+
+    # --- retention ---------------------------------------------------------------------------
+    def expire(self, job_seconds: float, upload_seconds: float, staging_seconds: float) -> dict[str, int]:
+        """Delete finished jobs and uploads past their retention, and staging folders a crash left; what
+        was deleted, by kind. A saved voice's sample and an upload an active job reads are kept."""
+        now = time.time()
+        with self._engine.begin() as db:
+            old_jobs = db.execute(sa.select(jobs.c.id).where(
+                jobs.c.status.in_(FINISHED) & (jobs.c.created_at < now - job_seconds))).scalars().all()
+            active = db.execute(sa.select(jobs.c.id, jobs.c.input).where(jobs.c.status.in_(ACTIVE))).all()
+            kept = {*db.execute(sa.select(saved_voices.c.file_id)).scalars(),
+                    *filter(None, (json.loads(row.input).get("file_id") for row in active))}
+            old_uploads = [row for row in db.execute(sa.select(uploads.c.file_id, uploads.c.filename).where(
+                uploads.c.created_at < now - upload_seconds)).all() if row.file_id not in kept]
+        deleted = sum(self.delete_job(job_id) for job_id in old_jobs)
+        for file_id, filename in old_uploads:
+            self.files.drop_upload(file_id, filename)
+            with self._engine.begin() as db:
+                db.execute(uploads.delete().where(uploads.c.file_id == file_id))
+        running = tuple(f"job-{row.id}-" for row in active)  # an active job's staging is in use, however old
+        stale = [p for p in (self.root / "staging").iterdir()
+                 if p.stat().st_mtime < now - staging_seconds and not p.name.startswith(running)]
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"jobs": deleted, "uploads": len(old_uploads), "staging": len(stale)}
 
     def requeue_lost(self, lease_seconds: float, max_attempts: int) -> list[Job]:
         """Running jobs whose worker stopped heart-beating go back to pending, or fail once they have

@@ -86,9 +86,11 @@ def bombs() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_measurements(service):
-    """Waits for every deployment of the session's app to be healthy first: on 2 cores the replicas that
-    start with the app take the CPU for minutes, and the times measured are the refusals' own."""
+def report_measurements(client):
+    """First every deployment healthy and one real request through each model a bomb reaches (their
+    replicas load their models before they take a request): on 2 cores, replicas that start with the app
+    take the CPU for minutes, and the times measured are to be the refusals' own."""
+    from PIL import Image
     from ray import serve
 
     deadline = time.monotonic() + 300
@@ -97,6 +99,12 @@ def report_measurements(service):
         if all(deployment.status == "HEALTHY" for deployment in deployments.values()):
             break
         time.sleep(1)
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32), "white").save(picture, format="PNG")
+    for route, files in (("/api/image/classify", {"file": ("a.png", picture.getvalue())}),
+                         ("/api/image/describe", {"file": ("a.png", picture.getvalue())}),
+                         ("/api/stt", {"audio": ("a.wav", make_clip(1.0, rate=16000, channels=1))})):
+        assert client.post(route, files=files).status_code == 200, route
     yield
     print("\nmedia bombs (status, seconds, ingress peak growth):\n" + "\n".join(MEASURED))
 
