@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import threading
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from deployments.errors import InvalidRequest
+from deployments.errors import InsufficientStorage, InvalidRequest
 from deployments.safe_paths import display_filename, inside
 from deployments.safe_urls import deadline, open_url
 from deployments.settings import ServiceSettings
@@ -47,6 +48,8 @@ async def fetch_url(settings: ServiceSettings, folder: Path, record: Any, stop: 
             record.bytes_total = int(reply.headers.get("content-length") or 0)
             if record.bytes_total > max_bytes:
                 raise ValueError(f"{url} is {record.bytes_total} bytes, over the limit of {max_bytes} bytes")
+            if record.bytes_total > (free := shutil.disk_usage(folder).free):
+                raise InsufficientStorage(f"{url} is {record.bytes_total} bytes; the cache's disk has {free} free")
             window_start, window_bytes = time.monotonic(), 0
             async for chunk in reply.aiter_bytes(1 << 20):
                 if stop.is_set():

@@ -42,6 +42,11 @@ def caller() -> Caller:
     return CALLER.get() or TRUSTED
 
 
+# A client's `Idempotency-Key`: a request replayed with the same key (by the client, or by HAProxy after an
+# ingress replica died under it) returns the job the first one created instead of creating another.
+IDEMPOTENCY_KEY: ContextVar[str | None] = ContextVar("idempotency_key", default=None)
+
+
 def current_owner() -> str | None:
     """Whose request this is: rows are recorded with it and read only by it (None: no scoping)."""
     return caller().owner
@@ -59,6 +64,8 @@ def _known(key: str, keys: list[str]) -> bool:
 async def authenticate(request: Request, bearer: HTTPAuthorizationCredentials | None = Security(BEARER),
                        header_key: str | None = Security(HEADER_KEY)) -> None:
     """App dependency: with keys configured, the request's key names the caller, or the request is refused."""
+    key_header = request.headers.get("idempotency-key", "").strip()
+    IDEMPOTENCY_KEY.set(key_header[:200] or None)
     settings = request.app.state.services.settings
     users, admins = settings.api_keys, settings.admin_api_keys
     if not users and not admins:

@@ -23,11 +23,11 @@ from deployments.errors import (
     RequestTimeout,
     WrongModelTask,
 )
-from deployments.ingress.auth import current_owner
+from deployments.ingress.auth import IDEMPOTENCY_KEY, current_owner
 from deployments.ingress.lifecycle import WAIT_PREFERENCE, DeploymentStates, model_lifecycle, running_replicas
 from deployments.ingress.observability import note_request_model
 from deployments.jobs.dispatch import JobDispatcher
-from deployments.jobs.store import Job, JobStore, Upload
+from deployments.jobs.store import Job, JobStatus, JobStore, Upload
 from deployments.settings import ServiceSettings
 from registry import ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
@@ -197,8 +197,9 @@ class Services:
     async def submit(self, entry: ModelEntry, job_input: dict) -> Job:
         """Record the job, as the caller's (it is durable from here on), and send it to the model's deployment."""
         job = await asyncio.to_thread(self.store.create_job, self.catalog.task_of(entry), entry.id, job_input,
-                                      current_owner())
-        self.dispatcher.dispatch(job)
+                                      current_owner(), IDEMPOTENCY_KEY.get())
+        if job.status == JobStatus.pending:  # (one an earlier request with the same Idempotency-Key made may not be)
+            self.dispatcher.dispatch(job)  # at most once per job at a time
         return job
 
     def handle_for_job(self, job: Job) -> DeploymentHandle | None:

@@ -48,9 +48,11 @@ jobs = sa.Table(
     sa.Column("heartbeat_at", sa.Float),
     sa.Column("owner", sa.Text),
     sa.Column("dispatched_at", sa.Float),  # a pending job's dispatch lease (jobs/dispatch.py)
+    sa.Column("request_key", sa.Text),  # '<owner>:<Idempotency-Key>' of the request that made it, if it sent one
 )
 sa.Index("jobs_by_status", jobs.c.status, jobs.c.created_at)
 sa.Index("jobs_by_owner", jobs.c.owner, jobs.c.created_at)
+sa.Index("jobs_by_request_key", jobs.c.request_key, unique=True)
 runtime_models = sa.Table(  # models added at run time (registry/runtime.py), one entry as JSON each
     "runtime_models", metadata,
     sa.Column("id", sa.Text, primary_key=True),

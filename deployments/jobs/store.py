@@ -162,14 +162,30 @@ class JobStore:
         return self.upload_path(upload).read_bytes()
 
     # --- jobs --------------------------------------------------------------------------------
-    def create_job(self, task: str, model: str, job_input: dict[str, Any], owner: str | None = None) -> Job:
+    def create_job(self, task: str, model: str, job_input: dict[str, Any], owner: str | None = None,
+                   idempotency_key: str | None = None) -> Job:
+        """A new pending job; with `idempotency_key`, the job an earlier request of the same owner made
+        with that key, if there is one (a replayed request creates nothing twice)."""
         job = Job(id=uuid.uuid4().hex, task=task, model=model, status=JobStatus.pending,
                   input=job_input, created_at=time.time(), owner=owner)
-        with self._engine.begin() as db:  # leased to its creator, which dispatches it at once
-            db.execute(jobs.insert().values(id=job.id, task=task, model=model, status=job.status,
-                                            input=json.dumps(job_input), created_at=job.created_at, owner=owner,
-                                            dispatched_at=job.created_at))
+        request_key = f"{owner or ''}:{idempotency_key}" if idempotency_key else None
+        if request_key and (earlier := self._job_by_request_key(request_key)):
+            return earlier
+        try:
+            with self._engine.begin() as db:  # leased to its creator, which dispatches it at once
+                db.execute(jobs.insert().values(id=job.id, task=task, model=model, status=job.status,
+                                                input=json.dumps(job_input), created_at=job.created_at, owner=owner,
+                                                dispatched_at=job.created_at, request_key=request_key))
+        except sa.exc.IntegrityError:  # the same request, replayed at the same moment elsewhere, won
+            if request_key and (earlier := self._job_by_request_key(request_key)):
+                return earlier
+            raise
         return job
+
+    def _job_by_request_key(self, request_key: str) -> Job | None:
+        with self._engine.begin() as db:
+            row = _row(db.execute(jobs.select().where(jobs.c.request_key == request_key)).first())
+        return Job(**row) if row else None
 
     def get_job(self, job_id: str) -> Job | None:
         with self._engine.begin() as db:

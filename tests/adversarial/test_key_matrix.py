@@ -167,3 +167,19 @@ def test_a_family_the_application_does_not_deploy_answers_503(secured):
     reply = secured.post("/api/v1/run", json={"model": "qwen2.5-0.5b-instruct", "input": {}}, headers=key(BOB))
     assert reply.status_code == 503, reply.text
     assert "Model 'qwen2.5-0.5b-instruct' (chat) is not deployed in this application" in reply.json()["message"]
+
+
+def test_a_replayed_job_request_with_an_idempotency_key_creates_one_job(secured):
+    """What HAProxy replays after an ingress replica died under a request carries the same headers: with an
+    Idempotency-Key, the replay answers with the job the first attempt made. Keys are per owner."""
+    def run(who: str):
+        reply = secured.post("/api/v1/run", headers={**key(who), "Idempotency-Key": "order-42"},
+                             json={"model": "all-minilm-l6-v2", "input": {"text": "once"}})
+        assert reply.status_code == 202, reply.text
+        return reply.json()["job_id"]
+
+    first = run(ALICE)
+    assert run(ALICE) == first and run(ALICE) == first
+    assert run(BOB) != first
+    mine = [j["job_id"] for j in secured.get("/jobs", headers=key(ALICE)).json()["jobs"]]
+    assert mine.count(first) == 1
