@@ -93,7 +93,7 @@ class ServiceSettings(BaseSettings):
     job_max_attempts: int = Field(3, gt=0, description="Times a job is started before it is failed.")
     job_sweep_seconds: float = Field(5.0, gt=0, description="How often the ingress looks for lost jobs.")
     job_retention_seconds: float = Field(7 * 86400.0, gt=0, description="Finished jobs (rows and result files) "
-                                         "older than this are deleted by the ingress' retention sweep.")
+                                         "this long finished are deleted by the ingress' retention sweep.")
     upload_retention_seconds: float = Field(
         86400.0, gt=0, description="Uploads older than this are deleted, except a saved voice's sample and an "
         "upload a pending or running job reads.")

@@ -20,6 +20,8 @@ class HubRepo(StrictModel):
 
     repo_id: str = Field(description="Hub repository id, e.g. 'facebook/musicgen-small', or s3://bucket/prefix.")
     revision: str = Field("main", description="Branch, tag or 40-hex commit to download.")
+    tracks: str | None = Field(None, description="For a revision pinned to a commit (models added at run time): "
+                               "the branch it was resolved from, which `update` moves it along.")
     repo_type: Literal["model", "dataset"] = "model"
     role: str = Field("weights", description="What the files are for: weights, vocoder, speaker-embeddings...")
     allow_patterns: list[str] | None = Field(None, description="Only files matching these (fnmatch) patterns, "

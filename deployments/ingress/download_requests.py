@@ -26,7 +26,7 @@ UNSUPPORTED_SOURCES = ("tts_auto",)  # seed 001 names it; there is no automatic 
 MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
 # What a model added at run time may download: weights as safetensors only (no pickles, nothing that runs
 # code when loaded), configs, tokenizers and the yaml of Demucs bags.
-RUNTIME_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.yaml"]
+RUNTIME_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.model", "*.tiktoken", "*.yaml"]
 
 
 class DownloadRequest(BaseModel):

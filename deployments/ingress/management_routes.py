@@ -81,8 +81,7 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
             check_flags(services, entry, body)
         await check_room(services, repos)  # before a run-time model is recorded for it
         if key not in services.catalog.models:  # a repo outside the catalog: its task's family serves it
-            commit = await services.manager.commit_of.remote(repos[0])  # pinned: what is fetched is what was asked
-            repos[0] = repos[0].model_copy(update={"revision": commit}) if commit else repos[0]
+            repos[0] = await pinned(services, repos[0])
             runtime = runtime_entry(services.catalog.base, key, repos[0], task, repos[1:])
             await asyncio.to_thread(services.catalog.runtime.add, runtime)
             services.catalog.refresh()
@@ -345,8 +344,16 @@ async def manage_model(
                 "model_name": entry.id, "model": model}
     if action == "retry_download" and force_redownload:
         await services.manager.remove.remote(key, list(entry.repos) if entry else [])
-    started = await services.manager.restart.remote(key, list(entry.repos) if entry else None,
-                                                    fresh=action == "update")
+    if action == "update" and entry and entry.hub.tracks:  # a pinned run-time model: to its branch's newest commit
+        entry = entry.model_copy(update={"hub": await pinned(services, entry.hub.model_copy(
+            update={"revision": entry.hub.tracks}))})
+        await asyncio.to_thread(services.catalog.runtime.add, entry)
+        services.catalog.refresh()
+        started = await services.manager.start.remote(key, list(entry.repos), task=services.catalog.task_of(entry),
+                                                      fresh=True)
+    else:
+        started = await services.manager.restart.remote(key, list(entry.repos) if entry else None,
+                                                        fresh=action == "update")
     if started is None:
         raise ModelNotFound(f"No download of '{model_name}' to {action.replace('_', ' ')}; start one with "
                             "POST /models/download", error="Model does not exist")
@@ -354,3 +361,10 @@ async def manage_model(
             if started["status"] != "already_exists" else f"Model '{key}' already exists and is ready to use",
             "action": action, "model_name": key, "download_id": started["download_id"],
             "status": started["status"]}
+
+
+async def pinned(services: Services, repo: HubRepo) -> HubRepo:
+    """A run-time model's repo at the commit its branch names now: what is fetched later is what was checked
+    (and a push to the branch reaches the service only through `update`)."""
+    commit = await services.manager.commit_of.remote(repo)
+    return repo.model_copy(update={"revision": commit, "tracks": repo.revision}) if commit else repo

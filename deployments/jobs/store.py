@@ -303,7 +303,7 @@ class JobStore:
         now = time.time()
         with self._engine.begin() as db:
             old_jobs = db.execute(sa.select(jobs.c.id).where(
-                jobs.c.status.in_(FINISHED) & (jobs.c.created_at < now - job_seconds))).scalars().all()
+                jobs.c.status.in_(FINISHED) & (jobs.c.finished_at < now - job_seconds))).scalars().all()
             active = db.execute(sa.select(jobs.c.id, jobs.c.input).where(jobs.c.status.in_(ACTIVE))).all()
             kept = {*db.execute(sa.select(saved_voices.c.file_id)).scalars(),
                     *filter(None, (json.loads(row.input).get("file_id") for row in active))}

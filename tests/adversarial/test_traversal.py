@@ -85,6 +85,16 @@ def test_upload_file_names_never_become_paths(client, canaries, job_store_dir):
     anywhere. The client's file name is only metadata now: the stored file is named by the service."""
     planted = ["/tmp/written-by-api", "../../../../../../tmp/written-by-api", str(canaries / "planted"),
                "..\\..\\victim"]
+    for name in planted:  # each a real job of the video model: a few names, each cancelled at once
+        video = client.post("/api/video/image-to-video", data={"prompt": "waves", "duration": "1", "fps": "8",
+                                                               "num_inference_steps": "1"},
+                            files={"image": (name, png(), "image/png")})
+        assert video.status_code == 202, video.text
+        assert not Path("/tmp/written-by-api").exists() and not (canaries / "planted").exists(), name
+        job = video.json()
+        client.post(f"/jobs/{job['job_id']}/cancel")
+        stored = job_store_dir / "uploads" / job["input"]["file_id"]
+        assert [p.name for p in stored.iterdir()] == ["upload.png"], name  # the extension of what it is
     for name in [*corpus(canaries), *planted]:
         reply = client.post("/upload/demucs", files={"file": (name + ".wav", wav(), "audio/wav")})
         _sane(reply, name)
@@ -93,20 +103,16 @@ def test_upload_file_names_never_become_paths(client, canaries, job_store_dir):
             assert not set("/\\\x00") & set(body["filename"]), body["filename"]
             folder = job_store_dir / "uploads" / body["file_id"]
             assert [p.name for p in folder.iterdir()] == ["upload.wav"], name
-    for name in planted:  # each a real job of the video model: a few names, each cancelled at once
-        video = client.post("/api/video/image-to-video", data={"prompt": "waves", "duration": "1", "fps": "8",
-                                                               "num_inference_steps": "1"},
-                            files={"image": (name, png(), "image/png")})
-        assert video.status_code == 202, video.text
-        job = video.json()
-        client.post(f"/jobs/{job['job_id']}/cancel")
-        stored = job_store_dir / "uploads" / job["input"]["file_id"]
-        assert [p.name for p in stored.iterdir()] == ["upload.png"], name  # the extension of what it is
     assert not Path("/tmp/written-by-api").exists()
 
 
-def test_model_and_download_names_never_reach_outside_the_cache(client, canaries):
+def test_model_and_download_names_never_reach_outside_the_cache(client, canaries, model_cache):
     """Hole 2: retry_download with force_redownload, and DELETE of a download, removed any folder."""
+    for name in ["../../victim", ".."]:  # the report's two: the folder beside the cache, and the cache itself
+        reply = client.post("/models/manage", params={"action": "retry_download", "force_redownload": "true",
+                                                      "model_name": name})
+        assert reply.status_code == 400 and "model_name must match" in reply.json()["message"], reply.text
+        assert (model_cache.parent / "victim" / "keep" / "data.txt").is_file() and any(model_cache.iterdir())
     for name in corpus(canaries):
         quoted = quote(name, safe="")
         for reply in (
