@@ -92,9 +92,17 @@ class Description(BaseModel):
     batch_size: int = Field(description="Images that shared the generate call with this one.")
 
 
-def open_image(data: bytes, name: str = "image"):
+def check_image_header(data: bytes, name: str = "image") -> ImageInfo:
+    """The image's size and format from its header alone (no pixel is decoded), or the 400/413 open_image
+    gives: the ingress refuses a bomb before the bytes go anywhere."""
+    image = open_image(data, name, decode=False)
+    return ImageInfo(width=image.width, height=image.height, format=image.format)
+
+
+def open_image(data: bytes, name: str = "image", decode: bool = True):
     """An RGB Pillow image, or a 400 (not an image) / 413 (too many pixels) naming `name`. The pixel count
-    is read from the header (Image.open reads no pixels), so a bomb is refused before it is decoded."""
+    is read from the header (Image.open reads no pixels), so a bomb is refused before it is decoded.
+    With decode=False, the opened image, its pixels not read."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -103,6 +111,8 @@ def open_image(data: bytes, name: str = "image"):
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > MAX_PIXELS:
             raise PayloadTooLarge(f"'{name}' is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS} pixels")
+        if not decode:
+            return image
         image.load()
     except Image.DecompressionBombError as bomb:  # Pillow's own check, at twice its MAX_IMAGE_PIXELS
         raise PayloadTooLarge(f"'{name}' has too many pixels; the limit is {MAX_PIXELS} pixels ({bomb})") from None

@@ -76,6 +76,8 @@ def body_caps(settings: ServiceSettings) -> dict[str, BodyCap]:
 
 
 def body_kind(path: str) -> str:
+    if path.startswith("/v2/") and path.count("/") >= 3:  # seed 004's RunPod shape: /v2/{model}/run, ...
+        path = "/" + path.split("/", 3)[3]
     for prefix, kind in ROUTE_BODIES:
         if path == prefix or path.startswith(prefix + "/"):
             return kind

@@ -91,7 +91,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     message = str(exc.detail)
     services = getattr(request.app.state, "services", None)
     if exc.status_code == 413 and services is not None:  # the body cap counted more bytes than it allows
-        message = f"Request body exceeds the upload limit of {services.settings.max_upload_bytes} bytes"
+        message = f"Request body exceeds this route's limit (at most {services.settings.max_upload_bytes} bytes)"
     return error_response(request, exc.status_code, message, code.replace("_", " ").capitalize(), code)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -22,9 +21,17 @@ from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, check_upload_kind, parse
 from deployments.ingress.services import Services, get_services
-from deployments.safe_paths import stored_name
+from deployments.safe_paths import display_filename, extension, stored_name
 from deployments.safe_urls import fetch_bytes
-from deployments.vision import CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput, open_image
+from deployments.vision import (
+    CLASSIFY,
+    DESCRIBE,
+    MAX_NEW_TOKENS,
+    ClassifyInput,
+    DescribeInput,
+    check_image_header,
+    open_image,
+)
 from registry import ModelEntry
 
 router = APIRouter(tags=["vision"], responses=ERROR_RESPONSES)
@@ -96,9 +103,11 @@ async def _image(services: Services, entry: ModelEntry, image_url: str | None,
     """(bytes, name for messages) of the request's image: the upload, type- and size-checked, or the URL's."""
     _check_source(file is not None, image_url)
     if image_url:
-        return await fetch_image(services, image_url), image_url
-    name = file.filename or "upload"
-    kind = Path(name).suffix.lower().lstrip(".")
+        data = await fetch_image(services, image_url)
+        await asyncio.to_thread(check_image_header, data, image_url)  # a bomb stops here, not in the replica
+        return data, image_url
+    name = display_filename(file.filename)
+    kind = extension(name)
     if not kind and (file.content_type or "").startswith("image/"):
         kind = file.content_type.split("/", 1)[1]
     check_upload_kind(services, entry.family, kind, name)
@@ -106,6 +115,7 @@ async def _image(services: Services, entry: ModelEntry, image_url: str | None,
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"Image '{name}' exceeds the limit of {limit} bytes")
+    await asyncio.to_thread(check_image_header, data, name)
     return data, name
 
 
