@@ -453,16 +453,21 @@ class Decoder:
         return Step(delta, finish, self.counts[i], self.batch_size)
 
 
+# A temperature this small samples the top token anyway; a smaller one (1e-197, say) makes logits / temperature
+# overflow to inf, and softmax to NaN, which torch.multinomial refuses.
+GREEDY_BELOW = 1e-4
+
+
 def _pick(logits, row: Row, generator, first: bool) -> int:
-    """The row's next token: greedy at temperature 0, else sampled from its own generator among the
-    model's top-k (all tokens when it has none), cut to the request's top-p."""
+    """The row's next token: greedy at temperature 0 (or below GREEDY_BELOW), else sampled from its own
+    generator among the model's top-k (all tokens when it has none), cut to the request's top-p."""
     import torch
 
     if first and row.first_tokens is not None:
         allowed = torch.full_like(logits, float("-inf"))
         allowed[row.first_tokens] = 0
         logits = logits + allowed
-    if row.temperature == 0:
+    if row.temperature < GREEDY_BELOW:
         return int(logits.argmax())
     k = min(row.top_k or logits.numel(), logits.numel())
     values, ids = (logits / row.temperature).topk(k)  # sorted, highest first

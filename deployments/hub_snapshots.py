@@ -6,6 +6,7 @@ per-node copiers) call these: the manager is the cache's one writer.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def _stoppable_progress(stop: threading.Event) -> type:
             return super().update(n)
 
     return StoppableProgress
+
+
+def commit_of(settings: ServiceSettings, repo: HubRepo) -> str | None:
+    """The commit `repo.revision` names on the hub now, to pin a model added at run time to what was checked
+    (None for an s3:// prefix or a revision that is a commit already)."""
+    if repo.is_s3 or re.fullmatch(r"[0-9a-f]{40}", repo.revision):
+        return None
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=settings.hub_endpoint, token=settings.hub_token)
+    return api.repo_info(repo.repo_id, revision=repo.revision, repo_type=repo.repo_type).sha

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -32,7 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from deployments import object_storage
 from deployments.download_retries import with_retries
 from deployments.errors import HubError, ModelUnavailable
-from deployments.hub_snapshots import remove_orphaned_partials, snapshot
+from deployments.hub_snapshots import commit_of, remove_orphaned_partials, snapshot
 from deployments.safe_paths import check_name, inside
 from deployments.service_metrics import DownloadGauges
 from deployments.settings import ServiceSettings
@@ -193,19 +192,12 @@ class ModelManager:
         return list(await asyncio.gather(*(size(repo) for repo in repos)))
 
     async def commit_of(self, repo: HubRepo) -> str | None:
-        """The commit `repo.revision` names on the hub now, to pin a model added at run time to what was
-        checked (None for an s3:// prefix, or when the hub cannot say)."""
-        if repo.is_s3 or re.fullmatch(r"[0-9a-f]{40}", repo.revision):
-            return None
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=self._settings.hub_endpoint, token=self._settings.hub_token)
+        """The commit `repo.revision` names on the hub now (hub_snapshots.commit_of), asked from here so no
+        ingress thread waits on the hub."""
         try:
-            info = await asyncio.wait_for(asyncio.to_thread(
-                api.repo_info, repo.repo_id, revision=repo.revision, repo_type=repo.repo_type), 20)
+            return await asyncio.wait_for(asyncio.to_thread(commit_of, self._settings, repo), 20)
         except Exception:  # unreachable hub, missing repo: the download itself says what is wrong
             return None
-        return info.sha
 
     def download_status(self, download_id: str) -> dict | None:
         model = self._ids.get(download_id)

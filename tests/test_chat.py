@@ -279,3 +279,14 @@ def test_chat_and_product_jobs_through_api_v1_run(client):
     assert refused.status_code == 400 and "conversation roles must alternate" in refused.json()["message"]
     empty = client.post("/api/v1/run", json={"model": QWEN, "input": {}})
     assert empty.status_code == 400 and empty.json()["message"] == "Invalid request: messages: Field required"
+
+
+def test_a_vanishing_temperature_answers_as_greedy_decoding_does(client):
+    """1e-197 is a valid temperature (ge=0); dividing logits by it overflowed to NaN and failed the request."""
+    greedy = content(chat(client, max_tokens=12, seed=3, temperature=0))
+    tiny = chat(client, max_tokens=12, seed=3, temperature=1.392420628093016e-197)
+    assert tiny.status_code == 200, tiny.text
+    assert content(tiny) == greedy
+    product = client.post("/api/product-description", json={"image_description": "a red mug",
+                                                            "temperature": 1e-197, "seed": 2835})
+    assert product.status_code in (200, 502), product.text  # 502 BAD_MODEL_OUTPUT: a random model's text

@@ -4,7 +4,9 @@ A small "console" application is deployed beside the suite's with its own job da
 its current model changes no other test's defaults. Its catalog is catalog.yaml with one override by
 environment variable (config, not code): musicgen-medium's limit is 20 s, so the duration slider has a
 different maximum to follow. It declares a 15.5 GB GPU (the session Ray has one, none is present), so
-the Settings page warns about musicgen-large's 16 GB. Screenshots of each page go to test-output/console/.
+the Settings page warns about musicgen-large's 16 GB. It has an API key (an admin key, as switching models
+needs one): the browser is asked for it once, by the console, and the console sends it from then on.
+Screenshots of each page go to test-output/console/.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tests.test_separation_jobs import make_clip
 SMALL, MEDIUM = "musicgen-small", "musicgen-medium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "console"
 MEDIUM_LIMIT_S = 20
+KEY = "console-admin-key"
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +37,12 @@ def console(service, tmp_path_factory, monkeypatch_module):
 
     monkeypatch_module.setenv("CATALOG__MUSICGEN_MEDIUM__MAX_DURATION_SECONDS", str(MEDIUM_LIMIT_S))
     catalog = load_catalog()
-    settings = ServiceSettings(data_dir=tmp_path_factory.mktemp("console-jobs"))
+    settings = ServiceSettings(data_dir=tmp_path_factory.mktemp("console-jobs"), admin_api_keys=KEY)
     models = [SMALL, MEDIUM, "htdemucs"]
     # fractions of a 15.5 GB GPU: 0.26 + 0.52 + 0.20 of the session's one declared GPU
     profile = tiny_profile(models=models, warm_models=models, runtime_pools=False, gpu_memory_gb=15.5)
     serve.run(compose_app(catalog, settings, profile), name="console", route_prefix="/console")
-    with httpx.Client(base_url=f"{service}/console", timeout=120) as http:
+    with httpx.Client(base_url=f"{service}/console", timeout=120, headers={"X-API-Key": KEY}) as http:
         http.settings = settings  # type: ignore[attr-defined]
         yield http
     serve.delete("console")
@@ -73,6 +76,9 @@ def page(browser):
     opened.set_default_timeout(60_000)
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    prompts: list[str] = []  # the console asks for the API key where the service has keys: answered here
+    opened.on("dialog", lambda dialog: (prompts.append(dialog.message), dialog.accept(KEY)))
+    opened.prompts = prompts  # type: ignore[attr-defined]
     yield opened
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -100,8 +106,17 @@ def set_slider(page, value: float) -> None:
         "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", value)
 
 
+def test_the_console_asks_for_the_key_once_and_sends_it_on_every_call(console, page):
+    open_page(page, str(console.base_url).rstrip("/"), "settings")
+    assert page.prompts == ["This service needs an API key:"]
+    assert page.input_value("#api-key") == KEY
+    open_page(page, str(console.base_url).rstrip("/"), "music")
+    assert len(page.prompts) == 1  # kept: not asked again
+    assert httpx.get(f"{str(console.base_url).rstrip('/')}/models").status_code == 401  # the service does ask
+
+
 def test_ui_is_served_under_the_route_prefix(console):
-    moved = console.get("/ui", follow_redirects=False)
+    moved = httpx.get(f"{str(console.base_url).rstrip('/')}/ui", follow_redirects=False)  # no key needed
     assert moved.status_code == 307 and moved.headers["location"] == "ui/"
     index = console.get("/ui/")
     assert index.status_code == 200 and "<title>Inference console</title>" in index.text

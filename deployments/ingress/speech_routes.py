@@ -167,9 +167,9 @@ async def voice_sample(services: Services, entry: ModelEntry, request: dict[str,
 def keep_sample(services: Services, label: str, sample: bytes) -> str:
     """A voice sample as an upload of the job store (local files or S3), written whole before it is named."""
     with services.store.staging() as folder:
-        staged = folder / f"{label}.audio"
+        staged = folder / "sample.audio"  # the label (a voice's name) is only metadata
         staged.write_bytes(sample)
-        return services.keep_upload("voices", staged.name, staged, {"voice": label}).file_id
+        return services.keep_upload("voices", f"{label}.audio", staged, {"voice": label}).file_id
 
 
 async def _checked(services: Services, entry: ModelEntry, request: VoiceCloning, text: str, voice: str | None,

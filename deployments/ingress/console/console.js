@@ -26,6 +26,8 @@ async function call(method, path, body, { raw = false, asked = false } = {}) {
   else if (body !== undefined) { init.body = JSON.stringify(body); headers["Content-Type"] = "application/json"; }
   const reply = await fetch(apiUrl(path), init);
   if (!asked && (reply.status === 401 || (reply.status === 403 && (await keyRefused(reply))))) {
+    const since = localStorage.getItem("apiKey");
+    if (since && since !== key) return call(method, path, body, { raw, asked: true }); // given meanwhile
     const given = window.prompt("This service needs an API key:", "");
     if (given) {
       localStorage.setItem("apiKey", given.trim());
