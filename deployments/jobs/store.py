@@ -89,6 +89,14 @@ def _row(row: sa.Row | None) -> dict[str, Any] | None:
     return values
 
 
+def _mtime(path: Path) -> float:
+    """When `path` last changed; now when it is already gone (another replica's sweep, a job that ended)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
 def _attempt(job: Job) -> Any:
     """The WHERE clause that fences a write to the attempt `job` holds."""
     return (jobs.c.id == job.id) & (jobs.c.status == JobStatus.running) & (jobs.c.attempts == job.attempts)
@@ -305,8 +313,9 @@ class JobStore:
             old_jobs = db.execute(sa.select(jobs.c.id).where(
                 jobs.c.status.in_(FINISHED) & (jobs.c.finished_at < now - job_seconds))).scalars().all()
             active = db.execute(sa.select(jobs.c.id, jobs.c.input).where(jobs.c.status.in_(ACTIVE))).all()
-            kept = {*db.execute(sa.select(saved_voices.c.file_id)).scalars(),
-                    *filter(None, (json.loads(row.input).get("file_id") for row in active))}
+            kept = {*db.execute(sa.select(saved_voices.c.file_id)).scalars(),  # and what an active job reads:
+                    *(value for row in active for name, value in json.loads(row.input).items()
+                      if name.endswith("file_id") and isinstance(value, str))}  # file_id, voice_sample_file_id
             old_uploads = [row for row in db.execute(sa.select(uploads.c.file_id, uploads.c.filename).where(
                 uploads.c.created_at < now - upload_seconds)).all() if row.file_id not in kept]
         deleted = sum(self.delete_job(job_id) for job_id in old_jobs)
@@ -316,7 +325,7 @@ class JobStore:
                 db.execute(uploads.delete().where(uploads.c.file_id == file_id))
         running = tuple(f"job-{row.id}-" for row in active)  # an active job's staging is in use, however old
         stale = [p for p in (self.root / "staging").iterdir()
-                 if p.stat().st_mtime < now - staging_seconds and not p.name.startswith(running)]
+                 if _mtime(p) < now - staging_seconds and not p.name.startswith(running)]
         for folder in stale:
             shutil.rmtree(folder, ignore_errors=True)
         return {"jobs": deleted, "uploads": len(old_uploads), "staging": len(stale)}
