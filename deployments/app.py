@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from deployments.app_plan import AppArgs, DeploymentPlan, plan_deployments
+from deployments.app_plan import AppArgs, DeploymentPlan, check_cpus, plan_deployments
 from deployments.chat import ChatDeployment
 from deployments.embedding import EmbeddingDeployment
 from deployments.image_generation import ImageGenerationDeployment
@@ -55,6 +55,13 @@ def build_app(args: AppArgs | dict) -> Application:
     return compose_app(catalog, settings, args)
 
 
+def ray_cpus() -> float | None:
+    """The CPUs the Ray the app is built on counts (None outside Ray: nothing to check against)."""
+    import ray
+
+    return ray.cluster_resources().get("CPU") if ray.is_initialized() else None
+
+
 def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
                 overrides: dict[str, dict[str, Any]] | None = None) -> Application:
     """The ingress bound to every planned deployment; `overrides` by deployment name play the part of
@@ -64,12 +71,17 @@ def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
     unknown = sorted(set(overrides) - {p.name for p in plans} - {"Ingress"})
     if unknown:
         raise ValueError(f"Overrides for deployments the profile does not plan: {unknown}")
-    bound = {}
+    bound, reserved = {}, {}  # reserved: the Ray CPUs each deployment's replicas take at start
     for plan in plans:
         options = {**plan.options, **overrides.get(plan.name, {})}
         if "num_replicas" in overrides.get(plan.name, {}):  # Serve allows one of the two
             options.pop("autoscaling_config")
+        replicas = options.get("num_replicas") or options.get("autoscaling_config", {}).get("min_replicas", 0)
+        reserved[plan.name] = options["ray_actor_options"].get("num_cpus", 1) * replicas
         bound[plan.name] = FAMILY_DEPLOYMENTS[plan.kind].options(**options).bind(catalog, settings, plan.model_id)
     ingress = Ingress.options(**overrides["Ingress"]) if "Ingress" in overrides else Ingress  # type: ignore[attr-defined]
+    ingress_replicas = ingress.num_replicas if isinstance(ingress.num_replicas, int) else 1  # type: ignore[union-attr]
+    reserved["Ingress"] = ingress.ray_actor_options.get("num_cpus", 1) * ingress_replicas  # type: ignore[union-attr]
+    check_cpus(reserved, args.cpus if args.cpus is not None else ray_cpus())
     gpu = {"count": args.gpus if args.gpu_memory_gb else 0, "memory_gb": args.gpu_memory_gb or None}
     return ingress.bind(catalog, settings, bound, gpu)  # type: ignore[union-attr]

@@ -53,6 +53,8 @@ class AppArgs(BaseModel):
                                  "ask Ray for no GPU. Each model asks for vram_requirement_gb / this.")
     gpus: int = Field(1, ge=1, description="GPUs the warm models may fill (checked at build).")
     num_cpus: float = Field(0.2, ge=0, description="Ray CPUs each model replica reserves.")
+    cpus: float | None = Field(None, gt=0, description="CPUs the warm replicas and the ingress must fit in "
+                               "(checked at build); default: what the Ray the app is built on counts.")
     max_queued_requests: int = Field(-1, ge=-1, description="Requests a model's callers may queue beyond "
                                      "its replicas' max_ongoing_requests before Serve refuses more (a 503 with "
                                      "Retry-After); -1: no bound.")
@@ -154,6 +156,18 @@ def _plan(name: str, kind: str, entry: ModelEntry, min_replicas: int, args: AppA
     if user_config is not None:
         options["user_config"] = user_config
     return DeploymentPlan(name, kind, None if pool else entry.id, options, vram, min_replicas)
+
+
+def check_cpus(reservations: dict[str, float], cpus: float | None) -> None:
+    """Refuse a profile whose warm replicas and ingress (`reservations`: deployment -> Ray CPUs reserved at
+    start) do not fit `cpus`: the one left out would wait for ever to be scheduled, with no error."""
+    need = sum(reservations.values())
+    if cpus is None or need <= cpus + 1e-9:
+        return
+    listed = ", ".join(f"{name} {cpu:g}" for name, cpu in reservations.items() if cpu)
+    raise ValueError(f"The warm replicas and the ingress reserve {need:g} CPUs, and Ray counts {cpus:g} here "
+                     f"({listed}); set num_cpus: 0 for the models (each uses every core through torch anyway), "
+                     "keep fewer models warm, or give Ray more CPUs")
 
 
 def _check_gpu_memory(plans: list[DeploymentPlan], args: AppArgs) -> None:

@@ -115,6 +115,33 @@ def test_builder_refuses_warm_models_that_cannot_fit_the_declared_gpu():
                              exclude_models=too_big)) is not None
 
 
+@pytest.mark.parametrize("config_file, box_cpus", [("serve_config.cpu.yaml", 2), ("serve_config.gpu1.yaml", 4),
+                                                   ("serve_config.yaml", None)])
+def test_each_profile_fits_the_cpus_of_the_box_it_is_for(config_file, box_cpus):
+    """The CPU profile on the 2 CPUs Ray counts here, the one-GPU profile on a 4-vCPU GPU host (g5.xlarge),
+    the cluster profile on the CPUs it declares: the warm replicas and the ingress (with the profile's own
+    `deployments:` overrides) are all scheduled at start."""
+    from deployments.app import AppArgs, compose_app
+    from deployments.settings import ServiceSettings
+    from registry import load_catalog
+
+    app = load(config_file)["applications"][0]
+    overrides = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
+    args = AppArgs.model_validate({**app["args"], **({"cpus": box_cpus} if box_cpus else {})})
+    assert compose_app(load_catalog(), ServiceSettings(), args, overrides) is not None
+
+
+def test_builder_refuses_warm_replicas_that_cannot_fit_the_cpus():
+    """What the CPU profile used to be (0.2 CPU per model, 12 warm, 2 CPUs): the ingress was never scheduled
+    and the service never answered. Now the build fails, naming the numbers."""
+    from deployments.app import AppArgs, build_app
+
+    with pytest.raises(ValueError, match=r"reserve 2\.6 CPUs, and Ray counts 2 here \(htdemucs 0\.2, .*"
+                                         r"Ingress 0\.2\); set num_cpus: 0 for the models"):
+        build_app(AppArgs(num_cpus=0.2, cpus=2))
+    assert build_app(AppArgs(num_cpus=0, cpus=2)) is not None
+
+
 def test_cluster_yaml_is_a_valid_ray_cluster_config():
     import jsonschema
     import ray

@@ -32,7 +32,9 @@ STAGING_MAX_AGE_S = 3600.0  # a staging folder untouched this long (and no activ
 logger = logging.getLogger(__name__)
 
 
-@serve.deployment(max_ongoing_requests=256, health_check_period_s=5)
+# 0.2 CPU reserved: the ingress is mostly waiting on the models, and must never be the replica a small box
+# cannot schedule (a profile's `deployments:` may reserve more).
+@serve.deployment(max_ongoing_requests=256, health_check_period_s=5, ray_actor_options={"num_cpus": 0.2})
 @serve.ingress()
 class Ingress:
     """Owns no model; validates requests, keeps the job store, forwards work to the model deployments."""
