@@ -106,6 +106,22 @@ def test_seed_routes_default_to_demucs(client):
     assert sorted(f["name"] for f in job["files"]) == [f"{s}.wav" for s in FOUR_STEMS]
 
 
+def test_the_current_model_is_what_the_family_routes_run(client):
+    """PUT /models/current reaches /separate/{id} and /process/demucs/{id}: a request naming only the family
+    gets the switched model; one naming a variant still gets it."""
+    file_id = upload(client, make_clip(1.0)).json()["file_id"]
+    switched = client.put("/models/current/source-separation", json={"model": "htdemucs_6s"})
+    assert switched.status_code == 200, switched.text
+    try:
+        for path in (f"/separate/{file_id}", f"/process/demucs/{file_id}"):
+            job = client.post(path, params={"wait": 120}, json={}).json()
+            assert (job["status"], job["model"], len(job["files"])) == ("completed", "htdemucs_6s", 6), job
+        named = client.post(f"/process/demucs/{file_id}", params={"wait": 120}, json={"model_variant": "htdemucs"})
+        assert named.json()["model"] == "htdemucs"
+    finally:
+        assert client.put("/models/current/source-separation", json={"model": "htdemucs"}).status_code == 200
+
+
 def test_generic_job_api_runs_separation_and_embeddings(client):
     file_id = upload(client, make_clip(1.0)).json()["file_id"]
     started = client.post("/api/v1/run", json={"model": "htdemucs_6s", "input": {"file_id": file_id}})

@@ -58,6 +58,9 @@ def test_a_cloned_voice_differs_from_the_default_and_repeats_itself(client):
     first, second = (speech(client.post("/api/tts", json=clone)) for _ in range(2))
     assert not np.array_equal(first, default)
     assert np.array_equal(first, second)
+    # a sample and no model: the model that clones speaks, rather than the default refusing the sample
+    unnamed = client.post("/api/tts", json={key: value for key, value in clone.items() if key != "model"})
+    assert unnamed.headers["X-Model"] == MODEL and np.array_equal(speech(unnamed), first)
 
 
 def test_the_same_sample_clones_alike_on_all_three_routes(client, sample_server):

@@ -93,7 +93,8 @@ class SpeechInput(VoiceCloning):
 
 
 class TTSRequest(SpeechInput):
-    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default speecht5-tts.")
+    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default the task's current "
+                               "model (speecht5-tts), or with a voice sample the first model that clones (csm-1b).")
 
 
 class OpenAISpeechRequest(VoiceCloning):
@@ -196,9 +197,19 @@ def _audio_reply(speech: Speech, download: bool) -> Response:
     return Response(speech.audio, media_type=speech.media_type, headers=headers)
 
 
+def speech_entry(services: Services, model: str | None, request: VoiceCloning) -> ModelEntry:
+    """The model a speech request names. Naming none with a voice sample: the task's current model if it
+    clones, else the first that does, so the sample is used rather than refused."""
+    if model or not any(getattr(request, field) for field in CLONING_FIELDS):
+        return services.model_for(TASK, model)
+    current = services.model_for(TASK, None)
+    able = [m.id for m in services.catalog.models_for_task(TASK) if "voice-cloning" in m.capabilities]
+    return current if "voice-cloning" in current.capabilities or not able else services.model_for(TASK, able[0])
+
+
 @router.post("/api/tts", response_class=Response, responses=AUDIO_RESPONSE)
 async def text_to_speech(body: TTSRequest, services: Services = Depends(get_services)) -> Response:
-    entry = services.model_for(TASK, body.model)
+    entry = speech_entry(services, body.model, body)
     request = await _checked(services, entry, body, body.text, body.voice, body.speed, body.format)
     return _audio_reply(await services.call(entry, "synthesize", request), download=True)
 

@@ -136,12 +136,20 @@ async def _process(services: Services, model: str, file_id: str, body: dict[str,
                             f"{', '.join(missing.known)}") from None
     if named is not None and chosen is not None and chosen != named:
         raise InvalidRequest(f"model_variant '{variant}' contradicts the model '{named.id}' in the path")
-    entry = named or chosen or services.catalog.variant(family, None)
+    entry = named or chosen or _current_of(services, family)
     task = services.catalog.task_of(entry)
     entry = services.model_for(task, entry.id)
     data = await _with_upload(services, task, data, file_id)
     job = await services.submit(entry, await job_input(services, entry, data))
     return await job_reply(services, job, wait)
+
+
+def _current_of(services: Services, family: str) -> ModelEntry:
+    """The model a request naming only the family gets: its task's current model (PUT /models/current) when
+    that is of this family, else the family's default."""
+    default = services.catalog.variant(family, None)
+    current = services.catalog.models.get(services.catalog.current_model(services.catalog.task_of(default)))
+    return current if current is not None and current.family == family else default
 
 
 async def _with_upload(services: Services, task: str, data: dict[str, Any], file_id: str) -> dict[str, Any]:
