@@ -229,7 +229,7 @@ CLONING = "models that can: csm-1b"
          "Model 'bark-small' cannot change the speaking speed (speed=1.5); models that can: speecht5-tts"),
         ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "speed": 10},
          "speed: Input should be less than or equal to 4"),
-        ("/api/tts", {"text": "hi", "voice_sample_file_id": "abc"},
+        ("/api/tts", {"text": "hi", "model": "speecht5-tts", "voice_sample_file_id": "abc"},
          f"Voice cloning from a sample (voice_sample_file_id) is not supported by model 'speecht5-tts'; {CLONING}"),
         ("/v1/audio/speech", {"model": "bark-small", "input": "hi", "audio_prompt_url": "http://x/a.wav"},
          f"Voice cloning from a sample (audio_prompt_url) is not supported by model 'bark-small'; {CLONING}"),
