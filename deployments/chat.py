@@ -156,7 +156,7 @@ class Completion:
         usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                  "total_tokens": self.prompt_tokens + self.completion_tokens}
         return {"model": self.model, "content": self.content, "finish_reason": self.finish_reason,
-                "usage": usage, "seed": self.seed}
+                "truncated": self.finish_reason == "length", "usage": usage, "seed": self.seed}
 
 
 # ---------------------------------------------------------------- the deployment

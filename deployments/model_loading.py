@@ -313,7 +313,7 @@ class FamilyDeployment:
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Any:
         raise NotImplementedError
 
-    def _entry(self, model: str, task: str) -> ModelEntry:
+    def _entry(self, model: str, task: str | None) -> ModelEntry:
         """The catalog entry `model` names for `task`; callers through a Python handle skip the ingress'
         checks, so an unknown name is a 404 here too."""
         try:
@@ -325,20 +325,21 @@ class FamilyDeployment:
                                  f"call the '{entry.id}' deployment for '{entry.id}'")
         return entry
 
-    async def ready(self) -> dict:
-        """Load this deployment's model (at start, and when the ingress waits for a cold start); what
-        it loaded. A pool has nothing to load ahead."""
-        if not self._model_id:
+    async def ready(self, model_id: str | None = None) -> dict:
+        """Load this deployment's model (at start, when the ingress waits for a cold start, after a download
+        that asked to load it); what it loaded. A pool loads the run-time model `model_id`, if named."""
+        name = self._model_id or model_id
+        if not name:
             return {"name": None, "loaded": False}
-        entry = self._catalog.models[self._model_id]
+        entry = self._catalog.models[name] if self._model_id else self._entry(name, None)
         try:
             await self._models.get(entry)
         except Exception:
             if asyncio.current_task() is self._warming:  # no caller to tell: the board shows it failed
-                logger.exception("loading %s at start failed", self._model_id)
-                return {"name": self._model_id, "loaded": False}
+                logger.exception("loading %s at start failed", name)
+                return {"name": name, "loaded": False}
             raise
-        return {"name": self._model_id, "loaded": True}
+        return {"name": name, "loaded": True}
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()

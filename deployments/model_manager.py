@@ -22,13 +22,13 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments import object_storage
+from deployments.download_records import DownloadRecord, forget, recall, remember
 from deployments.download_retries import with_retries
 from deployments.errors import HubError, ModelUnavailable
 from deployments.hub_snapshots import commit_of, remove_orphaned_partials, snapshot
@@ -39,52 +39,6 @@ from deployments.url_downloads import fetch_url
 from registry import HubRepo
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DownloadRecord:
-    """What the manager knows about one model's files."""
-
-    model: str
-    repos: list[HubRepo]
-    status: str = "pending"
-    bytes_total: int = 0
-    bytes_done: int = 0
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    paths: dict[str, str] = field(default_factory=dict)
-    callers: int = 0  # ensure() calls that waited on this download
-    url: str | None = None  # set for `url` downloads (one file, no hub repo)
-    task: str | None = None  # what the model is for, as the download request said
-    attempt: int = 0  # tries so far (transient failures are retried, see download_retries)
-    next_retry_at: float | None = None  # when the next try starts, while waiting for it
-
-    def view(self) -> dict:
-        progress = 100.0 if self.status == "completed" else (
-            round(100.0 * self.bytes_done / self.bytes_total, 1) if self.bytes_total else 0.0
-        )
-        data = asdict(self)
-        data["repos"] = [repo.repo_id for repo in self.repos]
-        return {**data, "progress": progress, "eta": self.eta(), "message": self.message()}
-
-    def eta(self) -> float | None:
-        """Seconds left at the average speed so far; None when not downloading or nothing arrived yet."""
-        if self.status != "downloading" or not self.bytes_done or not self.bytes_total or not self.started_at:
-            return None
-        speed = self.bytes_done / max(time.time() - self.started_at, 1e-3)
-        return round(max(self.bytes_total - self.bytes_done, 0) / speed, 1)
-
-    def message(self) -> str:
-        return {
-            "pending": f"Download of '{self.model}' is queued",
-            "downloading": f"Downloading '{self.model}'" + (
-                f" (try {self.attempt + 1} at {time.strftime('%H:%M:%S', time.gmtime(self.next_retry_at))} UTC, "
-                f"after: {self.error})" if self.next_retry_at else ""),
-            "completed": "Download completed successfully",
-            "failed": f"Download of '{self.model}' failed: {self.error}",
-            "cancelled": f"Download of '{self.model}' was cancelled",
-        }.get(self.status, self.status)
 
 
 # Restarted when it dies; calls in flight then are re-run on the new instance (every method is safe to
@@ -105,6 +59,7 @@ class ModelManager:
         self._gauges = DownloadGauges()  # published at every status read (the ingress reads it every 10 s)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         remove_orphaned_partials(settings.cache_dir)
+        self._records.update({record.model: record for record in recall(settings.cache_dir)})
 
     async def ensure(self, model: str, repos: list[HubRepo], node_id: str | None = None) -> dict[str, str]:
         """Snapshot folder per repo role ('weights', 'vocoder', ...), downloading once; with the
@@ -226,6 +181,7 @@ class ModelManager:
             self._stop(model)
         self._downloads.pop(model, None)
         record = self._records.pop(model, None)
+        forget(self._settings.cache_dir, model)
         removed = []
         sources = (record.repos if record else repos) or repos
         wanted = {(r.repo_id, r.repo_type) for r in sources}
@@ -317,6 +273,7 @@ class ModelManager:
 
         await self._retrying(record, stop, attempt)
         record.status, record.bytes_done, record.finished_at = "completed", record.bytes_total, time.time()
+        remember(self._settings.cache_dir, record)
         logger.info("model %s ready (%d bytes) in %.1fs", record.model, record.bytes_total,
                     record.finished_at - record.started_at)
         return record.paths
@@ -334,6 +291,7 @@ class ModelManager:
         await self._retrying(record, stop, attempt)
         record.paths = {"weights": path}
         record.status, record.finished_at = "completed", time.time()
+        remember(self._settings.cache_dir, record)
         return record.paths
 
     def _repo_size(self, repo: HubRepo) -> int:

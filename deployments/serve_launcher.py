@@ -1,14 +1,16 @@
-"""`serve run` as scripts/serve.sh starts it: an embedded Ray unless the user names a cluster.
+"""What scripts/serve.sh runs: Serve with a config file, on an embedded Ray unless the user names a cluster,
+brought up in stages that answer 503 + Retry-After until the service runs and print the progress
+(deployments/serve_startup.py); a deployment that fails or cannot be scheduled ends it with status 1.
 
 Left alone, `serve run` joins whatever cluster Ray's temp dir names (`ray_current_cluster`), and a
 `ray start` cluster that died uncleanly leaves that file behind: `serve run` then retries the dead
 GCS for ever. Here no address means `--address local` (a fresh embedded Ray), and a named address
 (`RAY_ADDRESS` or `--address`) that nothing answers on is a clear error within seconds.
 
-    python -m deployments.serve_launcher serve_config.cpu.yaml [serve run options]
+    python -m deployments.serve_launcher serve_config.cpu.yaml [--address host:port]
 
 HOST and PORT (seed 003's settings) in the environment replace the config file's `http_options`
-host and port: the file is copied with them changed, as `serve run` reads both only from the file.
+host and port: the file is copied with them changed, as Serve reads both only from the file.
 
 It refuses to serve on an address other than loopback while no API key is configured
 (INFERENCE_API_KEYS / INFERENCE_ADMIN_API_KEYS, in the environment or the config's env_vars), unless
@@ -25,8 +27,14 @@ import os
 import signal
 import socket
 import sys
+import time
 
 CONNECT_TIMEOUT_S = 3.0
+# a deployment whose replicas wait this long for resources ends the start (no autoscaler adds a node to
+# an embedded Ray); a cluster that scales up slower can raise it
+SCHEDULE_SETTING = "INFERENCE_SCHEDULE_TIMEOUT_SECONDS"
+SCHEDULE_BOUND_S = 120.0
+STOP_STEP_S = 10.0  # Serve's shutdown, then Ray's, each at most this long after Ctrl-C
 SERVE_MODES = ("haproxy", "proxy")  # the first is the default
 # Serve's throughput-optimized mode (bench/serving_path.py: 1.85x a hand-rolled FastAPI server's throughput at
 # 16 clients where the Python proxy gets 0.99x, and half its latency).
@@ -143,32 +151,64 @@ def serve_mode_environment(environ: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in wanted.items() if name not in environ}
 
 
-def serve_run_args(argv: list[str]) -> list[str]:
-    """`serve run` arguments: the user's, with HOST/PORT applied, plus `--address local` when they named
-    no cluster."""
-    argv = with_http_overrides(argv, dict(os.environ))
-    check_bind_is_guarded(argv, dict(os.environ))
+def parse_args(argv: list[str]) -> tuple[str, str]:
+    """(config file, cluster address) from the launcher's arguments; "local" when no cluster is named
+    (a fresh embedded Ray), else the named address once something answers there."""
+    config = next((arg for arg in argv if arg.endswith((".yaml", ".yml"))), None)
+    if config is None:
+        raise ValueError("name a Serve config file (serve_config.cpu.yaml, serve_config.gpu1.yaml, ...)")
     address = named_address(argv)
+    rest = [arg for i, arg in enumerate(argv) if arg != config and arg not in ("--address", "-a", address)
+            and not arg.startswith("--address=")]
+    if rest:
+        raise ValueError(f"unknown arguments {' '.join(rest)}: the launcher takes a config file and --address")
     if address is None:
-        return ["run", "--address", "local", *argv]
+        return config, "local"
     check_reachable(address)
-    return ["run", *argv]
+    return config, address
 
 
 def main(argv: list[str]) -> int:
+    import yaml
+
+    from deployments.serve_startup import StartFailed, running, start, stop
+
     try:
         os.environ.update(serve_mode_environment(dict(os.environ)))  # before Ray reads its constants
-        args = serve_run_args(argv)
+        argv = with_http_overrides(argv, dict(os.environ))
+        check_bind_is_guarded(argv, dict(os.environ))
+        config_path, address = parse_args(argv)
+        schedule_bound_s = float(os.environ.get(SCHEDULE_SETTING) or SCHEDULE_BOUND_S)
     except (NoCluster, OpenToTheNetwork, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # SIGINT back to its default: a shell starts background jobs with it ignored, and `serve run`
-    # needs it to shut Serve and its embedded Ray down.
+    # SIGINT back to its default: a shell starts background jobs with it ignored, and Ctrl-C must stop
+    # Serve and its embedded Ray.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from ray.serve.scripts import cli
+    with open(config_path) as file:
+        config = yaml.safe_load(file)
+    http = config.get("http_options") or {}
+    url = f"http://{http.get('host') or '127.0.0.1'}:{http.get('port') or 8000}"
 
-    cli(args)
-    return 0
+    def say(line: str) -> None:
+        print(f"[serve.sh] {line}", flush=True)
+
+    try:
+        say(f"starting {config_path} on {'an embedded Ray' if address == 'local' else address}")
+        watch = start(config, address, schedule_bound_s, say)
+        say(f"serving on {url} (models still starting answer 503 + Retry-After)")
+        watch.wait_until(lambda seen: all(map(running, seen.values())))
+        say("ready: every deployment runs. Ctrl-C stops the service.")
+        while True:
+            time.sleep(3600)
+    except StartFailed as failure:
+        say(f"error: {failure}")
+        stop(STOP_STEP_S)
+        return 1
+    except KeyboardInterrupt:
+        say("stopping")
+        stop(STOP_STEP_S)
+        return 0
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class VisionConfig(BaseModel):
 
     max_batch_size: int = Field(8, ge=1, le=MAX_BATCH_SIZE, description="Images per model call.")
     batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
-    default_max_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS, description="Tokens a description may "
+    default_max_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="Tokens a description may "
                                     "generate when the request sets no max_tokens.")
 
 
@@ -88,6 +88,8 @@ class Description(BaseModel):
     description: str
     prompt: str | None = Field(description="The prompt the model was given (BLIP: the caption's prefix).")
     generated_tokens: int
+    truncated: bool = Field(description="max_tokens (default_max_tokens when the request set none) cut the "
+                            "description before the model ended it; ask again with more for the rest.")
     image: ImageInfo
     batch_size: int = Field(description="Images that shared the generate call with this one.")
 
@@ -164,9 +166,9 @@ class VisionDeployment(FamilyDeployment):
         engine = await self._models.get(entry)
         prompt = prompt or engine.default_prompt
         item = _Item(entry.id, decoded, prompt, max_tokens or self._config.default_max_tokens)
-        text, tokens, batch_size = self._raise(await self._describe_batch(item))
-        return Description(model=entry.id, description=text, prompt=prompt, generated_tokens=tokens, image=info,
-                           batch_size=batch_size)
+        text, tokens, truncated, batch_size = self._raise(await self._describe_batch(item))
+        return Description(model=entry.id, description=text, prompt=prompt, generated_tokens=tokens,
+                           truncated=truncated, image=info, batch_size=batch_size)
 
     async def run_job(self, job_id: str) -> str:
         """Classification or description as a queued job (seed 004's /api/v1/run): the result is its output."""
@@ -207,9 +209,9 @@ class VisionDeployment(FamilyDeployment):
         return results
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _describe_batch(self, items: list[_Item]) -> list[tuple[str, int, int] | Exception]:
-        """(text, generated tokens, images in the call) per item; one generate per model (and BLIP prompt).
-        Each row is cut to its own max_tokens; greedy decoding makes that equal to stopping there."""
+    async def _describe_batch(self, items: list[_Item]) -> list[tuple[str, int, bool, int] | Exception]:
+        """(text, generated tokens, cut by max_tokens, images in the call) per item; one generate per model
+        (and BLIP prompt). Each row is cut to its own max_tokens; greedy decoding makes that equal to stopping there."""
         groups = defaultdict(list)
         engines = {}
         for i, item in enumerate(items):
@@ -221,7 +223,7 @@ class VisionDeployment(FamilyDeployment):
             try:
                 rows = await asyncio.to_thread(engines[model_id].describe, [it.image for it in group],
                                                [it.prompt for it in group], [it.max_tokens for it in group])
-                outcomes = [(text, tokens, len(indices)) for text, tokens in rows]
+                outcomes = [(*row, len(indices)) for row in rows]
             except Exception as error:  # noqa: BLE001 - handed back to this group's requests
                 outcomes = [self._failed(error, model_id, len(indices))] * len(indices)
             for i, outcome in zip(indices, outcomes):
@@ -296,7 +298,7 @@ class BlipCaptioner:
     def batch_key(self, prompt: str | None) -> str | None:
         return prompt  # one text prefix per generate call
 
-    def describe(self, images: list, prompts: list[str | None], max_tokens: list[int]) -> list[tuple[str, int]]:
+    def describe(self, images: list, prompts: list[str | None], max_tokens: list[int]) -> list[tuple[str, int, bool]]:
         import torch
 
         prompt = prompts[0]
@@ -330,7 +332,7 @@ class ChatDescriber:
     def batch_key(self, prompt: str | None) -> None:
         return None  # each row carries its own prompt
 
-    def describe(self, images: list, prompts: list[str], max_tokens: list[int]) -> list[tuple[str, int]]:
+    def describe(self, images: list, prompts: list[str], max_tokens: list[int]) -> list[tuple[str, int, bool]]:
         import torch
 
         texts = [self.processor.apply_chat_template(
@@ -345,14 +347,16 @@ class ChatDescriber:
                 for row, limit in zip(output, max_tokens)]
 
 
-def _decode(tokenizer, row, start: int, limit: int, stop: set[int], keep: int | None = None) -> tuple[str, int]:
+def _decode(tokenizer, row, start: int, limit: int, stop: set[int],
+            keep: int | None = None) -> tuple[str, int, bool]:
     """Text of the tokens generated from `start` on, cut at `limit` and at the first stop token
     (end of text, padding), preceded by `row[keep:start]` (a prompt the caption keeps) when `keep`
-    is given; and how many tokens were generated."""
+    is given; how many tokens were generated; and whether `limit` cut the text (no stop token came)."""
     generated = row[start:start + limit].tolist()
     count = next((i for i, token in enumerate(generated) if token in stop), len(generated))
     kept = row[keep:start].tolist() if keep is not None else []
-    return tokenizer.decode(kept + generated[:count], skip_special_tokens=True).strip(), count
+    text = tokenizer.decode(kept + generated[:count], skip_special_tokens=True).strip()
+    return text, count, count == len(generated) == limit
 
 
 def _chat_processor(path: str):

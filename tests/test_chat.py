@@ -154,6 +154,7 @@ def test_seed_003_llm_route(client):
     body = reply.json()
     assert body["success"] is True and body["model"] == MISTRAL and isinstance(body["response"], str)
     assert body["finish_reason"] in ("stop", "length") and 1 <= body["usage"]["completion_tokens"] <= 16
+    assert body["truncated"] == (body["finish_reason"] == "length")
     assert 0 < body["processing_time"] < time.perf_counter() - started
     assert reply.headers["X-Batch-Size"] == "1"
     # the seed it drew is returned, and asking with it gives the same answer

@@ -205,6 +205,10 @@ def test_a_generated_clip_plays_and_a_refusal_shows_the_servers_message(console,
     duration = page.locator("#music-player").evaluate("e => e.duration")
     assert duration == pytest.approx(1.0, abs=0.1)
     assert "Hz from musicgen-small" in page.inner_text("#music-status")
+    # it ran as a job (no synchronous request to time out on a long clip): listed, with its progress shown
+    jobs = console.get("/jobs", params={"limit": 5}).json()["jobs"]
+    assert any(j["model"] == "musicgen-small" and j["status"] == "completed" for j in jobs), jobs
+    assert page.locator("#music-progress").evaluate("e => !e.hidden && e.value === 1")
     screenshot(page, "music")
     # a page left open while the catalog's limit fell sends more than the model allows
     page.locator("#music-duration").evaluate("e => { e.max = 60; e.value = 45; }")

@@ -114,8 +114,7 @@ def test_one_gpu_profile_deploys_on_a_ray_with_one_gpu(service):
 
     app_config = load("serve_config.gpu1.yaml")["applications"][0]
     overrides = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app_config["deployments"]}
-    overrides["Ingress"]["ray_actor_options"] = {"num_cpus": 0.1}  # the session Ray's CPUs are shared
-    args = AppArgs.model_validate({**app_config["args"], "num_cpus": 0.1})
+    args = AppArgs.model_validate(app_config["args"])  # as shipped: its CPU and GPU reservations unchanged
     free_before = ray.available_resources().get("GPU", 0)
     assert free_before == 1
     serve.run(compose_app(load_catalog(), ServiceSettings(), args, overrides), name="gpu1", route_prefix="/gpu1")

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tests.conftest import BGE_REPO, MINILM_REPO
 
 TERMINAL = {"completed", "failed", "cancelled"}
+LOADED = {"ready", "idle"}  # a replica holds the model (idle: no request for a while)
 
 
 def wait_for(client, download_id: str, timeout: float = 60) -> dict:
@@ -321,3 +322,46 @@ def test_update_fetches_only_what_changed_in_the_newest_revision(client, hub, mo
     snapshot = model_cache / "models--tests--updated-encoder" / "snapshots" / newer.sha
     assert json.loads((snapshot / "config.json").read_text())["revision_note"] == "v2"
     assert hub.file_downloads(repo.repo_id) == {p: 2 if p == "config.json" else 1 for p in newer.files}
+
+
+def test_a_download_loads_the_model_and_a_restarted_manager_remembers_the_cache(client, hub):
+    """Seed 001's "download and load": the model goes ready by itself (`load: false`: only its files). The
+    manager, restarted (as after a restart of the service), knows what is on disk: `cached`, and a download
+    request answers `already_exists` at once, fetching nothing again."""
+    import ray
+
+    from deployments.model_manager import get_model_manager
+    from deployments.settings import ServiceSettings
+    from tests.test_model_lifecycle import lifecycle
+
+    loaded, kept = add_encoder_repo(hub, "tests/loaded-encoder"), add_encoder_repo(hub, "tests/kept-encoder")
+    bodies = {repo.repo_id: {"source": "huggingface", "model_id": repo.repo_id, "name": repo.repo_id.split("/")[1],
+                             "task": "text-embedding"} for repo in (loaded, kept)}
+    started = client.post("/models/download", json=bodies[loaded.repo_id]).json()
+    assert started["load"] == "loading once downloaded: GET /models shows it ready"
+    only_files = client.post("/models/download", json={**bodies[kept.repo_id], "load": False}).json()
+    assert only_files["load"] == "not requested"
+    for reply in (started, only_files):
+        assert wait_for(client, reply["download_id"])["status"] == "completed"
+    deadline = time.monotonic() + 60
+    while lifecycle(client, "loaded-encoder")["state"] not in LOADED and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert lifecycle(client, "loaded-encoder")["state"] in LOADED
+    assert lifecycle(client, "kept-encoder")["state"] == "cached"
+
+    manager = get_model_manager(ServiceSettings())
+    ray.kill(manager, no_restart=False)  # restarted by Ray with an empty memory, as a new service starts it
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ray.get(manager.status.remote(), timeout=10)
+            break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            assert time.monotonic() < deadline, "the model manager did not come back"
+            time.sleep(0.5)
+    assert lifecycle(client, "kept-encoder")["state"] == "cached"
+    again = client.post("/models/download", json={**bodies[kept.repo_id], "load": False}).json()
+    assert again["status"] == "already_exists" and again["message"].startswith("Model 'kept-encoder' already exists")
+    assert client.get(f"/models/download/status/{again['download_id']}").json()["progress"] == 100.0
+    for repo in (loaded, kept):
+        assert hub.file_downloads(repo.repo_id) == {path: 1 for path in repo.files}

@@ -145,6 +145,7 @@ def test_describe_upload(client, model):
     assert body["model"] == model and body["description"].strip()
     assert body["image"] == {"width": 100, "height": 70, "format": "WEBP"}
     assert 0 < body["generated_tokens"] <= 12  # tiny_vision's default_max_tokens
+    assert body["truncated"] == (body["generated_tokens"] == 12)  # cut by the limit, or ended by the model
     assert reply.headers["x-batch-size"] == "1"
     assert body["prompt"] == (None if model.startswith("blip") else "Describe this image.")
 
@@ -157,6 +158,7 @@ def test_describe_by_url_with_qwen_prompt_and_max_tokens(client, image_server):
     body = reply.json()
     assert body["model"] == "qwen2-vl-2b-instruct" and body["prompt"] == "What animal is this?"
     assert body["description"].strip() and body["generated_tokens"] <= 3
+    assert body["truncated"] == (body["generated_tokens"] == 3)
     assert body["image"]["width"] == 80 and body["image"]["height"] == 60
 
 

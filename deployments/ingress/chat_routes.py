@@ -182,6 +182,7 @@ async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> J
         "response": done.content,
         "model": done.model,
         "finish_reason": done.finish_reason,
+        "truncated": done.finish_reason == "length",  # cut by max_tokens: raise it for the rest
         "usage": _usage(done.prompt_tokens, done.completion_tokens),
         "seed": done.seed,
         "processing_time": round(time.perf_counter() - started, 4),

@@ -49,6 +49,8 @@ class DownloadRequest(BaseModel):
     enable_large_model: bool = Field(False, description="Needed for a model that needs more GPU memory than "
                                      "INFERENCE_LARGE_MODEL_GB.")
     experimental: bool = Field(False, description="Needed for a model the catalog marks experimental.")
+    load: bool = Field(True, description="Load the model once its files are here (seed 001: download and "
+                       "load); false: only download it. A model this profile does not deploy is only downloaded.")
     auto_convert_tts: bool = Field(False, description="Seed 001's flag. No model is converted to speech here: "
                                    "the answer's download_info.tts_conversion says so for a model of another task.")
 

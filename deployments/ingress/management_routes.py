@@ -88,6 +88,7 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
     started = await services.manager.start.remote(key, repos, url=url, task=task)
     estimate, size = await _estimate(services, repos, started)
     exists = started["status"] == "already_exists"
+    loading = _load_after(services, key, body.load)
     conversion = tts_conversion(services, body, task)
     mapped = f" (served by '{key}', {repos[0].repo_id} on the hub)" if body.source in MAPPED_SOURCES else ""
     return {
@@ -100,6 +101,7 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
         "model_id": body.model_id,
         "status": started["status"],
         "estimated_time": estimate,
+        "load": loading,
         "download_info": {
             "download_id": started["download_id"],
             "model_type": "tts" if task == TTS_TASK else task,
@@ -114,6 +116,18 @@ async def start_download(body: DownloadRequest, services: Services = Depends(get
             "tts_conversion": conversion,
         },
     }
+
+
+def _load_after(services: Services, key: str, wanted: bool) -> str:
+    """Start loading the model once its download ends (its deployment's replica waits for the files),
+    unless the request said `load: false`; what will happen, in words for the answer's `load`."""
+    entry = catalog_entry(services, key)
+    if not wanted:
+        return "not requested"
+    if entry is None or not services.is_served(entry):
+        return "not deployed by this profile: downloaded only"
+    services.load_soon(entry)
+    return "loading once downloaded: GET /models shows it ready"
 
 
 def _status_body(status: dict) -> dict[str, Any]:

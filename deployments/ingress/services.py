@@ -117,7 +117,7 @@ class Services:
             except TimeoutError:
                 response.cancel()
                 raise RequestTimeout(f"Model '{entry.id}' did not answer within {timeout:g}s (REQUEST_TIMEOUT); "
-                                     "try again, or raise INFERENCE_REQUEST_TIMEOUT_SECONDS") from None
+                                     f"{self._longer_work(entry)}") from None
             except BackPressureError as busy:
                 raise Overloaded(f"Model '{entry.id}' has too many queued requests ({busy.message}); retry "
                                  "shortly", retry_after_s=busy.retry_after_s or 1.0) from None
@@ -127,6 +127,16 @@ class Services:
                                            "shortly", headers={"Retry-After": "2"}) from died
                 logger.warning("replica of %s died under %s; retrying on another", entry.id, method)
         raise AssertionError("unreachable")
+
+    def _longer_work(self, entry: ModelEntry) -> str:
+        """How to get work done that takes longer than a request may wait: as a job, where the task has one."""
+        from deployments.ingress.job_inputs import JOB_INPUTS  # (it imports this module)
+
+        task = self.catalog.task_of(entry)
+        if task in JOB_INPUTS:
+            return (f"run it as a job instead: POST /api/v1/run with {{\"task\": \"{task}\", \"input\": <this "
+                    "request's fields>}, then GET /jobs/{job_id} for its progress and result")
+        return "try a smaller request, or raise INFERENCE_REQUEST_TIMEOUT_SECONDS"
 
     async def started(self, entry: ModelEntry) -> DeploymentHandle:
         """The model's handle once a replica runs it. A model scaled to zero is started by asking its
@@ -151,7 +161,9 @@ class Services:
     def load_soon(self, entry: ModelEntry) -> asyncio.Future:
         """Ask the model's deployment to load it (Serve starts a replica if it has none); the load
         carries on after a caller that stops waiting for it."""
-        start = asyncio.ensure_future(_result(self.deployment_for(entry).ready.remote()))
+        handle = self.deployment_for(entry)
+        pooled = handle.deployment_name != entry.id  # a run-time model: its family's pool loads it by name
+        start = asyncio.ensure_future(_result(handle.ready.remote(entry.id) if pooled else handle.ready.remote()))
         self._cold_starts.add(start)
         start.add_done_callback(self._cold_starts.discard)
         start.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: no warning

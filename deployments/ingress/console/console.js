@@ -193,15 +193,35 @@ function renderMusic() {
   $("adapter-hint").hidden = !other.length;
 }
 
+// A job, not the synchronous /api/music: a long clip on a CPU takes longer than a request may wait
+// (REQUEST_TIMEOUT), and the job shows its progress meanwhile.
 async function generateMusic() {
-  const body = { prompt: $("music-prompt").value, duration: Number($("music-duration").value) };
-  if ($("music-adapter").value) body.adapter = $("music-adapter").value;
-  $("music-status").textContent = "Generating…";
-  const reply = await call("POST", "/api/music", body, { raw: true });
+  const input = { prompt: $("music-prompt").value, duration: Number($("music-duration").value) };
+  if ($("music-adapter").value) input.adapter = $("music-adapter").value;
+  $("music-status").textContent = "Queued…";
+  $("music-player").hidden = true;
+  const queued = await call("POST", "/api/v1/run", { task: "text-to-music", input });
+  const job = await followJob(queued, "music-progress", "music-status");
   const player = $("music-player");
-  player.src = URL.createObjectURL(await reply.blob());
+  player.src = await fileUrl(job.files[0].url);
   player.hidden = false;
-  $("music-status").textContent = `${reply.headers.get("X-Duration")} s at ${reply.headers.get("X-Sample-Rate")} Hz from ${reply.headers.get("X-Model")}`;
+  const out = job.output;
+  $("music-status").textContent = `${out.duration} s at ${out.sample_rate} Hz from ${out.model}`;
+}
+
+// Poll a job until it ends, showing its progress; the finished job (a failed one is an error).
+async function followJob(job, barId, statusId) {
+  const bar = $(barId);
+  bar.hidden = false;
+  while (!["completed", "failed", "cancelled"].includes(job.status)) {
+    bar.value = job.progress || 0;
+    $(statusId).textContent = `${job.status}: ${job.message || ""}`;
+    await sleep(1000);
+    job = await call("GET", `/jobs/${job.job_id}`);
+  }
+  bar.value = 1;
+  if (job.status !== "completed") throw new ServiceError(`Job ${job.status}: ${job.error || job.message}`);
+  return job;
 }
 
 // ---- Separate a song ------------------------------------------------------------------------
@@ -216,18 +236,9 @@ async function separate() {
   form.append("file", file);
   $("separate-status").textContent = "Uploading…";
   const upload = await call("POST", `/upload/${model}`, form);
-  let job = await call("POST", `/process/${model}/${upload.file_id}`, {});
-  const bar = $("separate-progress");
-  bar.hidden = false;
   $("stems").replaceChildren();
-  while (!["completed", "failed", "cancelled"].includes(job.status)) {
-    bar.value = job.progress || 0;
-    $("separate-status").textContent = `${job.status}: ${job.message || ""}`;
-    await sleep(1000);
-    job = await call("GET", `/jobs/${job.job_id}`);
-  }
-  bar.value = 1;
-  if (job.status !== "completed") throw new ServiceError(`Job ${job.status}: ${job.error || job.message}`);
+  const job = await followJob(await call("POST", `/process/${model}/${upload.file_id}`, {}), "separate-progress",
+    "separate-status");
   $("separate-status").textContent = `Done: ${job.files.length} stems`;
   const urls = await Promise.all(job.files.map((f) => fileUrl(f.url)));
   $("stems").replaceChildren(...job.files.map((f, i) => el("li", { className: "stem" },

@@ -1,0 +1,169 @@
+"""How scripts/serve.sh brings a Serve config up: in stages, so no request is held while it starts, and with
+its progress on the terminal.
+
+Serve publishes an application's route when the application is deployed, before its ingress replica runs,
+and its proxy holds every request for that route until a replica is up (tens of seconds on a 2-core box
+while a dozen models import torch). A route that moves to an application
+whose replica already runs holds nothing, so, for each application with a route:
+1. a starting gate (deployments/starting_gate.py) is deployed alone with no route (until a route exists,
+   Serve's proxy answers 404 at once), then moved to the route; it answers every request at once with
+   503, Retry-After and how far the start has got;
+2. the application is deployed beside it with no route;
+3. once the application's Ingress runs, the config as written is deployed: the route moves to the ingress
+   and the gate goes.
+One line per change says how many deployments are ready and which is waited for. A failed deployment, or one
+that cannot be scheduled for `schedule_bound_s`, raises StartFailed naming it and Serve's reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+INGRESS = "Ingress"
+GATE_SUFFIX = "-starting"
+POLL_S = 1.0
+LINGER_S = 3.0  # after Ray's shutdown, a process it left gets this long to end on SIGTERM, then SIGKILL
+NOT_SCHEDULED = "to be scheduled"  # in Serve's message for replicas that wait for resources
+
+
+class StartFailed(RuntimeError):
+    """A deployment failed, or cannot be scheduled on this cluster."""
+
+
+def staged_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The configs to deploy in turn (see the module docstring); the last is `config` itself."""
+    routed = [app for app in config.get("applications") or [] if app.get("route_prefix", "/") is not None]
+    gates = [{"name": app["name"] + GATE_SUFFIX, "route_prefix": app.get("route_prefix", "/"),
+              "import_path": "deployments.starting_gate:build", "args": {"app_name": app["name"]}}
+             for app in routed]
+    return [{**config, "applications": unrouted(gates)}, {**config, "applications": gates},
+            {**config, "applications": [*gates, *unrouted(config.get("applications") or [])]}, config]
+
+
+def unrouted(apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The applications with no route: their replicas start while no request can reach them."""
+    return [{**copy.deepcopy(app), "route_prefix": None} for app in apps]
+
+
+def progress_line(app_name: str, app: Any) -> str:
+    """'inference: 9/31 deployments ready; waiting for whisper-base (UPDATING: ...)'."""
+    states = app.deployments if app is not None else {}
+    waiting = [(name, state) for name, state in sorted(states.items()) if state.status.value != "HEALTHY"]
+    line = f"{app_name}: {len(states) - len(waiting)}/{len(states)} deployments ready"
+    if waiting:
+        name, state = next(((n, s) for n, s in waiting if n == INGRESS), waiting[0])
+        reason = f": {state.message.splitlines()[0][:160]}" if state.message else ""
+        line += f"; waiting for {name} ({state.status.value}{reason})"
+    return line
+
+
+class StartWatch:
+    """Reads serve.status() for the applications being started; raises StartFailed on a failure."""
+
+    def __init__(self, app_names: list[str], schedule_bound_s: float, say: Callable[[str], None] = print):
+        self.app_names = app_names
+        self.schedule_bound_s = schedule_bound_s
+        self.say = say
+        self._last: dict[str, str] = {}
+        self._unscheduled_since: dict[tuple[str, str], float] = {}
+
+    def check(self) -> dict[str, Any]:
+        """Each application's status overview (None while Serve has not seen it); says what changed."""
+        from ray import serve
+
+        apps = serve.status().applications
+        now = time.monotonic()
+        for name in self.app_names:
+            app = apps.get(name)
+            if app is not None and app.status.value == "DEPLOY_FAILED":
+                raise StartFailed(f"application {name} failed to deploy: {app.message}")
+            for deployment, state in (app.deployments if app is not None else {}).items():
+                if state.status.value in ("DEPLOY_FAILED", "UNHEALTHY"):
+                    raise StartFailed(f"deployment {deployment} is {state.status.value}: {state.message}")
+                key = (name, deployment)
+                if NOT_SCHEDULED in (state.message or ""):
+                    since = self._unscheduled_since.setdefault(key, now)
+                    if now - since > self.schedule_bound_s:
+                        raise StartFailed(f"deployment {deployment} could not be scheduled for "
+                                          f"{now - since:.0f}s: {state.message}")
+                else:
+                    self._unscheduled_since.pop(key, None)
+            line = progress_line(name, app)
+            if self._last.get(name) != line:
+                self.say(line)
+                self._last[name] = line
+        return {name: apps.get(name) for name in self.app_names}
+
+    def wait_until(self, done: Callable[[dict[str, Any]], bool]) -> None:
+        while not done(self.check()):
+            time.sleep(POLL_S)
+
+
+def ingress_runs(app: Any) -> bool:
+    return app is not None and INGRESS in app.deployments and app.deployments[INGRESS].status.value == "HEALTHY"
+
+
+def running(app: Any) -> bool:
+    return app is not None and app.status.value == "RUNNING"
+
+
+def start(config: dict[str, Any], address: str, schedule_bound_s: float,
+          say: Callable[[str], None] = print) -> StartWatch:
+    """Start Serve on the cluster at `address` ("local": an embedded Ray) and bring `config` up in stages.
+    Returns once every application's ingress serves at its route (its models may still be starting: the
+    returned watch follows them); raises StartFailed."""
+    import ray
+    from ray.serve._private import api as serve_api
+    from ray.serve._private.constants import SERVE_NAMESPACE
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    stages = [ServeDeploySchema.model_validate(stage) for stage in staged_configs(config)]
+    final = stages[-1]
+    ray.init(address=address, namespace=SERVE_NAMESPACE)
+    client = serve_api.serve_start(http_options=final.http_options.model_dump(),
+                                   proxy_location=final.proxy_location,
+                                   grpc_options=gRPCOptions(**final.grpc_options.model_dump()),
+                                   controller_options=final.controller_options)
+    gates = StartWatch([app.name for app in stages[0].applications], schedule_bound_s, lambda line: None)
+    for stage in stages[:2]:
+        client.deploy_apps(stage, _blocking=False)
+        gates.wait_until(lambda seen: all(map(running, seen.values())))
+    say("answering 503 + Retry-After until the service runs")
+    client.deploy_apps(stages[2], _blocking=False)
+    watch = StartWatch([app.name for app in final.applications], schedule_bound_s, say)
+    watch.wait_until(lambda seen: all(map(ingress_runs, seen.values())))
+    client.deploy_apps(final, _blocking=False)
+    return watch
+
+
+def stop(timeout_s: float) -> None:
+    """Shut Serve down, then this process's Ray (an embedded one stops with it), each within `timeout_s`,
+    then end what is left of the processes this one started: after a Ctrl-C to the whole process group
+    the raylet may be gone before it could stop its agents, which then linger."""
+    import threading
+
+    import psutil
+    import ray
+    from ray import serve
+
+    started = psutil.Process().children(recursive=True)
+    for step in (serve.shutdown, ray.shutdown):
+        worker = threading.Thread(target=step, daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+    left = [process for process in started if process.is_running()]
+    for process in left:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, still = psutil.wait_procs(left, timeout=LINGER_S)
+    for process in still:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
