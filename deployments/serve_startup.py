@@ -48,6 +48,14 @@ def unrouted(apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**copy.deepcopy(app), "route_prefix": None} for app in apps]
 
 
+def reason(message: str | None) -> str:
+    """Serve's message in one line: a traceback's last line (the exception), else the message."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith("Traceback") for line in lines):
+        return f"{lines[-1]} (the whole traceback is above)"
+    return " ".join(lines) or "no message"
+
+
 def progress_line(app_name: str, app: Any) -> str:
     """'inference: 9/31 deployments ready; waiting for whisper-base (UPDATING: ...)'."""
     states = app.deployments if app is not None else {}
@@ -79,10 +87,12 @@ class StartWatch:
         for name in self.app_names:
             app = apps.get(name)
             if app is not None and app.status.value == "DEPLOY_FAILED":
-                raise StartFailed(f"application {name} failed to deploy: {app.message}")
+                self.say(app.message)
+                raise StartFailed(f"application {name} failed to deploy: {reason(app.message)}")
             for deployment, state in (app.deployments if app is not None else {}).items():
                 if state.status.value in ("DEPLOY_FAILED", "UNHEALTHY"):
-                    raise StartFailed(f"deployment {deployment} is {state.status.value}: {state.message}")
+                    self.say(state.message)
+                    raise StartFailed(f"deployment {deployment} is {state.status.value}: {reason(state.message)}")
                 key = (name, deployment)
                 if NOT_SCHEDULED in (state.message or ""):
                     since = self._unscheduled_since.setdefault(key, now)

@@ -101,3 +101,44 @@ def test_a_non_loopback_address_without_a_key_is_refused_unless_said_explicitly(
     with pytest.raises(OpenToTheNetwork):
         check_bind_is_guarded(with_http_overrides([config], {**host, "INFERENCE_API_KEYS": " , "}),
                               {"INFERENCE_API_KEYS": " , "})
+
+
+@pytest.mark.parametrize("fault", ["unschedulable", "failing"])
+def test_a_start_that_cannot_finish_says_which_deployment_and_why_and_exits_1(stale_temp_dir, tmp_path, fault):
+    """A deployment that can never be scheduled (a resource no node has) ends the start after
+    INFERENCE_SCHEDULE_TIMEOUT_SECONDS, and an application that fails to build ends it at once: each names
+    what failed with Serve's reason, exits with status 1 and leaves no process behind."""
+    import yaml
+
+    from tests.conftest import free_port
+    from tests.test_as_shipped import started_by_it
+
+    config = yaml.safe_load((ROOT / "serve_config.cpu.yaml").read_text())
+    config["http_options"]["port"] = free_port()
+    app = config["applications"][0]
+    app["args"]["models"] = ["all-minilm-l6-v2"]
+    if fault == "unschedulable":
+        app["deployments"][0]["ray_actor_options"]["resources"] = {"a-node-nobody-has": 1}  # the Ingress
+        expected = "error: deployment Ingress could not be scheduled for "
+    else:
+        app["args"]["models"] = ["no-such-model"]
+        expected = "error: application inference failed to deploy: "
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(config))
+    temp_dir = stale_temp_dir[0]
+    started = time.monotonic()
+    run = launch([str(tmp_path / "profile.yaml")],
+                 launcher_env(temp_dir, INFERENCE_SCHEDULE_TIMEOUT_SECONDS="15", HF_ENDPOINT="http://127.0.0.1:9"))
+    try:
+        output, _ = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, output[-3000:]
+    line = next((line for line in output.splitlines() if expected in line), None)
+    assert line is not None, output[-3000:]
+    assert ("a-node-nobody-has" in line) if fault == "unschedulable" else ("no-such-model" in line), line
+    print(f"{fault}: exit 1 after {time.monotonic() - started:.0f}s: {line[:200]}")
+    deadline = time.monotonic() + 15
+    while started_by_it(temp_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not started_by_it(temp_dir)
