@@ -127,7 +127,7 @@ def test_a_start_that_cannot_finish_says_which_deployment_and_why_and_exits_1(st
     temp_dir = stale_temp_dir[0]
     started = time.monotonic()
     run = launch([str(tmp_path / "profile.yaml")],
-                 launcher_env(temp_dir, INFERENCE_SCHEDULE_TIMEOUT_SECONDS="15", HF_ENDPOINT="http://127.0.0.1:9"))
+                 launcher_env(temp_dir, INFERENCE_SCHEDULE_TIMEOUT_SECONDS="5", HF_ENDPOINT="http://127.0.0.1:9"))
     try:
         output, _ = run.communicate(timeout=240)
     finally:
