@@ -97,7 +97,8 @@ class ChatFields(BaseModel):
 
 
 class LLMRequest(ChatFields):
-    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default qwen2.5-0.5b-instruct.")
+    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default the task's current "
+                                 "model (GET /models/current).")
     max_tokens: int | None = Field(None, gt=0, description="Most tokens to generate.")
 
 
