@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest
-from deployments.music_params import check_duration, format_seconds, nonblank_prompt
+from deployments.music_params import NONBLANK, check_duration, format_seconds, nonblank_prompt
 from registry import ModelEntry
 
 TEXT_TO_IMAGE, INPAINT = "text-to-image", "image-inpainting"
@@ -26,7 +26,8 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NONBLANK},
+                        description="What to draw.")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="What to keep out.")
     height: int | None = Field(None, gt=0, description="Pixels; a multiple of the model's image_size_multiple, "
                                "at most its max_image_size; default its default_image_size.")

@@ -14,7 +14,8 @@ from registry import ModelEntry
 TASK = "text-to-music"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
 MAX_PROMPT_CHARS = 2000
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1  # the largest integer every JSON client holds exactly (JavaScript's numbers are doubles)
+NONBLANK = r"\S"  # the schema's word for what nonblank_prompt (and the other blank checks) let through
 OutputFormat = Literal["wav", "flac", "mp3"]
 
 
@@ -39,8 +40,13 @@ class MusicParams(BaseModel):
 class MusicJobInput(MusicParams):
     """A job's stored input: the prompt, or an uploaded UTF-8 text file holding it."""
 
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+        {"required": ["file_id"], "properties": {"file_id": {"type": "string"}}}]})
+
     file_id: str | None = Field(None, description="Upload whose text is the prompt (seed 000).")
-    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="Overrides the uploaded text.")
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NONBLANK},
+                               description="Overrides the uploaded text.")
 
     @field_validator("prompt")
     @classmethod

@@ -19,6 +19,9 @@ from deployments.errors import InvalidRequest, PayloadTooLarge
 from deployments.settings import ServiceSettings
 
 MAX_REDIRECTS = 5
+# For request schemas: an http(s) URL naming a host (and at most a numeric port), as check_url requires;
+# whether that host resolves, and to a public address, only a lookup can say.
+URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[^/?#@\s:\[\]]+(:[0-9]{1,4})?([/?#]\S*)?$"
 CHUNK_BYTES = 1 << 16
 
 

@@ -60,13 +60,22 @@ def language_name(code: str) -> str:
     return LANGUAGES.get(code, code)
 
 
+def known_languages(schema: dict[str, Any]) -> None:
+    """json_schema_extra of a `language` field: the names _known_language takes, as the spec's enum (lower
+    case; the check also takes them in any case). Read when the spec is built, not at import."""
+    names = sorted(_language_codes())
+    strings = [branch for branch in schema.get("anyOf", []) if branch.get("type") == "string"]
+    for branch in strings or [schema]:
+        branch["enum"] = names
+
+
 class TranscriptionOptions(BaseModel):
     """What a request may ask of Whisper besides the audio."""
 
     model_config = ConfigDict(extra="forbid")
 
-    language: str | None = Field(None, description="Spoken language, code or English name ('de', 'german'); "
-                                 "detected per 30 s window when absent.")
+    language: str | None = Field(None, json_schema_extra=known_languages, description="Spoken language, code or "
+                                 "English name ('de', 'german'); detected per 30 s window when absent.")
     task: Literal["transcribe", "translate"] = Field("transcribe", description="translate = into English.")
     temperature: float = Field(0.0, ge=0, le=1, description="0 decodes greedily; above 0 samples.")
     word_timestamps: bool = Field(False, description="Also time every word (OpenAI's "

@@ -154,6 +154,35 @@ def test_the_official_openai_client_generates_and_edits_images(service):
     assert np.abs(out[:, :32] - pixels(original)[:, :32]).max() == 0  # opaque half kept
 
 
+def test_openai_image_replies_match_openais_published_schema(client):
+    """The raw JSON of /v1/images/generations and /v1/images/edits, b64_json and url, validated against
+    OpenAI's ImagesResponse (tests/openai_image_schemas.json, from the openai/openai-openapi repository):
+    no null where the schema allows none, and `size` only when it is one of the schema's sizes."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schemas = json.loads((Path(__file__).parent / "openai_image_schemas.json").read_text())
+    images_response = {**schemas["$defs"]["ImagesResponse"], "$defs": schemas["$defs"]}
+    original = noise_image(64, 64).convert("RGBA")
+    original.paste((0, 0, 0, 0), (32, 0, 64, 64))  # the transparent half is edited
+    replies = []
+    for response_format in ("b64_json", "url"):
+        replies.append(client.post("/v1/images/generations", json={
+            "model": "sd-turbo", "prompt": "a lighthouse at dusk", "size": "64x48", "n": 2,
+            "num_inference_steps": 2, "response_format": response_format}))
+        replies.append(client.post("/v1/images/edits", files={"image": ("photo.png", png(original), "image/png")},
+                                   data={"prompt": "a blue sky", "num_inference_steps": "2",
+                                         "response_format": response_format}))
+    for reply in replies:
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        jsonschema.validate(body, images_response)
+        assert body["data"] and all(None not in image.values() for image in body["data"]), body
+        assert "size" not in body and body["output_format"] == "png"  # 64x48 / 64x64: none of the schema's sizes
+
+
 def test_openapi_lists_the_image_and_video_routes(client):
     paths = client.get("/openapi.json").json()["paths"]
     for route in ("/api/image", "/api/edit-image", "/api/video/text-to-video", "/api/video/image-to-video",

@@ -13,9 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deployments.embedding import Embeddings
 from deployments.errors import InvalidRequest
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.request_checks import NONBLANK
 from deployments.ingress.services import Services, get_services
 
 TASK = "text-embedding"
+# What _texts lets through, for the spec: a text that is not blank, or a non-empty list of them.
+TEXTS = {"anyOf": [{"type": "string", "pattern": NONBLANK},
+                   {"type": "array", "items": {"type": "string", "pattern": NONBLANK}, "minItems": 1}]}
 router = APIRouter(tags=["embeddings"], responses=ERROR_RESPONSES)
 
 
@@ -38,8 +42,10 @@ def _texts(value: Any, handler, field: str) -> str | list[str]:
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str | list[str] = Field(description="One text, or a list of texts embedded in order.")
-    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default all-minilm-l6-v2.")
+    text: str | list[str] = Field(json_schema_extra=TEXTS, description="One text, or a list of texts embedded "
+                                  "in order (at most the model's max_inputs).")
+    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default the task's current "
+                                 "model (GET /models/current).")
 
     @field_validator("text", mode="wrap")
     @classmethod
@@ -50,7 +56,8 @@ class EmbeddingRequest(BaseModel):
 class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: str | list[str] = Field(description="Text or list of texts (token arrays are not accepted).")
+    input: str | list[str] = Field(json_schema_extra=TEXTS, description="Text or list of texts (token arrays "
+                                   "are not accepted; at most the model's max_inputs).")
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, gt=0, description="Must equal the model's own dimensions.")

@@ -20,6 +20,8 @@ from starlette.datastructures import UploadFile
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from deployments.generation_params import (
     INPAINT,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
     TEXT_TO_IMAGE,
     GeneratedImages,
     ImageParams,
@@ -28,7 +30,7 @@ from deployments.generation_params import (
 )
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_upload_kind, parse
+from deployments.ingress.request_checks import NONBLANK, check_upload_kind, multipart_body, parse
 from deployments.ingress.services import Services, get_services
 from deployments.safe_paths import display_filename, extension
 from deployments.vision import open_image
@@ -103,11 +105,8 @@ class EditFields(ImageParams):
     strength: float = Field(1.0, gt=0, le=1, description="How far the masked region moves from the original.")
 
 
-EDIT_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    **EditFields.model_json_schema(), "required": ["image", "mask", "prompt"],
-    "properties": {"image": {"type": "string", "format": "binary"},
-                   "mask": {"type": "string", "format": "binary", "description": "White: repaint; black: keep."},
-                   **EditFields.model_json_schema()["properties"]}}}}}}
+EDIT_DOC = multipart_body(EditFields, {"image": "The image to repaint.", "mask": "White: repaint; black: keep."},
+                          required=("image", "mask", "prompt"))
 
 
 @router.post("/api/edit-image", openapi_extra=EDIT_DOC, description="Inpainting: the mask's white region is "
@@ -133,21 +132,26 @@ async def edit_image(request: Request, services: Services = Depends(get_services
 
 # --- OpenAI's image API ---
 
+OPENAI_RESPONSE_SIZES = ("1024x1024", "1024x1536", "1536x1024")  # ImagesResponse.size: an enum of these only
+SIZE_PATTERN = r"^(auto|[1-9][0-9]*[xX][1-9][0-9]*)?$"  # what parse_size reads (no side may be 0)
+
+
 class OpenAIImageRequest(BaseModel):
     """POST /v1/images/generations; fields this service has no use for (quality, style, user...) are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(min_length=1, max_length=32000)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NONBLANK})
     model: str | None = None
-    n: int = Field(1, ge=1)
-    size: str | None = Field(None, description="'WIDTHxHEIGHT' or 'auto' (the model's default).")
+    n: int = Field(1, ge=1, description="Images to generate; at most the model's max_images.")
+    size: str | None = Field(None, json_schema_extra={"pattern": SIZE_PATTERN},
+                             description="'WIDTHxHEIGHT' or 'auto' (the model's default).")
     response_format: Literal["b64_json", "url"] = Field("b64_json", description="url: a file of a completed "
                                                          "job, /jobs/{id}/files/image-N.png.")
-    negative_prompt: str | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    num_inference_steps: int | None = Field(None, gt=0)
+    guidance_scale: float | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -167,15 +171,20 @@ def _params(body: OpenAIImageRequest, width: int | None, height: int | None) -> 
 
 async def _openai_reply(request: Request, services: Services, entry: ModelEntry, body: OpenAIImageRequest,
                         result: GeneratedImages) -> dict[str, Any]:
+    """OpenAI's ImagesResponse. Its schema allows no null, so nothing is sent as one (no revised_prompt: the
+    prompt is used as given), and its `size` is an enum of three sizes: any other size is left out (the
+    images themselves say it)."""
     if body.response_format == "b64_json":
-        data = [{"b64_json": _b64(image), "revised_prompt": None} for image in result.images]
+        data = [{"b64_json": _b64(image)} for image in result.images]
     else:
         job_id = await asyncio.to_thread(_store_images, services, entry, body.prompt, result)
         base = str(request.base_url).rstrip("/")
-        data = [{"url": f"{base}/jobs/{job_id}/files/image-{i}.png", "revised_prompt": None}
-                for i in range(len(result.images))]
-    return {"created": int(time.time()), "data": data, "output_format": "png",
-            "size": f"{result.width}x{result.height}"}
+        data = [{"url": f"{base}/jobs/{job_id}/files/image-{i}.png"} for i in range(len(result.images))]
+    reply: dict[str, Any] = {"created": int(time.time()), "data": data, "output_format": "png"}
+    size = f"{result.width}x{result.height}"
+    if size in OPENAI_RESPONSE_SIZES:
+        reply["size"] = size
+    return reply
 
 
 def _store_images(services: Services, entry: ModelEntry, prompt: str, result: GeneratedImages) -> str:
@@ -218,7 +227,12 @@ def alpha_mask(image: bytes, mask: bytes | None) -> bytes:
     return out.getvalue()
 
 
-@router.post("/v1/images/edits", tags=["openai"])
+OPENAI_EDIT_DOC = multipart_body(OpenAIImageRequest, {
+    "image": "The image to edit; without `mask`, its transparent pixels are what is edited.",
+    "mask": "Transparent pixels: edit; opaque: keep. The image's size."}, required=("image", "prompt"))
+
+
+@router.post("/v1/images/edits", tags=["openai"], openapi_extra=OPENAI_EDIT_DOC)
 async def openai_edits(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     fields, files = await read_form(request, ("image", "mask"))
     body = parse(OpenAIImageRequest, fields)

@@ -1,22 +1,32 @@
 """Per task, what a job's input must hold; checked against the catalog and the upload before the
-job is queued, so a bad request is a 4xx now rather than a failed job later."""
+job is queued, so a bad request is a 4xx now rather than a failed job later. The same rules, as schemas,
+are what the spec says a job's `input` holds (TaskInput, run_by_task_or_model)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import reduce
+from operator import or_
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator
 
 from deployments.errors import InvalidRequest
-from deployments.ingress.chat_routes import chat_job_input
+from deployments.ingress.chat_routes import ChatJob, chat_job_input
 from deployments.ingress.embedding_routes import EmbeddingRequest
 from deployments.ingress.music_routes import music_job_input
 from deployments.ingress.request_checks import check_file_type, parse
 from deployments.ingress.services import Services
-from deployments.ingress.speech_routes import speech_job_input
+from deployments.ingress.speech_routes import SpeechInput, speech_job_input
 from deployments.ingress.transcription_routes import transcription_job_input
-from deployments.ingress.video_routes import video_job_input
+from deployments.ingress.video_routes import VideoJobFields, video_job_input
 from deployments.ingress.vision_routes import vision_job_input
+from deployments.music_params import MusicJobInput
+from deployments.product import ProductRequest
+from deployments.safe_urls import URL_PATTERN
 from deployments.separation.params import SeparationInput, check_separation
+from deployments.transcription import TranscriptionJobInput
+from deployments.vision import ClassifyInput, DescribeInput
 from registry import ModelEntry
 
 
@@ -45,6 +55,48 @@ JOB_INPUTS: dict[str, Callable[[Services, ModelEntry, dict[str, Any]], Awaitable
     "text-to-video": video_job_input,
     "image-to-video": video_job_input,
 }
+
+
+def _given(field: str, **schema: Any) -> dict[str, Any]:
+    """The schema of an object whose `field` is given (present and not null)."""
+    return {"required": [field], "properties": {field: {"type": "string", **schema}}}
+
+
+# vision_job_input's rule: an image from exactly one place (an empty image_url gives none), a URL as check_url
+# takes it.
+ONE_IMAGE = {"anyOf": [{**_given("file_id"), "not": _given("image_url", minLength=1)},
+                       {**_given("image_url", pattern=URL_PATTERN), "not": _given("file_id")}]}
+# Per task: the schemas its builder above validates the input against, and a rule across fields it checks too.
+TASK_INPUTS: dict[str, tuple[tuple[type[BaseModel], ...], dict[str, Any]]] = {
+    "source-separation": ((SeparationInput,), {}),
+    "text-embedding": ((EmbeddingRequest,), {}),
+    "text-to-music": ((MusicJobInput,), {}),
+    "speech-to-text": ((TranscriptionJobInput,), {}),
+    "text-to-speech": ((SpeechInput,), {}),
+    "chat": ((ChatJob, ProductRequest), {}),
+    "image-classification": ((ClassifyInput,), ONE_IMAGE),
+    "image-to-text": ((DescribeInput,), ONE_IMAGE),
+    "text-to-video": ((VideoJobFields,), {}),
+    "image-to-video": ((VideoJobFields,), _given("file_id")),
+}
+INPUT_SCHEMAS = tuple(dict.fromkeys(schema for schemas, _ in TASK_INPUTS.values() for schema in schemas))
+# A job's `input`: a dict for the builders, stated in the spec as any task's input (the model decides which).
+TaskInput = Annotated[dict[str, Any], BeforeValidator(lambda value: value,
+                                                      json_schema_input_type=reduce(or_, INPUT_SCHEMAS))]
+
+
+def run_by_task_or_model(schema: dict[str, Any]) -> None:
+    """json_schema_extra of a run request (`model`, `task`, `input`: TaskInput), as submit_run checks it: a task
+    named, and an input of that task's; or a model named (not empty), and an input of its task, which only
+    the catalog knows. Branches, not if/then: schemathesis generates from those."""
+    refs = dict(zip(INPUT_SCHEMAS, schema["properties"]["input"].pop("anyOf")))
+    schema["properties"]["input"]["type"] = "object"
+    schema["anyOf"] = [
+        {"required": ["task"], "properties": {
+            "task": {"const": task}, "input": {"allOf": [{"anyOf": [refs[s] for s in schemas]}, rule]}}}
+        for task, (schemas, rule) in TASK_INPUTS.items()
+    ] + [{"required": ["model"], "properties": {"model": {"type": "string", "minLength": 1}, "task": {"type": "null"},
+                                                "input": {"anyOf": list(refs.values())}}}]
 
 
 async def job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:

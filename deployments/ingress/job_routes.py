@@ -14,7 +14,7 @@ from deployments.audio import MEDIA_TYPES
 from deployments.errors import Conflict, InvalidRequest, NotFound
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.job_inputs import job_input
+from deployments.ingress.job_inputs import TASK_INPUTS, TaskInput, job_input, run_by_task_or_model
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply, render_job
 from deployments.ingress.services import Services, get_services
 from deployments.jobs.store import Job, JobStatus
@@ -22,12 +22,17 @@ from deployments.jobs.store import Job, JobStatus
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
 FILE_MEDIA_TYPES = MEDIA_TYPES | {"mp4": "video/mp4", "png": "image/png"}
+
+
 class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=run_by_task_or_model)
 
     model: str | None = Field(None, description="Catalog id or alias; default the task's default model.")
-    task: str | None = Field(None, description="Used to pick the default model when `model` is absent.")
-    input: dict[str, Any] = Field(description="Task input, e.g. {'file_id': ...} for source separation.")
+    task: str | None = Field(None, json_schema_extra={"enum": [*TASK_INPUTS, None]},
+                             description="Used to pick the default model when `model` is absent; the tasks that "
+                             "run as jobs.")
+    input: TaskInput = Field(description="Task input, e.g. {'file_id': ...} for source separation: the input "
+                                         "schema of the model's task.")
 
 
 async def submit_run(services: Services, body: RunRequest) -> Job:

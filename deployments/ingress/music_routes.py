@@ -18,6 +18,7 @@ from deployments.ingress.services import Services, get_services
 from deployments.music_adapters import check_adapter, find_adapter
 from deployments.music_params import (
     MAX_PROMPT_CHARS,
+    NONBLANK,
     TASK,
     MusicJobInput,
     MusicParams,
@@ -34,7 +35,8 @@ AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 class MusicRequest(MusicParams):
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the music should sound like.")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NONBLANK},
+                        description="What the music should sound like.")
     model: str | None = Field(None, description="musicgen-small/-medium/-large (or hub id); default the adapter's "
                               "base model, else musicgen-small.")
 

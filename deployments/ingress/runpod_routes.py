@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployments.errors import Conflict, ModelNotFound, NotFound
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.job_inputs import job_input
+from deployments.ingress.job_inputs import TaskInput, job_input
 from deployments.ingress.job_replies import wait_for
 from deployments.ingress.lifecycle import running_replicas
 from deployments.ingress.services import Services, get_services
@@ -39,8 +39,8 @@ class RunPodRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: dict[str, Any] = Field(description="The model's input, as in /api/v1/run, e.g. {'text': 'Hello'} for "
-                                              "text to speech or {'image_url': ...} for image description.")
+    input: TaskInput = Field(description="The model's input, as in /api/v1/run, e.g. {'text': 'Hello'} for "
+                                         "text to speech or {'image_url': ...} for image description.")
 
 
 def _entry(services: Services, model: str) -> ModelEntry:

@@ -18,6 +18,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import JsonDict
 from ray.serve.handle import DeploymentResponseGenerator
 
 from deployments.audio import SPEECH_FORMATS, STREAM_FORMATS, AudioLimits
@@ -25,9 +26,9 @@ from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from deployments.ingress.auth import current_owner
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import parse
+from deployments.ingress.request_checks import NONBLANK, parse
 from deployments.ingress.services import Services, get_services
-from deployments.safe_urls import fetch_bytes
+from deployments.safe_urls import URL_PATTERN, fetch_bytes
 from deployments.speech import TASK, Speech, SpeechPiece, SpeechRequest, SpeechStart, check_speed, resolve_voice
 from deployments.voice_cloning import check_voice_sample
 from registry import ModelEntry
@@ -37,6 +38,11 @@ router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
 
 CLONING_FIELDS = ("voice_sample_file_id", "audio_prompt_url", "audio_prompt")
 SUPPORTED = ", ".join(SPEECH_FORMATS)
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # what b64decode(validate=True) takes
+# At most one voice sample: no two of CLONING_FIELDS given (not null) at once.
+ONE_SAMPLE: JsonDict = {"not": {"anyOf": [
+    {"required": [a, b], "properties": {a: {"type": "string"}, b: {"type": "string"}}}
+    for i, a in enumerate(CLONING_FIELDS) for b in CLONING_FIELDS[i + 1:]]}}
 AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "content": {media_type: {} for _, _, media_type in SPEECH_FORMATS.values()} | {"text/event-stream": {}},
     "description": "The audio file. Headers: X-Sample-Rate, X-Audio-Duration (s), X-Voice, X-Model, and "
@@ -63,9 +69,13 @@ def _audio_format(value: str) -> str:
 class VoiceCloning(BaseModel):
     """Seed 004's voice-cloning inputs (one sample, from one of three places) and the sampling seed."""
 
+    model_config = ConfigDict(json_schema_extra=ONE_SAMPLE)
+
     voice_sample_file_id: str | None = Field(None, description="An upload (POST /upload) to clone the voice of.")
-    audio_prompt_url: str | None = Field(None, description="URL of a voice sample to clone.")
-    audio_prompt: str | None = Field(None, description="A voice sample to clone (base64 of an audio file).")
+    audio_prompt_url: str | None = Field(None, json_schema_extra={"pattern": URL_PATTERN},
+                                         description="http(s) URL of a voice sample to clone.")
+    audio_prompt: str | None = Field(None, json_schema_extra={"pattern": BASE64, "contentEncoding": "base64"},
+                                     description="A voice sample to clone (base64 of an audio file).")
     audio_prompt_text: str | None = Field(None, description="What the voice sample says: models that clone "
                                           "from a conversation turn (csm-1b) read it as the sample's context.")
     seed: int | None = Field(None, ge=0, description="Models that sample (csm-1b): the same seed, the same audio.")
@@ -76,9 +86,10 @@ class SpeechInput(VoiceCloning):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="Text to speak.")
+    text: str = Field(json_schema_extra={"pattern": NONBLANK}, description="Text to speak.")
     voice: str | None = Field(None, description="One of the model's voices (GET /models/{model}); default its first.")
-    format: str = Field("wav", description=f"Audio format: {SUPPORTED}.")
+    format: str = Field("wav", json_schema_extra={"enum": list(SPEECH_FORMATS)},
+                        description=f"Audio format: {SUPPORTED}.")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; models with the 'speed' capability.")
 
     @field_validator("text")
@@ -98,15 +109,20 @@ class TTSRequest(SpeechInput):
 
 
 class OpenAISpeechRequest(VoiceCloning):
-    model_config = ConfigDict(extra="forbid")
+    # openai_speech's rule besides ONE_SAMPLE: a stream is of a format whose pieces join (STREAM_FORMATS)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={**ONE_SAMPLE, "anyOf": [
+        {"properties": {"stream_format": {"type": "null"}}},
+        {"required": ["response_format"], "properties": {"response_format": {"enum": list(STREAM_FORMATS)}}}]})
 
     model: str = Field(description="tts-1 (= speecht5-tts), a catalog id such as bark-small, or a hub repo id.")
-    input: str = Field(description="Text to speak.")
+    input: str = Field(json_schema_extra={"pattern": NONBLANK}, description="Text to speak.")
     voice: str | None = Field(None, description="One of the model's voices; default its first.")
-    response_format: str = Field("mp3", description=f"Audio format: {SUPPORTED}.")
+    response_format: str = Field("mp3", json_schema_extra={"enum": list(SPEECH_FORMATS)},
+                                 description=f"Audio format: {SUPPORTED}.")
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = Field(None, description="Not supported by any model here; refused.")
-    stream_format: str | None = Field(None, description="Absent: the whole file at once. 'audio': the audio "
+    stream_format: str | None = Field(None, json_schema_extra={"enum": ["audio", "sse", None]},
+                                      description="Absent: the whole file at once. 'audio': the audio "
                                       "sentence by sentence as it is spoken (response_format wav or pcm). "
                                       "'sse': OpenAI's speech.audio.delta / speech.audio.done events.")
 

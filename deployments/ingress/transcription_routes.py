@@ -19,7 +19,7 @@ from deployments.audio import AudioLimits, BadAudio, audio_header, check_audio_l
 from deployments.errors import InvalidRequest, PayloadTooLarge
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.request_checks import check_file_type, not_null, parse
 from deployments.ingress.services import Services, get_services
 from deployments.transcription import (
     TASK,
@@ -27,6 +27,7 @@ from deployments.transcription import (
     TranscriptionJobInput,
     TranscriptionOptions,
     check_duration,
+    known_languages,
     language_name,
 )
 from deployments.transcripts import to_srt, to_vtt
@@ -36,6 +37,23 @@ router = APIRouter(tags=["speech-to-text"], responses=ERROR_RESPONSES)
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 BATCH_HEADER = "X-Batch-Size"  # windows that shared the model call with this request's
+GRANULARITIES_FIELD = "timestamp_granularities[]"
+GRANULARITY = ("segment", "word")
+
+
+def _form_language(schema: dict[str, Any]) -> None:
+    not_null(schema)
+    known_languages(schema)
+
+
+def _granularities(schema: dict[str, Any]) -> None:
+    schema["items"]["enum"] = list(GRANULARITY)
+
+
+# _word_timestamps' rule for the spec: word timestamps only with response_format verbose_json.
+WORDS_NEED_VERBOSE_JSON = {"requestBody": {"content": {"multipart/form-data": {"schema": {
+    "if": {"properties": {GRANULARITIES_FIELD: {"contains": {"const": "word"}}}, "required": [GRANULARITIES_FIELD]},
+    "then": {"properties": {"response_format": {"const": "verbose_json"}}, "required": ["response_format"]}}}}}}
 
 
 async def transcription_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
@@ -76,10 +94,15 @@ def check_audio_header(services: Services, entry: ModelEntry, data: bytes) -> No
 @router.post("/api/stt")
 async def speech_to_text(
     audio: UploadFile = File(..., description="Audio file: WAV, FLAC, MP3 or OGG, any sample rate."),
-    model: str | None = Form(None, description="Catalog id, alias or hub repo id; default whisper-base."),
-    language: str | None = Form(None, description="Spoken language ('en', 'german'); detected when absent."),
-    task: str | None = Form(None, description="transcribe (default) or translate (into English)."),
-    temperature: float | None = Form(None, description="0 (default) decodes greedily; up to 1 samples."),
+    model: str | None = Form(None, json_schema_extra=not_null,
+                             description="Catalog id, alias or hub repo id; default whisper-base."),
+    language: str | None = Form(None, json_schema_extra=_form_language,
+                                description="Spoken language ('en', 'german'); detected when absent."),
+    task: Literal["transcribe", "translate"] | None = Form(None, json_schema_extra=not_null,
+                                                          description="transcribe (default) or translate "
+                                                          "(into English)."),
+    temperature: float | None = Form(None, ge=0, le=1, json_schema_extra=not_null,
+                                     description="0 (default) decodes greedily; up to 1 samples."),
     word_timestamps: bool = Form(False, description="Also time every word ('words' in the reply)."),
     services: Services = Depends(get_services),
 ) -> dict[str, Any]:
@@ -120,18 +143,20 @@ def _openai_reply(result: Transcription, response_format: str) -> Response:
 
 
 FILE = File(..., description="Audio file: WAV, FLAC, MP3 or OGG, any sample rate.")
-MODEL = Form(..., description="whisper-1 (= whisper-base), a catalog id such as whisper-small, or a hub repo id.")
-PROMPT = Form(None, description="Accepted for compatibility and ignored.")
+MODEL = Form(..., min_length=1, description="whisper-1 (= whisper-base), a catalog id such as whisper-small, or "
+             "a hub repo id.")
+PROMPT = Form(None, json_schema_extra=not_null, description="Accepted for compatibility and ignored.")
 RESPONSE_FORMAT = Form("json", description="json, text, srt, verbose_json or vtt.")
-TEMPERATURE = Form(0.0, description="0 decodes greedily; up to 1 samples.")
-GRANULARITIES = Form([], alias="timestamp_granularities[]", description="'segment' (the default) and/or 'word', "
-                     "with response_format verbose_json; words are timed by Whisper's alignment heads.")
+TEMPERATURE = Form(0.0, ge=0, le=1, description="0 decodes greedily; up to 1 samples.")
+GRANULARITIES = Form([], alias=GRANULARITIES_FIELD, json_schema_extra=_granularities,
+                     description="'segment' (the default) and/or 'word', with response_format verbose_json; "
+                     "words are timed by Whisper's alignment heads.")
 
 
 def _word_timestamps(granularities: list[str], response_format: str) -> bool:
     """Whether `timestamp_granularities[]` asks for words; anything but segment/word, or words without
     verbose_json (the only format that carries them, as in OpenAI's API), is a 400."""
-    unknown = set(granularities) - {"segment", "word"}
+    unknown = set(granularities) - set(GRANULARITY)
     if unknown:
         raise InvalidRequest(f"timestamp_granularities {sorted(unknown)} are not supported; use 'segment' or 'word'")
     if "word" in granularities and response_format != "verbose_json":
@@ -140,11 +165,12 @@ def _word_timestamps(granularities: list[str], response_format: str) -> bool:
     return "word" in granularities
 
 
-@router.post("/v1/audio/transcriptions", response_model=None)
+@router.post("/v1/audio/transcriptions", response_model=None, openapi_extra=WORDS_NEED_VERBOSE_JSON)
 async def openai_transcriptions(
     file: UploadFile = FILE,
     model: str = MODEL,
-    language: str | None = Form(None, description="ISO-639-1 code, e.g. 'en'; detected when absent."),
+    language: str | None = Form(None, json_schema_extra=_form_language,
+                                description="ISO-639-1 code, e.g. 'en'; detected when absent."),
     prompt: str | None = PROMPT,
     response_format: ResponseFormat = RESPONSE_FORMAT,
     temperature: float = TEMPERATURE,

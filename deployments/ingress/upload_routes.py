@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Body, Depends, File, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from deployments.audio import AudioLimits, AudioTooLarge, BadAudio, probe_audio
 from deployments.errors import InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge
@@ -21,6 +22,7 @@ from deployments.ingress.job_replies import WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import check_upload_kind
 from deployments.ingress.services import Services, get_services
 from deployments.safe_paths import display_filename, extension, stored_name
+from deployments.separation.params import SeparationParams
 from deployments.vision import open_image
 from registry import ModelEntry, UnknownModelError
 
@@ -33,6 +35,9 @@ IMAGE_TYPES = {"png", "jpg", "jpeg", "webp"}
 TEXT_UPLOAD_TASKS = ("text-to-speech", "text-embedding", "chat")
 PROCESS_BODY = Body(None, description="Seed 000's parameters, "
                                       "e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
+# /separate's body: a dict for _process, stated in the spec as the separation parameters it must be.
+SeparationBody = Annotated[dict[str, Any], BeforeValidator(lambda value: value,
+                                                           json_schema_input_type=SeparationParams)]
 
 
 def _family(services: Services, name: str) -> tuple[str, ModelEntry | None]:
@@ -178,7 +183,7 @@ async def process(model: str, file_id: str, body: dict[str, Any] | None = PROCES
 
 
 @router.post("/separate/{file_id}", status_code=202)
-async def separate(file_id: str, body: dict[str, Any] | None = PROCESS_BODY,
+async def separate(file_id: str, body: SeparationBody | None = PROCESS_BODY,
                    wait: float | None = WAIT_QUERY, services: Services = Depends(get_services)) -> JSONResponse:
     """Seed 000's back-compatible route: /process with the source-separation family."""
     family = services.catalog.default_model("source-separation").family

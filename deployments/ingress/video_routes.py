@@ -17,7 +17,7 @@ from deployments.generation_params import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoPa
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.image_routes import fitted_size, read_form, read_image_upload
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
-from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.request_checks import check_file_type, multipart_body, parse
 from deployments.ingress.services import Services, get_services
 from deployments.safe_paths import display_filename, extension, stored_name
 from deployments.vision import open_image
@@ -45,10 +45,7 @@ async def text_to_video(body: VideoRequest, wait: float | None = WAIT_QUERY,
     return await job_reply(services, await services.submit(entry, job.model_dump()), wait)
 
 
-I2V_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    **VideoRequest.model_json_schema(), "required": ["image", "prompt"],
-    "properties": {"image": {"type": "string", "format": "binary", "description": "The first frame."},
-                   **VideoRequest.model_json_schema()["properties"]}}}}}}
+I2V_DOC = multipart_body(VideoRequest, {"image": "The first frame."}, required=("image", "prompt"))
 
 
 @router.post("/api/video/image-to-video", status_code=202, openapi_extra=I2V_DOC,

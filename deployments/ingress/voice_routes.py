@@ -9,13 +9,13 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from deployments.errors import Conflict, InvalidRequest, NotFound
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.services import Services, get_services
-from deployments.ingress.speech_routes import CLONING_FIELDS, VoiceCloning, keep_sample, voice_sample
+from deployments.ingress.speech_routes import CLONING_FIELDS, ONE_SAMPLE, VoiceCloning, keep_sample, voice_sample
 from deployments.saved_voices import SavedVoice, VoiceNameTaken
 from deployments.speech import TASK
 
@@ -24,7 +24,11 @@ VOICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class SaveVoiceRequest(VoiceCloning):
-    name: str = Field(description="Name to speak with later (`voice`): lower-case letters, digits, '-', '_'.")
+    model_config = ConfigDict(json_schema_extra={**ONE_SAMPLE, "anyOf": [  # exactly one voice sample
+        {"required": [field], "properties": {field: {"type": "string"}}} for field in CLONING_FIELDS]})
+
+    name: str = Field(json_schema_extra={"pattern": VOICE_NAME.pattern},
+                      description="Name to speak with later (`voice`): lower-case letters, digits, '-', '_'.")
     model: str | None = Field(None, description="The cloning model it is for; default the first that clones.")
 
 
