@@ -34,7 +34,7 @@ CONNECT_TIMEOUT_S = 3.0
 # an embedded Ray); a cluster that scales up slower can raise it
 SCHEDULE_SETTING = "INFERENCE_SCHEDULE_TIMEOUT_SECONDS"
 SCHEDULE_BOUND_S = 120.0
-STOP_STEP_S = 10.0  # Serve's shutdown, then Ray's, each at most this long after Ctrl-C
+STOP_STEP_S = 10.0  # Serve's shutdown at most this long after Ctrl-C; then every process it started ends
 SERVE_MODES = ("haproxy", "proxy")  # the first is the default
 # Serve's throughput-optimized mode (bench/serving_path.py: 1.85x a hand-rolled FastAPI server's throughput at
 # 16 clients where the Python proxy gets 0.99x, and half its latency).
@@ -171,7 +171,7 @@ def parse_args(argv: list[str]) -> tuple[str, str]:
 def main(argv: list[str]) -> int:
     import yaml
 
-    from deployments.serve_startup import StartFailed, running, start, stop
+    from deployments.serve_startup import Descendants, StartFailed, running, start, stop
 
     try:
         os.environ.update(serve_mode_environment(dict(os.environ)))  # before Ray reads its constants
@@ -193,6 +193,7 @@ def main(argv: list[str]) -> int:
     def say(line: str) -> None:
         print(f"[serve.sh] {line}", flush=True)
 
+    started = Descendants()
     try:
         say(f"starting {config_path} on {'an embedded Ray' if address == 'local' else address}")
         watch = start(config, address, schedule_bound_s, say)
@@ -203,12 +204,15 @@ def main(argv: list[str]) -> int:
             time.sleep(3600)
     except StartFailed as failure:
         say(f"error: {failure}")
-        stop(STOP_STEP_S)
-        return 1
+        code = 1
     except KeyboardInterrupt:
         say("stopping")
-        stop(STOP_STEP_S)
-        return 0
+        code = 0
+    stop(STOP_STEP_S, started, say)
+    say("stopped")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # not Ray's exit hook: it would wait on the Ray just stopped
 
 
 if __name__ == "__main__":

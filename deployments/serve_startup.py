@@ -25,6 +25,7 @@ from typing import Any
 INGRESS = "Ingress"
 GATE_SUFFIX = "-starting"
 POLL_S = 1.0
+CONTROL_PROCESSES = ("gcs_server", "raylet")
 LINGER_S = 3.0  # after Ray's shutdown, a process it left gets this long to end on SIGTERM, then SIGKILL
 NOT_SCHEDULED = "to be scheduled"  # in Serve's message for replicas that wait for resources
 
@@ -150,30 +151,92 @@ def start(config: dict[str, Any], address: str, schedule_bound_s: float,
     return watch
 
 
-def stop(timeout_s: float) -> None:
-    """Shut Serve down, then this process's Ray (an embedded one stops with it), each within `timeout_s`,
-    then end what is left of the processes this one started: after a Ctrl-C to the whole process group
-    the raylet may be gone before it could stop its agents, which then linger."""
+class Descendants:
+    """The processes this one started, directly or not, noted every `period_s` by a daemon thread: after a
+    Ctrl-C to the whole process group the raylet may die before its agents, which are then no longer
+    anyone's children here, and would linger unless remembered. Workers a raylet of ours starts after the
+    last look are found by the RAY_RAYLET_PID Ray gives them (`note_workers`)."""
+
+    def __init__(self, period_s: float = 2.0):
+        import threading
+
+        self.seen: dict[int, Any] = {}
+        self.raylets: set[str] = set()
+        self._period_s = period_s
+        threading.Thread(target=self._note_forever, name="descendants", daemon=True).start()
+
+    def note(self) -> None:
+        import psutil
+
+        for process in psutil.Process().children(recursive=True):
+            if process.pid not in self.seen:
+                self.seen[process.pid] = process
+                try:
+                    if process.name() == "raylet":
+                        self.raylets.add(str(process.pid))
+                except psutil.Error:  # it ended meanwhile
+                    pass
+
+    def note_workers(self) -> None:
+        import psutil
+
+        for process in psutil.process_iter():
+            try:
+                if process.pid not in self.seen and process.environ().get("RAY_RAYLET_PID") in self.raylets:
+                    self.seen[process.pid] = process
+            except (psutil.Error, OSError):
+                pass
+
+    def running(self) -> list[Any]:
+        return [process for process in self.seen.values() if process.is_running()]
+
+    def _note_forever(self) -> None:
+        while True:
+            try:
+                self.note()
+            except Exception:  # a process that ends while listed: the next round sees the rest  # noqa: BLE001
+                pass
+            time.sleep(self._period_s)
+
+
+def _named(process: Any, names: tuple[str, ...]) -> bool:
+    try:
+        return process.name() in names
+    except Exception:  # it ended meanwhile  # noqa: BLE001
+        return False
+
+
+def stop(timeout_s: float, started: Descendants, say: Callable[[str], None] = print) -> None:
+    """Shut Serve down (within `timeout_s`), then end every process this one started, an embedded Ray's
+    included (SIGTERM, then SIGKILL after LINGER_S). Not ray.shutdown(): after a Ctrl-C to the whole group
+    the raylet is gone before it could stop its agents, and a Serve call still under way when Ray's worker
+    shuts down ends this process on the spot. The caller exits with os._exit (Ray's exit hook would
+    wait on a Ray that is gone)."""
     import threading
 
     import psutil
-    import ray
     from ray import serve
 
-    started = psutil.Process().children(recursive=True)
-    for step in (serve.shutdown, ray.shutdown):
-        worker = threading.Thread(target=step, daemon=True)
-        worker.start()
-        worker.join(timeout_s)
-    left = [process for process in started if process.is_running()]
-    for process in left:
-        try:
-            process.terminate()
-        except psutil.Error:
-            pass
-    _, still = psutil.wait_procs(left, timeout=LINGER_S)
-    for process in still:
+    started.note()
+    worker = threading.Thread(target=serve.shutdown, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    started.note()
+    # Ray's control processes first, so that nothing restarts what is ended next (an actor that dies is
+    # restarted on a new worker while its GCS and raylet live)
+    control = [process for process in started.running() if _named(process, CONTROL_PROCESSES)]
+    for process in control:
         try:
             process.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(control, timeout=LINGER_S)
+    for signal_name in ("terminate", "kill"):
+        started.note_workers()  # a worker the raylet started since the last look
+        left = started.running()
+        for process in left:
+            try:
+                getattr(process, signal_name)()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=LINGER_S)

@@ -163,6 +163,7 @@ def test_readme_serve_command_serves_the_shipped_cpu_profile_and_stops_on_ctrl_c
     held: list[str] = []  # probes that got no answer within PROBE_TIMEOUT_S
     timeline: list[str] = []
     early: list[tuple[int, str | None]] = []  # (status, Retry-After) of answers before healthy
+    starting: list[dict] = []  # the bodies of the 503s
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=PROBE_TIMEOUT_S) as probe:
             while True:
@@ -176,6 +177,8 @@ def test_readme_serve_command_serves_the_shipped_cpu_profile_and_stops_on_ctrl_c
                     if health.status_code == 200:
                         break
                     early.append((health.status_code, health.headers.get("retry-after")))
+                    if health.status_code == 503:
+                        starting.append(health.json() if "json" in health.headers.get("content-type", "") else {})
                 except httpx.TimeoutException:
                     held.append(f"/health held {time.monotonic() - sent:.0f}s at {sent - started:.0f}s")
                 except httpx.TransportError:
@@ -187,6 +190,10 @@ def test_readme_serve_command_serves_the_shipped_cpu_profile_and_stops_on_ctrl_c
         # gate answers 503 + Retry-After until the ingress serves
         gated = next((i for i, (status, _) in enumerate(early) if status != 404), len(early))
         assert all(status == 503 and retry for status, retry in early[gated:]), "\n".join(timeline) + log_tail()
+        # the gate says how far the start has got: deployments ready of all, and those still starting
+        said = [body for body in starting if body.get("error_code") == "SERVICE_STARTING"]
+        assert said and said[-1]["message"].startswith("The service is starting"), starting[-3:]
+        assert said[-1]["deployments"]["total"] and said[-1]["deployments"]["starting"], said[-1]
         print(f"\nserve.sh (shipped serve_config.cpu.yaml): /health 200 after {healthy_s:.0f}s")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
             answered = one_request_per_task(http)
@@ -205,7 +212,7 @@ def test_readme_serve_command_serves_the_shipped_cpu_profile_and_stops_on_ctrl_c
             time.sleep(0.2)
         stopped_s = time.monotonic() - stop
         assert not alive, f"still running {stopped_s:.0f}s after Ctrl-C: " \
-                          f"{[(p.pid, p.name()) for p in alive]}\n{log_tail()}"
+                          f"{[(p.pid, p.name(), p.status(), p.ppid()) for p in alive]}\n{log_tail()}"
         print(f"Ctrl-C: all {len(processes)} processes gone after {stopped_s:.1f}s")
         assert port_is_free(port)
     finally:
