@@ -18,6 +18,10 @@ from deployments.errors import InvalidRequest
 # one pattern for every name a request may give: no separators, no dots in front, ASCII only
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _NAME = re.compile(NAME_PATTERN)
+# check_name's rule for request schemas, with maxLength NAME_MAX: NAME_PATTERN without '..' (a '.' only
+# before another character or at the end)
+NAME_SCHEMA_PATTERN = r"^[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?$"
+NAME_MAX = 128
 _EXTENSION = re.compile(r"[a-z0-9]{1,8}")
 
 

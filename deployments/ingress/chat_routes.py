@@ -10,7 +10,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -27,6 +27,25 @@ from registry import ModelEntry
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 BATCH_HEADER = "X-Batch-Size"  # requests decoded together with this one
 ROLES = ("system", "user", "assistant")
+MAX_STOPS = 4
+
+
+def _content_schema(schema: dict[str, Any]) -> None:
+    """json_schema_extra of Message.content: beside text and null (read as ""), the list of text parts
+    _text_parts joins."""
+    schema["anyOf"].insert(1, {"type": "array", "items": {"type": "object", "required": ["type", "text"],
+                                                          "properties": {"type": {"const": "text"},
+                                                                         "text": {"type": "string"}}}})
+
+
+def _stop_schema(schema: dict[str, Any]) -> None:
+    """json_schema_extra of `stop`: what _stops takes (one text or up to MAX_STOPS, none empty)."""
+    for branch in schema["anyOf"]:
+        if branch.get("type") == "string":
+            branch["minLength"] = 1
+        elif branch.get("type") == "array":
+            branch.update(maxItems=MAX_STOPS)
+            branch["items"]["minLength"] = 1
 
 
 class Message(BaseModel):
@@ -35,8 +54,11 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    role: str
-    content: str | None = Field(description="Text, or a list of {'type': 'text', 'text': ...} parts.")
+    # an enum in the spec, checked by _known_role so that a refusal names the roles
+    role: str = Field(json_schema_extra={"enum": [*ROLES, "developer"]},
+                      description="system, user or assistant (developer reads as system).")
+    content: str | None = Field(json_schema_extra=_content_schema,
+                                description="Text, or a list of {'type': 'text', 'text': ...} parts.")
     name: str | None = Field(None, description="Accepted and ignored.")
 
     @field_validator("role")
@@ -67,11 +89,14 @@ class ChatFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[Message] = Field(description="The conversation so far, oldest first.")
+    messages: list[Message] = Field(json_schema_extra={"minItems": 1},  # checked by _some_messages
+                                    description="The conversation so far, oldest first; at least one message.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy; default the model's own.")
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed and request: same answer.")
-    stop: str | list[str] | None = Field(None, description="Up to 4 texts that end the answer (cut off).")
+    stop: str | list[str] | None = Field(None, json_schema_extra=_stop_schema,  # checked by _stops
+                                         description=f"Up to {MAX_STOPS} non-empty texts that end the answer "
+                                         "(cut off).")
 
     @field_validator("messages")
     @classmethod
@@ -84,8 +109,8 @@ class ChatFields(BaseModel):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> list[str]:
         stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop must be up to 4 non-empty strings")
+        if len(stops) > MAX_STOPS or any(not s for s in stops):
+            raise ValueError(f"stop must be up to {MAX_STOPS} non-empty strings")
         return stops
 
     def plain_messages(self) -> list[dict[str, str]]:
@@ -106,6 +131,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class TextFormat(BaseModel):
+    """OpenAI's response_format, of the one type this service writes: plain text."""
+
+    type: Literal["text"]
+
+
 # OpenAI parameters this service does not implement: accepted only at their no-op value.
 UNSUPPORTED = {"tools": None, "tool_choice": None, "functions": None, "function_call": None, "logprobs": False,
                "top_logprobs": None, "logit_bias": None, "audio": None, "prediction": None,
@@ -116,11 +147,11 @@ class OpenAIChatRequest(ChatFields):
     model: str
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0, description="Takes precedence over max_tokens.")
-    n: int = Field(1, ge=1, description="Only 1.")
+    n: int = Field(1, ge=1, json_schema_extra={"maximum": 1}, description="Only 1.")  # checked by _one_choice
     stream: bool = False
     stream_options: StreamOptions | None = None
-    response_format: dict[str, Any] | None = Field(None, description="Only {'type': 'text'}.")
-    modalities: list[str] | None = Field(None, description="Only ['text'].")
+    response_format: TextFormat | None = Field(None, description="Only {'type': 'text'}.")
+    modalities: list[Literal["text"]] | None = Field(None, min_length=1, max_length=1, description="Only ['text'].")
     user: str | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
@@ -143,20 +174,6 @@ class OpenAIChatRequest(ChatFields):
     def _one_choice(cls, value: int) -> int:
         if value != 1:
             raise ValueError(f"n={value} is not supported; this service returns one choice (n=1)")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value: dict | None) -> dict | None:
-        if value is not None and value.get("type") != "text":
-            raise ValueError(f"response_format type '{value.get('type')}' is not supported; only 'text'")
-        return value
-
-    @field_validator("modalities")
-    @classmethod
-    def _text_modality(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and value != ["text"]:
-            raise ValueError("only the 'text' modality is supported")
         return value
 
 

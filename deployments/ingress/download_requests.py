@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployments.errors import InsufficientStorage, InvalidRequest, ModelNotFound, SourceNotAllowed
 from deployments.ingress.model_features import MB, TTS_TASK, mb
+from deployments.ingress.request_checks import catalog_tasks, given
 from deployments.ingress.services import Services
-from deployments.safe_paths import check_name
+from deployments.safe_paths import NAME_MAX, NAME_SCHEMA_PATTERN, check_name
+from deployments.safe_urls import URL_PATTERN
 from registry import HubRepo, ModelEntry, UnknownModelError
 
 SUPPORTED_SOURCES = ("huggingface", "url", "s3", "torchvision", "pytorch_hub")
@@ -27,23 +30,51 @@ MAX_URL_DOWNLOAD_BYTES = 20 * 2**30
 # What a model added at run time may download: weights as safetensors only (no pickles, nothing that runs
 # code when loaded), configs, tokenizers and the yaml of Demucs bags.
 RUNTIME_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.model", "*.tiktoken", "*.yaml"]
+# For the spec: the repo ids hub_target and s3_target take (HubRepo's, no '..'), narrowed so that a hub repo
+# outside the catalog, managed as 'owner--name', makes a name check_name takes (ASCII, at most 128 characters);
+# an s3 prefix's parts are at most 128 characters.
+HUB_REPO_ID = r"^[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?/(\.?[A-Za-z0-9_-])+\.?$"
+HUB_REPO_MAX = NAME_MAX - 1
+S3_PREFIX = r"^s3://[a-z0-9](\.?[a-z0-9-]){1,31}(/(\.?[A-Za-z0-9_=+-]){1,64})*/?$"
+S3_PREFIX_MAX = 512
+
+
+def download_rules(schema: dict[str, Any]) -> None:
+    """json_schema_extra of DownloadRequest: what start_download takes, per source. A catalog model (a 404
+    lists them) or a torchvision / torch.hub name needs nothing more; a hub repo outside the catalog needs
+    `task` (and an owner/name id); s3 and url need a `name` to manage the files by (s3 a `task` too). Which
+    sources may be fetched from is settings (403)."""
+    hub = {"enum": ["huggingface"]}  # the default source
+    not_s3 = {"type": "string", "not": {"pattern": "^s3://"}}  # an s3:// model_id is read as source=s3
+    schema["anyOf"] = [
+        {"required": ["source"], "properties": {"source": {"enum": list(MAPPED_SOURCES)}, "model_id": not_s3}},
+        {"properties": {"source": hub, "model_id": not_s3, "task": {"type": "null"}}},
+        {"allOf": [given("task"), given("model_id", pattern=HUB_REPO_ID, maxLength=HUB_REPO_MAX)],
+         "properties": {"source": hub}},
+        {"allOf": [given("source", enum=["s3"]), given("model_id", pattern=S3_PREFIX, maxLength=S3_PREFIX_MAX),
+                   given("name"), given("task")]},
+        {"allOf": [given("source", enum=["url"]), given("model_id", pattern=URL_PATTERN), given("name")]},
+    ]
 
 
 class DownloadRequest(BaseModel):
     """POST /models/download, as seed 001 writes it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=download_rules)
 
-    source: str = "huggingface"
+    # an enum in the spec, checked by check_source so that a refusal lists the sources
+    source: str = Field("huggingface", json_schema_extra={"enum": list(SUPPORTED_SOURCES)})
     model_id: str = Field(min_length=1, description="Catalog id/alias/hub repo id, the URL for source=url, "
                           "s3://bucket/prefix for source=s3 (a folder laid out as the hub repo would be), or a "
                           "torchvision / torch.hub name such as 'resnet50' or 'pytorch/vision:v0.10.0/resnet50'.")
-    name: str | None = Field(None, description="Name to manage it by; a catalog model keeps its catalog id.")
-    task: str | None = Field(None, description="Needed for a hub repo outside the catalog; seed 001's "
-                             "'text-generation' means chat.")
+    name: str | None = Field(None, json_schema_extra={"pattern": NAME_SCHEMA_PATTERN, "maxLength": NAME_MAX},
+                             description="Name to manage it by; a catalog model keeps its catalog id.")
+    task: str | None = Field(None, json_schema_extra=catalog_tasks, description="A task or its alias; needed for "
+                             "a hub repo outside the catalog; seed 001's 'text-generation' means chat.")
     revision: str = "main"
     include_vocoder: bool = False
-    vocoder_model: str | None = None
+    vocoder_model: str | None = Field(None, json_schema_extra={"pattern": f"{HUB_REPO_ID}|{S3_PREFIX}"},
+                                      description="A hub repo id: with include_vocoder, downloaded beside the model.")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Checked for source=url.")
     max_size_mb: float | None = Field(None, gt=0, description="Refuse a url download larger than this.")
     enable_large_model: bool = Field(False, description="Needed for a model that needs more GPU memory than "

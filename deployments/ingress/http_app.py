@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,6 +31,7 @@ from deployments.ingress.auth import authenticate, require_admin
 from deployments.ingress.body_limits import BodyCaps
 from deployments.ingress.http_errors import install_error_handlers
 from deployments.ingress.observability import RequestObserver
+from deployments.ingress.request_checks import state_catalog
 from deployments.ingress.services import Services
 
 # management routes first: /models/download etc. must win over catalog's /models/{name:path}
@@ -65,6 +67,7 @@ def build_http_app(services: Services) -> FastAPI:
         version="0.1.0",
     )
     app.state.services = services
+    app.openapi = lambda: _spec(app, services)  # type: ignore[method-assign]
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(require_admin)] if router in ADMIN_ROUTERS else [])
@@ -80,3 +83,10 @@ def build_http_app(services: Services) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=services.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Location", "X-Batch-Size", "X-Sample-Rate"])
     return app
+
+
+def _spec(app: FastAPI, services: Services) -> dict[str, Any]:
+    """The app's OpenAPI, built at the first call, with what the catalog it serves says (the task enums)."""
+    if app.openapi_schema is None:
+        state_catalog(FastAPI.openapi(app), services.catalog.tasks)
+    return app.openapi_schema  # type: ignore[return-value]

@@ -15,7 +15,7 @@ from deployments.errors import InvalidRequest
 from deployments.ingress.chat_routes import ChatJob, chat_job_input
 from deployments.ingress.embedding_routes import EmbeddingRequest
 from deployments.ingress.music_routes import music_job_input
-from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.request_checks import check_file_type, given, parse
 from deployments.ingress.services import Services
 from deployments.ingress.speech_routes import SpeechInput, speech_job_input
 from deployments.ingress.transcription_routes import transcription_job_input
@@ -57,15 +57,10 @@ JOB_INPUTS: dict[str, Callable[[Services, ModelEntry, dict[str, Any]], Awaitable
 }
 
 
-def _given(field: str, **schema: Any) -> dict[str, Any]:
-    """The schema of an object whose `field` is given (present and not null)."""
-    return {"required": [field], "properties": {field: {"type": "string", **schema}}}
-
-
 # vision_job_input's rule: an image from exactly one place (an empty image_url gives none), a URL as check_url
 # takes it.
-ONE_IMAGE = {"anyOf": [{**_given("file_id"), "not": _given("image_url", minLength=1)},
-                       {**_given("image_url", pattern=URL_PATTERN), "not": _given("file_id")}]}
+ONE_IMAGE = {"anyOf": [{**given("file_id"), "not": given("image_url", minLength=1)},
+                       {**given("image_url", pattern=URL_PATTERN), "not": given("file_id")}]}
 # Per task: the schemas its builder above validates the input against, and a rule across fields it checks too.
 TASK_INPUTS: dict[str, tuple[tuple[type[BaseModel], ...], dict[str, Any]]] = {
     "source-separation": ((SeparationInput,), {}),
@@ -77,7 +72,7 @@ TASK_INPUTS: dict[str, tuple[tuple[type[BaseModel], ...], dict[str, Any]]] = {
     "image-classification": ((ClassifyInput,), ONE_IMAGE),
     "image-to-text": ((DescribeInput,), ONE_IMAGE),
     "text-to-video": ((VideoJobFields,), {}),
-    "image-to-video": ((VideoJobFields,), _given("file_id")),
+    "image-to-video": ((VideoJobFields,), given("file_id")),
 }
 INPUT_SCHEMAS = tuple(dict.fromkeys(schema for schemas, _ in TASK_INPUTS.values() for schema in schemas))
 # A job's `input`: a dict for the builders, stated in the spec as any task's input (the model decides which).

@@ -1,8 +1,9 @@
 """Checks several routes share: a body validated like FastAPI's, an upload's type against its family; and how
-the spec states what those checks refuse (a multipart body, a form field that cannot be null)."""
+the spec states what those checks refuse (a multipart body, a form field that cannot be null, a task name)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,9 +14,12 @@ from deployments.errors import UnsupportedMediaType
 from deployments.ingress.services import Services
 from deployments.jobs.store import Upload
 from deployments.music_params import NONBLANK as NONBLANK  # the routes' non-blank pattern, from its one home
-from registry import ModelEntry
+from registry import ModelEntry, TaskConfig
 
 Schema = TypeVar("Schema", bound=BaseModel)
+# Marks a schema whose enum is the catalog's task names: data of the catalog the app serves, not of this code,
+# so stated when the app builds its spec (state_catalog), once, at the first GET /openapi.json.
+CATALOG_TASKS = "x-catalog-tasks"
 
 
 def parse(schema: type[Schema], data: Any) -> Schema:
@@ -35,6 +39,32 @@ def not_null(schema: dict[str, Any]) -> None:
         schema.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
 
 
+def given(field: str, **schema: Any) -> dict[str, Any]:
+    """The schema of an object whose `field` is given (present and not null), a string as `schema` says."""
+    return {"required": [field], "properties": {field: {"type": "string", **schema}}}
+
+
+def catalog_tasks(schema: dict[str, Any]) -> None:
+    """json_schema_extra of a field that names a task (Catalog.task_named: its name or an alias): the enum the
+    app states for it (state_catalog); null stays allowed where the field allows it."""
+    strings = [branch for branch in schema.get("anyOf", []) if branch.get("type") == "string"]
+    for branch in strings or [schema]:
+        branch[CATALOG_TASKS] = True
+
+
+def state_catalog(spec: Any, tasks: Mapping[str, TaskConfig]) -> None:
+    """Give every schema in `spec` that catalog_tasks marked the enum of the catalog's `tasks`, by name and
+    alias (fixed while the app runs: a model added at run time joins a task of the catalog file)."""
+    if isinstance(spec, list):
+        for item in spec:
+            state_catalog(item, tasks)
+    elif isinstance(spec, dict):
+        if spec.pop(CATALOG_TASKS, False):
+            spec["enum"] = [name for task, config in tasks.items() for name in (task, *config.aliases)]
+        for value in spec.values():
+            state_catalog(value, tasks)
+
+
 def multipart_body(fields: type[BaseModel], files: dict[str, str], required: tuple[str, ...]) -> dict[str, Any]:
     """openapi_extra of a route that reads its multipart body itself (read_form): `fields`' text parts (none
     null) and the file parts, {name: description}."""
@@ -45,8 +75,10 @@ def multipart_body(fields: type[BaseModel], files: dict[str, str], required: tup
         properties[name] = dict(field)
         not_null(properties[name])
     body = {key: value for key, value in schema.items() if key not in ("properties", "required", "title")}
+    if required:
+        body["required"] = list(required)
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        **body, "properties": properties, "required": list(required)}}}}}
+        **body, "properties": properties}}}}}
 
 
 def check_upload_kind(services: Services, family: str, kind: str, name: str) -> None:

@@ -19,10 +19,10 @@ from starlette.datastructures import UploadFile
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, check_upload_kind, parse
+from deployments.ingress.request_checks import check_file_type, check_upload_kind, multipart_body, parse
 from deployments.ingress.services import Services, get_services
 from deployments.safe_paths import display_filename, extension, stored_name
-from deployments.safe_urls import fetch_bytes
+from deployments.safe_urls import URL_PATTERN, fetch_bytes
 from deployments.vision import (
     CLASSIFY,
     DESCRIBE,
@@ -57,12 +57,18 @@ class DescribeRequest(ImageRequest):
 
 
 def _body_doc(schema: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body that is JSON, or a multipart form with the same fields plus `file`."""
+    """OpenAPI for a body that is JSON with `image_url`, or a multipart form with the same fields (none null)
+    and the image from exactly one of `file` and `image_url` (_check_source), the URL as check_url takes it."""
     fields = schema.model_json_schema()
-    form = {**fields, "properties": {"file": {"type": "string", "format": "binary", "description": "The image."},
-                                     **fields["properties"]}}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": fields},
-                                                          "multipart/form-data": {"schema": form}}}}
+    url = {"type": "string", "pattern": URL_PATTERN, "description": ImageRequest.model_fields["image_url"].description}
+    json_body = {**fields, "properties": {**fields["properties"], "image_url": url}, "required": ["image_url"]}
+    doc = multipart_body(schema, {"file": "The image."}, required=())
+    content = doc["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]
+    form["properties"]["image_url"] = url
+    form["oneOf"] = [{"required": ["file"]}, {"required": ["image_url"]}]
+    doc["requestBody"]["content"] = {"application/json": {"schema": json_body}, **content}
+    return doc
 
 
 async def _read(request: Request, schema: type[BaseModel]) -> tuple[Any, UploadFile | None]:
