@@ -1,6 +1,6 @@
 """One current model per task, everywhere: after "Use this model" (PUT /models/current/{task}), each seed
 route that names no model runs the chosen one, and so does a job for the task (/api/v1/run); switching back
-restores the catalog's default. (Embeddings: tests/test_embeddings.py; /process and /separate:
+restores the catalog's default. (Embeddings: tests/test_model_downloads.py; /process and /separate:
 tests/test_separation_jobs.py.)"""
 
 from __future__ import annotations

@@ -121,23 +121,3 @@ def test_python_deployment_handle(service):
         embedder.embed.remote("nope", ["hi"]).result()
     with pytest.raises(InvalidRequest, match="Deployment 'all-minilm-l6-v2' serves model 'all-minilm-l6-v2' only"):
         embedder.embed.remote("bge-small-en-v1.5", ["hi"]).result()
-
-
-def test_the_current_model_is_what_every_embedding_route_runs(client):
-    """"Use this model" (PUT /models/current/text-embedding) reaches every route that names no model: the seed
-    route and a job (the OpenAI route always names one); switching back restores the catalog's default."""
-    from tests.conftest import TINY_BGE_DIMENSIONS
-
-    switched = client.put("/models/current/text-embedding", json={"model": "bge-small-en-v1.5"})
-    assert switched.status_code == 200, switched.text
-    try:
-        seed = client.post("/api/embedding", json={"text": "hello"}).json()
-        assert (seed["model"], len(seed["embedding"])) == ("bge-small-en-v1.5", TINY_BGE_DIMENSIONS)
-        job = client.post("/api/v1/run", params={"wait": 60},
-                          json={"task": "text-embedding", "input": {"text": ["as a job"]}}).json()
-        assert job["status"] == "completed" and job["model"] == "bge-small-en-v1.5", job
-        assert len(job["output"]["embeddings"][0]) == TINY_BGE_DIMENSIONS
-    finally:
-        back = client.put("/models/current/text-embedding", json={"model": "all-minilm-l6-v2"})
-    assert back.status_code == 200
-    assert client.post("/api/embedding", json={"text": "hello"}).json()["model"] == "all-minilm-l6-v2"

@@ -90,3 +90,24 @@ def test_missing_repo_fails_with_the_reason_and_leaves_nothing(service, model_ca
     status = ray.get(manager.status.remote("ghost"))
     assert status["status"] == "failed" and "RepositoryNotFoundError" in status["error"]
     assert not list(model_cache.glob("models--tests--ghost/snapshots/*/*"))
+
+
+def test_the_current_model_is_what_every_embedding_route_runs(client):
+    """"Use this model" (PUT /models/current/text-embedding) reaches every route that names no model: the seed
+    route and a job (the OpenAI route always names one); switching back restores the catalog's default. (In
+    this file, after the first test has fetched bge-small-en-v1.5 for the first time.)"""
+    from tests.conftest import TINY_BGE_DIMENSIONS
+
+    switched = client.put("/models/current/text-embedding", json={"model": "bge-small-en-v1.5"})
+    assert switched.status_code == 200, switched.text
+    try:
+        seed = client.post("/api/embedding", json={"text": "hello"}).json()
+        assert (seed["model"], len(seed["embedding"])) == ("bge-small-en-v1.5", TINY_BGE_DIMENSIONS)
+        job = client.post("/api/v1/run", params={"wait": 60},
+                          json={"task": "text-embedding", "input": {"text": ["as a job"]}}).json()
+        assert job["status"] == "completed" and job["model"] == "bge-small-en-v1.5", job
+        assert len(job["output"]["embeddings"][0]) == TINY_BGE_DIMENSIONS
+    finally:
+        back = client.put("/models/current/text-embedding", json={"model": "all-minilm-l6-v2"})
+    assert back.status_code == 200
+    assert client.post("/api/embedding", json={"text": "hello"}).json()["model"] == "all-minilm-l6-v2"
