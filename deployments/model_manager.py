@@ -270,6 +270,9 @@ class ModelManager:
             record.bytes_total = sum(sizes)
             for repo in record.repos:
                 record.paths[repo.role] = await asyncio.to_thread(snapshot, self._settings, repo, stop)
+            if not record.bytes_total:  # listed before its files arrived (an s3 prefix filled meanwhile)
+                record.bytes_total = sum(await asyncio.gather(
+                    *(asyncio.to_thread(self._bytes_on_disk, r) for r in record.repos)))
 
         await self._retrying(record, stop, attempt)
         record.status, record.bytes_done, record.finished_at = "completed", record.bytes_total, time.time()
