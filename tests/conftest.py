@@ -35,10 +35,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The as-shipped test first, on a box with nothing else running (the session's application has not
-    started yet); disruptive tests last, so what they kill or change never meets another test."""
+    """The as-shipped tests (the README's serve.sh, the cluster profile) first, on a box with nothing else
+    running (the session's application has not started yet); disruptive tests last, so what they kill or
+    change never meets another test."""
     def order(item) -> int:
-        if item.path.name == "test_as_shipped.py":
+        if item.path.name in ("test_as_shipped.py", "test_cluster_profile.py"):
             return 0
         return 2 if item.get_closest_marker("disruptive") is not None else 1
     items.sort(key=order)

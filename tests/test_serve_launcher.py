@@ -126,8 +126,10 @@ def test_a_start_that_cannot_finish_says_which_deployment_and_why_and_exits_1(st
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(config))
     temp_dir = stale_temp_dir[0]
     started = time.monotonic()
+    # Serve says a replica waits to be scheduled after RAY_SERVE_SLOW_STARTUP_WARNING_S (30 s unless set)
     run = launch([str(tmp_path / "profile.yaml")],
-                 launcher_env(temp_dir, INFERENCE_SCHEDULE_TIMEOUT_SECONDS="5", HF_ENDPOINT="http://127.0.0.1:9"))
+                 launcher_env(temp_dir, INFERENCE_SCHEDULE_TIMEOUT_SECONDS="5", HF_ENDPOINT="http://127.0.0.1:9",
+                              RAY_SERVE_SLOW_STARTUP_WARNING_S="5", RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S="5"))
     try:
         output, _ = run.communicate(timeout=240)
     finally:
