@@ -26,8 +26,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and tests/, when run as bench/job_store.py
 from bench.embedding_latency import machine  # noqa: E402
-from deployments.jobs.store import JobStore  # noqa: E402
 from deployments.settings import ServiceSettings  # noqa: E402
+from deployments.state.store import JobStore  # noqa: E402
 from tests.backing_services import Postgres, start_seaweed  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 

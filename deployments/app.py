@@ -9,17 +9,17 @@ from typing import Any
 from ray.serve import Application
 
 from deployments.app_plan import AppArgs, DeploymentPlan, check_cpus, plan_deployments
-from deployments.chat import ChatDeployment
-from deployments.embedding import EmbeddingDeployment
-from deployments.image_generation import ImageGenerationDeployment
+from deployments.families.chat.deployment import ChatDeployment
+from deployments.families.embedding.deployment import EmbeddingDeployment
+from deployments.families.image_generation.deployment import ImageGenerationDeployment
+from deployments.families.music.deployment import MusicDeployment
+from deployments.families.separation.deployment import SeparationDeployment
+from deployments.families.speech.deployment import SpeechDeployment
+from deployments.families.transcription.deployment import TranscriptionDeployment
+from deployments.families.video_generation.deployment import VideoGenerationDeployment
+from deployments.families.vision.deployment import VisionDeployment
 from deployments.ingress import Ingress
-from deployments.music import MusicDeployment
-from deployments.separation.deployment import SeparationDeployment
 from deployments.settings import ServiceSettings
-from deployments.speech import SpeechDeployment
-from deployments.transcription import TranscriptionDeployment
-from deployments.video_generation import VideoGenerationDeployment
-from deployments.vision import VisionDeployment
 from registry import Catalog, load_catalog
 
 # Catalog family `deployment` kind -> the class that loads and runs one model of it. A new family adds one line.

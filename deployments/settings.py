@@ -156,7 +156,7 @@ class ServiceSettings(BaseSettings):
     )
 
     # media limits: bodies are capped per route (deployments/ingress/body_limits.py), none above max_upload_bytes;
-    # audio is measured from its header and refused before it is decoded (deployments/audio.py's defaults)
+    # audio is measured from its header and refused before it is decoded (deployments/media/audio.py's defaults)
     max_json_bytes: int = Field(1024 * 1024, gt=0, description="Largest JSON body; routes that carry a base64 "
                                 "voice sample add audio_max_bytes x 4/3 to it.")
     audio_max_bytes: int = Field(25 * 1024 * 1024, gt=0, description="Largest audio file sent to a route "

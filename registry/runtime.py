@@ -36,7 +36,7 @@ def runtime_entry(catalog: Catalog, name: str, repo: HubRepo, task: str, extra: 
 
 class RuntimeModels(Protocol):
     """Where runtime model entries are kept: somewhere every replica on every node reads
-    (deployments/runtime_models.py keeps them as rows of the job database)."""
+    (deployments/state/runtime_models.py keeps them as rows of the job database)."""
 
     def add(self, entry: ModelEntry) -> None: ...
     def remove(self, model_id: str) -> bool: ...

@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export RAY_USAGE_STATS_ENABLED=0
-exec "${INFERENCE_VENV:-.venv}/bin/python" -m deployments.serve_launcher "${SERVE_CONFIG:-serve_config.cpu.yaml}" "$@"
+exec "${INFERENCE_VENV:-.venv}/bin/python" -m deployments.launch.serve_launcher "${SERVE_CONFIG:-serve_config.cpu.yaml}" "$@"

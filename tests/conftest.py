@@ -178,7 +178,7 @@ def service(hub, model_cache, job_store_dir, metrics_port, s3):
         "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.settings()["s3_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": s3.settings()["s3_secret_access_key"],
     })
-    from deployments.serve_launcher import serve_mode_environment
+    from deployments.launch.serve_launcher import serve_mode_environment
 
     # The session's Ray runs in the mode scripts/serve.sh would start (HAProxy; INFERENCE_SERVE_MODE=proxy:
     # Serve's Python proxy), with HAProxy ports of its own. Only this Ray gets the variables: the Rays tests

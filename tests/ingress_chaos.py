@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from deployments.serve_launcher import serve_mode_environment
+from deployments.launch.serve_launcher import serve_mode_environment
 
 MODEL = "all-minilm-l6-v2"
 

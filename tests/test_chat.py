@@ -218,7 +218,7 @@ def test_openai_client_sees_errors_as_its_own_exceptions(service):
 
 
 def test_product_description_guided_is_always_valid_json(client):
-    from deployments.product import ProductListing
+    from deployments.families.chat.product import ProductListing
 
     ask = {"image_description": "A brown leather wallet with six card slots on a wooden table.", "seed": 5}
     reply = client.post("/api/product-description", json=ask)
@@ -250,7 +250,7 @@ def test_product_description_free_json_retries_then_502(client):
 
 
 def test_a_model_answer_is_parsed_and_validated():
-    from deployments.product import parse_listing
+    from deployments.families.chat.product import parse_listing
 
     listing = parse_listing('Sure! {"title": " Leather\\nwallet ", "description": "Six slots.", '
                             '"keywords": ["wallet", "leather", "wallet"], "suggested_categories": ["Accessories"]}')

@@ -26,7 +26,7 @@ DRIVER = textwrap.dedent("""
     import json, sys, httpx, ray
     from ray import serve
     from deployments.app import AppArgs, compose_app
-    from deployments.model_manager import ModelManager
+    from deployments.model_cache.manager import ModelManager
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 

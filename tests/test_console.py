@@ -176,7 +176,7 @@ def test_switching_the_model_moves_the_slider_adapters_and_models(console, page)
     music = console.post("/api/music", json={"prompt": "a short chime", "duration": 1})
     assert music.status_code == 200 and music.headers["x-model"] == MEDIUM
     # the switch is a row of the job database: what a restarted service reads back
-    from deployments.jobs.store import JobStore
+    from deployments.state.store import JobStore
 
     assert JobStore.from_settings(console.settings).runtime_models().current_models() == {"text-to-music": MEDIUM}
     back = console.put("/models/current/text-to-music", json={"model": SMALL})

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.jobs.database import refuse_network_filesystem
-from deployments.jobs.store import JobStatus, JobStore
 from deployments.settings import ServiceSettings
+from deployments.state.database import refuse_network_filesystem
+from deployments.state.store import JobStatus, JobStore
 
 
 @pytest.fixture(params=["sqlite+local", "postgresql+s3"])

@@ -40,7 +40,7 @@ def test_eight_concurrent_first_requests_fetch_each_file_once(client, hub, model
 def test_manager_dedupes_callers_in_other_processes(service, hub, model_cache):
     import ray
 
-    from deployments.model_manager import get_model_manager
+    from deployments.model_cache.manager import get_model_manager
     from deployments.settings import ServiceSettings
     from registry import HubRepo
     from tests.conftest import OFF_CATALOG_REPO
@@ -80,7 +80,7 @@ def test_missing_repo_fails_with_the_reason_and_leaves_nothing(service, model_ca
     import ray
 
     from deployments.errors import ModelUnavailable
-    from deployments.model_manager import get_model_manager
+    from deployments.model_cache.manager import get_model_manager
     from deployments.settings import ServiceSettings
     from registry import HubRepo
 

@@ -100,7 +100,7 @@ def test_hub_repo_downloaded_at_run_time_is_served_without_restart(client, hub, 
     listed = client.get("/models/available").json()["available_models"]["runtime-encoder"]
     assert (listed["model_id"], listed["task"]) == (repo.repo_id, "text-embedding")
     assert hub.file_downloads(repo.repo_id) == {path: 1 for path in repo.files}
-    from deployments.jobs.store import JobStore
+    from deployments.state.store import JobStore
 
     # pinned to the commit the hub named when it was added: a later push to `main` is not fetched silently
     recorded = {e.id: e for e in JobStore(job_store_dir).runtime_models().entries()}["runtime-encoder"]
@@ -330,7 +330,7 @@ def test_a_download_loads_the_model_and_a_restarted_manager_remembers_the_cache(
     request answers `already_exists` at once, fetching nothing again."""
     import ray
 
-    from deployments.model_manager import get_model_manager
+    from deployments.model_cache.manager import get_model_manager
     from deployments.settings import ServiceSettings
     from tests.test_model_lifecycle import lifecycle
 

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from deployments.music_adapters import installed_support_problem, support_problem
+from deployments.families.music.adapters import installed_support_problem, support_problem
 from tests.test_music import decode, music
 from tests.tiny_musicgen import MISFIT_ADAPTER
 

@@ -87,7 +87,7 @@ def test_a_stopped_copy_leaves_no_partial_file(s3, tmp_path):
     """Cancelling sets the copy's stop event; the file being written is dropped at its next chunk."""
     import threading
 
-    from deployments.object_storage import Stopped, copy_prefix, parse_s3_url
+    from deployments.state.object_storage import Stopped, copy_prefix, parse_s3_url
 
     url = s3.new_prefix() + "/big"
     bucket, prefix = parse_s3_url(url)

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from deployments.errors import InvalidRequest
-from deployments.safe_urls import fetch_bytes
+from deployments.media.safe_urls import fetch_bytes
 from deployments.settings import ServiceSettings
 
 BODY = b"the checked server's bytes"

@@ -12,8 +12,8 @@ from demucs.apply import apply_model
 from demucs.hdemucs import HDemucs
 from demucs.htdemucs import HTDemucs
 
-from deployments.separation.batched import separate
-from deployments.separation.weights import load_separator
+from deployments.families.separation.batched import separate
+from deployments.families.separation.weights import load_separator
 from tests.tiny_demucs import build_tiny_demucs
 
 SAMPLERATE = 44100

@@ -218,8 +218,8 @@ def test_bad_processing_requests_name_the_problem(client):
 
 def test_a_track_over_the_model_limit_is_refused_before_queuing():
     from deployments.errors import InvalidRequest
-    from deployments.jobs.store import Upload
-    from deployments.separation.params import SeparationParams, check_separation
+    from deployments.families.separation.protocol import SeparationParams, check_separation
+    from deployments.state.store import Upload
     from registry import load_catalog
 
     entry = load_catalog().models["htdemucs"]

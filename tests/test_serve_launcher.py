@@ -1,6 +1,6 @@
 """A named Ray cluster that does not answer is a clear error within seconds, not an endless retry.
 
-Each test runs the launcher scripts/serve.sh execs (`python -m deployments.serve_launcher`) as a
+Each test runs the launcher scripts/serve.sh execs (`python -m deployments.launch.serve_launcher`) as a
 user's shell would, with Ray's temp dir holding a stale `ray_current_cluster` file. That the README's
 serve command starts its own Ray despite such a file is tests/test_deploy_configs.py's serve test."""
 
@@ -23,7 +23,7 @@ def launcher_env(temp_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def launch(args: list[str], env: dict[str, str], **options) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "deployments.serve_launcher", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "deployments.launch.serve_launcher", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **options)
 
 
@@ -48,7 +48,7 @@ def test_host_and_port_from_the_environment_replace_the_configs_http_options(tmp
     """Seed 003's HOST and PORT: `serve run` gets a copy of the config with them, nothing else changed."""
     import yaml
 
-    from deployments.serve_launcher import with_http_overrides
+    from deployments.launch.serve_launcher import with_http_overrides
 
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": 8000}, "applications": []}))
@@ -65,7 +65,7 @@ def test_serve_mode_sets_rays_haproxy_variables_and_a_bad_mode_is_a_clear_error(
     """Serve's HAProxy mode by default (INFERENCE_SERVE_MODE=proxy: Serve's Python proxy), with replays of
     requests whose ingress died (tests/test_chaos.py kills one under load in that mode); a variable the user
     set is kept."""
-    from deployments.serve_launcher import serve_mode_environment
+    from deployments.launch.serve_launcher import serve_mode_environment
 
     assert serve_mode_environment({"INFERENCE_SERVE_MODE": "proxy"}) == {}
     assert serve_mode_environment({}) == serve_mode_environment({"INFERENCE_SERVE_MODE": "haproxy"})
@@ -82,7 +82,7 @@ def test_a_non_loopback_address_without_a_key_is_refused_unless_said_explicitly(
     """Fail closed: the shipped profiles that bind 0.0.0.0 (and HOST=0.0.0.0 with the CPU one) are refused
     within seconds with the settings to use, before any Ray starts; a key, or the explicit setting, lets
     them through (a refusal would say so first)."""
-    from deployments.serve_launcher import OpenToTheNetwork, check_bind_is_guarded
+    from deployments.launch.serve_launcher import OpenToTheNetwork, check_bind_is_guarded
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERENCE_") and k not in ("HOST", "PORT")}
     host = {"HOST": "0.0.0.0"} if config == "serve_config.cpu.yaml" else {}
@@ -94,7 +94,7 @@ def test_a_non_loopback_address_without_a_key_is_refused_unless_said_explicitly(
     assert "INFERENCE_API_KEYS" in output and "INFERENCE_ALLOW_OPEN_NETWORK=1" in output
     for allowed in ({"INFERENCE_API_KEYS": "k1"}, {"INFERENCE_ADMIN_API_KEYS": "a1"},
                     {"INFERENCE_ALLOW_OPEN_NETWORK": "1"}, {"HOST": "127.0.0.1"}):
-        from deployments.serve_launcher import with_http_overrides
+        from deployments.launch.serve_launcher import with_http_overrides
 
         argv = with_http_overrides([config], {**host, **allowed})
         check_bind_is_guarded(argv, allowed)  # raises if refused

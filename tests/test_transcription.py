@@ -255,7 +255,7 @@ def test_segments_follow_the_models_timestamps_within_the_window(tmp_path):
     tokens becomes segments at those times; times past the window are clamped into it."""
     from transformers import GenerationConfig
 
-    from deployments.transcripts import split_at_timestamps
+    from deployments.families.transcription.transcripts import split_at_timestamps
     from tests.tiny_whisper import build_tiny_whisper
 
     config = GenerationConfig.from_pretrained(build_tiny_whisper(tmp_path / "whisper"))
@@ -282,7 +282,7 @@ def test_a_word_across_a_window_edge_is_kept_whole_from_the_window_that_hears_it
     """What a trained Whisper does at a cut: window 0 (0-30 s) hears half of 'boundary' (29.5-30.5 s)
     and emits a broken word at its edge; window 1 (25-55 s) hears all of it, 4.5-5.5 s into it.
     The merged transcript keeps the whole word once, at its true time, and stays in order."""
-    from deployments.transcripts import Piece, WindowResult, Word, merge_windows, window_starts
+    from deployments.families.transcription.transcripts import Piece, WindowResult, Word, merge_windows, window_starts
 
     rate, window, overlap = 100, 3000, 500  # 100 samples a second keeps the arrays small
     starts = window_starts(6000, window, overlap)

@@ -19,11 +19,11 @@ from deployments.ingress.lifecycle import DeploymentStates
 from deployments.ingress.request_checks import parse
 from deployments.ingress.service_health import ServiceGauges
 from deployments.ingress.services import Services
-from deployments.jobs.dispatch import JobDispatcher
-from deployments.jobs.store import JobStore
-from deployments.model_manager import get_model_manager
-from deployments.replica_board import get_replica_board
+from deployments.model_cache.manager import get_model_manager
+from deployments.serving.replica_board import get_replica_board
 from deployments.settings import ServiceSettings
+from deployments.state.dispatch import JobDispatcher
+from deployments.state.store import JobStore
 from registry import Catalog
 from registry.runtime import LiveCatalog
 

@@ -16,12 +16,12 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments.chat import MAX_SEED, TASK, ChatJobInput, Completion, Started, Step
 from deployments.errors import ServiceError
+from deployments.families.chat.deployment import MAX_SEED, TASK, ChatJobInput, Completion, Started, Step
+from deployments.families.chat.product import ProductRequest
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services, get_services
-from deployments.product import ProductRequest
 from registry import ModelEntry
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)

@@ -16,8 +16,8 @@ from deployments.errors import InsufficientStorage, InvalidRequest, ModelNotFoun
 from deployments.ingress.model_features import MB, TTS_TASK, mb
 from deployments.ingress.request_checks import catalog_tasks, given
 from deployments.ingress.services import Services
-from deployments.safe_paths import NAME_MAX, NAME_SCHEMA_PATTERN, check_name
-from deployments.safe_urls import URL_PATTERN
+from deployments.media.safe_urls import URL_PATTERN
+from deployments.state.safe_paths import NAME_MAX, NAME_SCHEMA_PATTERN, check_name
 from registry import HubRepo, ModelEntry, UnknownModelError
 
 SUPPORTED_SOURCES = ("huggingface", "url", "s3", "torchvision", "pytorch_hub")

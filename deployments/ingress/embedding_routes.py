@@ -10,8 +10,8 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from deployments.embedding import Embeddings
 from deployments.errors import InvalidRequest
+from deployments.families.embedding.deployment import Embeddings
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import NONBLANK
 from deployments.ingress.services import Services, get_services

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from deployments.generation_params import (
+from deployments.families.image_generation.protocol import (
     INPAINT,
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -28,12 +28,12 @@ from deployments.generation_params import (
     check_same_size,
     resolve_image,
 )
+from deployments.families.vision.deployment import open_image
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import NONBLANK, check_upload_kind, multipart_body, parse
 from deployments.ingress.services import Services, get_services
-from deployments.safe_paths import display_filename, extension
-from deployments.vision import open_image
+from deployments.state.safe_paths import display_filename, extension
 from registry import ModelEntry
 
 router = APIRouter(tags=["images"], responses=ERROR_RESPONSES)

@@ -12,6 +12,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator
 
 from deployments.errors import InvalidRequest
+from deployments.families.chat.product import ProductRequest
+from deployments.families.music.protocol import MusicJobInput
+from deployments.families.separation.protocol import SeparationInput, check_separation
+from deployments.families.transcription.deployment import TranscriptionJobInput
+from deployments.families.vision.deployment import ClassifyInput, DescribeInput
 from deployments.ingress.chat_routes import ChatJob, chat_job_input
 from deployments.ingress.embedding_routes import EmbeddingRequest
 from deployments.ingress.music_routes import music_job_input
@@ -21,12 +26,7 @@ from deployments.ingress.speech_routes import SpeechInput, speech_job_input
 from deployments.ingress.transcription_routes import transcription_job_input
 from deployments.ingress.video_routes import VideoJobFields, video_job_input
 from deployments.ingress.vision_routes import vision_job_input
-from deployments.music_params import MusicJobInput
-from deployments.product import ProductRequest
-from deployments.safe_urls import URL_PATTERN
-from deployments.separation.params import SeparationInput, check_separation
-from deployments.transcription import TranscriptionJobInput
-from deployments.vision import ClassifyInput, DescribeInput
+from deployments.media.safe_urls import URL_PATTERN
 from registry import ModelEntry
 
 

@@ -12,7 +12,7 @@ from fastapi import Query
 from fastapi.responses import JSONResponse
 
 from deployments.ingress.services import Services
-from deployments.jobs.store import FINISHED, Job
+from deployments.state.store import FINISHED, Job
 
 WAIT_QUERY = Query(None, ge=0, le=600, description="Seconds to wait for the job to finish before answering.")
 

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.audio import MEDIA_TYPES
 from deployments.errors import Conflict, InvalidRequest, NotFound
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import TASK_INPUTS, TaskInput, job_input, run_by_task_or_model
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply, render_job
 from deployments.ingress.services import Services, get_services
-from deployments.jobs.store import Job, JobStatus
+from deployments.media.audio import MEDIA_TYPES
+from deployments.state.store import Job, JobStatus
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 

@@ -44,7 +44,7 @@ from deployments.ingress.model_features import (
     tts_share,
 )
 from deployments.ingress.services import REPORT_MAX_AGE_SECONDS, Services, get_services
-from deployments.safe_urls import check_url
+from deployments.media.safe_urls import check_url
 from registry import HubRepo
 from registry.runtime import runtime_entry
 

@@ -10,13 +10,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import Field, field_validator
 
-from deployments.audio import MEDIA_TYPES
 from deployments.errors import InvalidRequest, ModelNotFound
-from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, parse
-from deployments.ingress.services import Services, get_services
-from deployments.music_adapters import check_adapter, find_adapter
-from deployments.music_params import (
+from deployments.families.music.adapters import check_adapter, find_adapter
+from deployments.families.music.protocol import (
     MAX_PROMPT_CHARS,
     NONBLANK,
     TASK,
@@ -26,6 +22,10 @@ from deployments.music_params import (
     default_duration,
     nonblank_prompt,
 )
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.services import Services, get_services
+from deployments.media.audio import MEDIA_TYPES
 from registry import AdapterEntry, ModelEntry, UnknownModelError
 
 router = APIRouter(tags=["music"], responses=ERROR_RESPONSES)

@@ -22,7 +22,7 @@ from deployments.ingress.job_inputs import TaskInput, job_input
 from deployments.ingress.job_replies import wait_for
 from deployments.ingress.lifecycle import running_replicas
 from deployments.ingress.services import Services, get_services
-from deployments.jobs.store import FINISHED, Job, JobStatus
+from deployments.state.store import FINISHED, Job, JobStatus
 from registry import ModelEntry, UnknownModelError
 
 router = APIRouter(prefix="/v2/{model}", tags=["RunPod-style jobs (seed 004)"], responses=ERROR_RESPONSES)

@@ -26,9 +26,9 @@ from deployments.errors import (
 from deployments.ingress.auth import IDEMPOTENCY_KEY, current_owner
 from deployments.ingress.lifecycle import WAIT_PREFERENCE, DeploymentStates, model_lifecycle, running_replicas
 from deployments.ingress.observability import note_request_model
-from deployments.jobs.dispatch import JobDispatcher
-from deployments.jobs.store import Job, JobStatus, JobStore, Upload
 from deployments.settings import ServiceSettings
+from deployments.state.dispatch import JobDispatcher
+from deployments.state.store import Job, JobStatus, JobStore, Upload
 from registry import ModelEntry, UnknownModelError
 from registry.runtime import LiveCatalog
 

@@ -21,16 +21,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import JsonDict
 from ray.serve.handle import DeploymentResponseGenerator
 
-from deployments.audio import SPEECH_FORMATS, STREAM_FORMATS, AudioLimits
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
+from deployments.families.speech.cloning import check_voice_sample
+from deployments.families.speech.deployment import (
+    TASK,
+    Speech,
+    SpeechPiece,
+    SpeechRequest,
+    SpeechStart,
+    check_speed,
+    resolve_voice,
+)
 from deployments.ingress.auth import current_owner
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import NONBLANK, parse
 from deployments.ingress.services import Services, get_services
-from deployments.safe_urls import URL_PATTERN, fetch_bytes
-from deployments.speech import TASK, Speech, SpeechPiece, SpeechRequest, SpeechStart, check_speed, resolve_voice
-from deployments.voice_cloning import check_voice_sample
+from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, AudioLimits
+from deployments.media.safe_urls import URL_PATTERN, fetch_bytes
 from registry import ModelEntry
 
 logger = logging.getLogger(__name__)

@@ -15,13 +15,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from deployments.audio import AudioLimits, BadAudio, audio_header, check_audio_limits
 from deployments.errors import InvalidRequest, PayloadTooLarge
-from deployments.ingress.body_limits import audio_bytes
-from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, not_null, parse
-from deployments.ingress.services import Services, get_services
-from deployments.transcription import (
+from deployments.families.transcription.deployment import (
     TASK,
     Transcription,
     TranscriptionJobInput,
@@ -30,7 +25,12 @@ from deployments.transcription import (
     known_languages,
     language_name,
 )
-from deployments.transcripts import to_srt, to_vtt
+from deployments.families.transcription.transcripts import to_srt, to_vtt
+from deployments.ingress.body_limits import audio_bytes
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.request_checks import check_file_type, not_null, parse
+from deployments.ingress.services import Services, get_services
+from deployments.media.audio import AudioLimits, BadAudio, audio_header, check_audio_limits
 from registry import ModelEntry
 
 router = APIRouter(tags=["speech-to-text"], responses=ERROR_RESPONSES)

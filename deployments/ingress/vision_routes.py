@@ -2,7 +2,7 @@
 /api/v1/run and /process/{model}/{file_id} (seed 004's image-description service).
 
 An image comes as a multipart `file` upload or as an `image_url` (a JSON or form field). URLs are
-fetched here, in a thread, through deployments.safe_urls: http/https only, no private address
+fetched here, in a thread, through deployments.media.safe_urls: http/https only, no private address
 unless allow-listed, a size cap and a time limit. Decoding and the model run in the vision deployment.
 """
 
@@ -18,12 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, check_upload_kind, multipart_body, parse
-from deployments.ingress.services import Services, get_services
-from deployments.safe_paths import display_filename, extension, stored_name
-from deployments.safe_urls import URL_PATTERN, fetch_bytes
-from deployments.vision import (
+from deployments.families.vision.deployment import (
     CLASSIFY,
     DESCRIBE,
     MAX_NEW_TOKENS,
@@ -32,6 +27,11 @@ from deployments.vision import (
     check_image_header,
     open_image,
 )
+from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.request_checks import check_file_type, check_upload_kind, multipart_body, parse
+from deployments.ingress.services import Services, get_services
+from deployments.media.safe_urls import URL_PATTERN, fetch_bytes
+from deployments.state.safe_paths import display_filename, extension, stored_name
 from registry import ModelEntry
 
 router = APIRouter(tags=["vision"], responses=ERROR_RESPONSES)

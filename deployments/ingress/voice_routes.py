@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends
 from pydantic import ConfigDict, Field
 
 from deployments.errors import Conflict, InvalidRequest, NotFound
+from deployments.families.speech.deployment import TASK
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.services import Services, get_services
 from deployments.ingress.speech_routes import CLONING_FIELDS, ONE_SAMPLE, VoiceCloning, keep_sample, voice_sample
-from deployments.saved_voices import SavedVoice, VoiceNameTaken
-from deployments.speech import TASK
+from deployments.state.saved_voices import SavedVoice, VoiceNameTaken
 
 router = APIRouter(tags=["text-to-speech"], responses=ERROR_RESPONSES)
 VOICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

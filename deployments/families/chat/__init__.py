@@ -1,0 +1,1 @@
+"""Chat completion with causal LMs, and seed 004's product descriptions."""

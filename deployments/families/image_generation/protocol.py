@@ -1,0 +1,149 @@
+"""Image and video generation requests, their limits and results: what the ingress checks against the
+catalog before any work reaches a diffusion deployment. Plain pydantic and Pillow, no torch, so the
+ingress stays light. Every limit comes from the model's catalog `specs` (and so from its env override)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deployments.errors import InvalidRequest
+from deployments.families.music.protocol import NONBLANK, check_duration, format_seconds, nonblank_prompt
+from registry import ModelEntry
+
+TEXT_TO_IMAGE, INPAINT = "text-to-image", "image-inpainting"
+TEXT_TO_VIDEO, IMAGE_TO_VIDEO = "text-to-video", "image-to-video"
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**31 - 1  # torch generators take 64 bits; 31 keeps seeds + image index in every client's ints
+MAX_BATCH_SIZE = 16  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
+
+
+class GenerationParams(BaseModel):
+    """What an image or video request may set besides the model; absent values are the model's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NONBLANK},
+                        description="What to draw.")
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="What to keep out.")
+    height: int | None = Field(None, gt=0, description="Pixels; a multiple of the model's image_size_multiple, "
+                               "at most its max_image_size; default its default_image_size.")
+    width: int | None = Field(None, gt=0, description="As height.")
+    num_inference_steps: int | None = Field(None, gt=0, description="Denoising steps; at most the model's "
+                                            "max_inference_steps.")
+    guidance_scale: float | None = Field(None, ge=0, description="Classifier-free guidance; at most the "
+                                         "model's max_guidance_scale (0 or 1: none).")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed, prompt and settings: same "
+                             "pixels, batched or alone. Image i of a request uses seed + i.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str) -> str:
+        nonblank_prompt(value)
+        return value.strip()
+
+
+class ImageParams(GenerationParams):
+    num_images: int = Field(1, ge=1, description="Images to generate; at most the model's max_images.")
+
+
+class VideoParams(GenerationParams):
+    duration: float | None = Field(None, gt=0, description="Seconds; default the model's "
+                                   "recommended_duration_seconds; at most its max_duration_seconds.")
+    fps: int | None = Field(None, gt=0, le=60, description="Frames per second; default the model's default_fps. "
+                            "duration x fps is at most the model's max_frames.")
+
+
+class ImageJob(BaseModel):
+    """An image request with every default filled in and every limit checked: what the deployment runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    negative_prompt: str | None
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int = 1
+    strength: float = 1.0  # inpainting: 1 repaints the masked region from noise
+
+
+class VideoJob(ImageJob):
+    """A video job's stored input (text-to-video and image-to-video)."""
+
+    frames: int
+    fps: int
+    duration: float
+    file_id: str | None = Field(None, description="The upload of the first frame (image-to-video).")
+
+
+@dataclass
+class GeneratedImages:
+    """PNG files of one request and how they were made; `batch_size` = images in the pipeline call."""
+
+    images: list[bytes]
+    seeds: list[int]
+    width: int
+    height: int
+    model: str
+    generation_time: float
+    batch_size: int
+
+
+def _check_side(entry: ModelEntry, name: str, value: int) -> None:
+    specs = entry.specs
+    if specs.max_image_size is not None and value > specs.max_image_size:
+        raise InvalidRequest(f"{name.capitalize()} {value} px exceeds model limit of {specs.max_image_size} px")
+    multiple = specs.image_size_multiple or 8
+    if value % multiple:
+        lower = max(multiple, value // multiple * multiple)
+        raise InvalidRequest(f"{name.capitalize()} {value} px is not a multiple of {multiple}, which model "
+                             f"'{entry.id}' requires; try {lower} or {lower + multiple}")
+
+
+def _limit(entry: ModelEntry, name: str, value: float, limit: float | None) -> None:
+    if limit is not None and value > limit:
+        raise InvalidRequest(f"{name} {format_seconds(value)} exceeds model limit of {format_seconds(limit)}")
+
+
+def resolve_image(entry: ModelEntry, params: GenerationParams, num_images: int = 1) -> ImageJob:
+    """The request with the model's defaults, checked against its limits (a 400 naming the limit)."""
+    specs = entry.specs
+    size = specs.default_image_size or 512
+    height, width = params.height or size, params.width or size
+    _check_side(entry, "height", height)
+    _check_side(entry, "width", width)
+    steps = params.num_inference_steps or specs.default_inference_steps or 25
+    _limit(entry, "num_inference_steps", steps, specs.max_inference_steps)
+    guidance = params.guidance_scale if params.guidance_scale is not None else specs.default_guidance_scale
+    guidance = 7.5 if guidance is None else guidance
+    _limit(entry, "guidance_scale", guidance, specs.max_guidance_scale)
+    _limit(entry, "num_images", num_images, specs.max_images or 1)
+    seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED - 64)
+    return ImageJob(prompt=params.prompt, negative_prompt=params.negative_prompt or None, height=height,
+                    width=width, num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images)
+
+
+def resolve_video(entry: ModelEntry, params: VideoParams, file_id: str | None = None) -> VideoJob:
+    """As resolve_image, plus duration (its own limit) and duration x fps within the model's max_frames."""
+    image = resolve_image(entry, params)
+    duration = params.duration or entry.specs.recommended_duration_seconds or 2.0
+    check_duration(entry, duration)
+    fps = params.fps or entry.specs.default_fps or 8
+    frames = max(1, math.ceil(duration * fps - 1e-9))
+    limit = entry.specs.max_frames
+    if limit is not None and frames > limit:
+        raise InvalidRequest(f"Duration {format_seconds(duration)}s at {fps} fps is {frames} frames, which exceeds "
+                             f"model limit of {limit} frames")
+    return VideoJob(**image.model_dump(), frames=frames, fps=fps, duration=duration, file_id=file_id)
+
+
+def check_same_size(image_size: tuple[int, int], mask_size: tuple[int, int]) -> None:
+    if image_size != mask_size:
+        raise InvalidRequest(f"The mask is {mask_size[0]}x{mask_size[1]} px but the image is "
+                             f"{image_size[0]}x{image_size[1]} px; they must be the same size")

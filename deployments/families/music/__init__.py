@@ -1,0 +1,1 @@
+"""Text-to-music (MusicGen) with LoRA adapters."""

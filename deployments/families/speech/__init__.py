@@ -1,0 +1,1 @@
+"""Text-to-speech (SpeechT5, Bark) and voice cloning (CSM)."""

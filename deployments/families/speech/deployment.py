@@ -1,0 +1,382 @@
+"""Text-to-speech: SpeechT5 with its HiFi-GAN vocoder and speaker embeddings, and Bark with voice presets.
+
+One deployment serves both families. Requests that arrive together are synthesized together
+(`@serve.batch`): SpeechT5 takes one speaker embedding per row, so a batch mixes voices; Bark takes
+one voice preset per `generate` call, so its batches are split by voice. Audio is encoded
+(wav/flac/mp3) here in the replica, so the ingress only passes bytes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import re
+import zipfile
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
+from deployments.families.speech.cloning import CsmEngine
+from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, pcm16, wav_stream_header
+from deployments.serving.model_loading import FamilyDeployment
+from deployments.state.runner import JobContext
+from registry import ModelEntry
+from registry.runtime import CatalogView
+
+logger = logging.getLogger(__name__)
+
+TASK = "text-to-speech"
+MAX_ONGOING_REQUESTS = 32
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """One text to speak, as the ingress (or a Python caller) hands it over."""
+
+    model: str
+    text: str
+    voice: str | None = None
+    speed: float = 1.0
+    format: str = "wav"
+    voice_sample: bytes | None = None  # audio to clone the voice of (models with 'voice-cloning')
+    voice_sample_text: str | None = None  # what the sample says, for models that read it as context
+    seed: int | None = None  # models that sample: the same seed gives the same audio
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Encoded audio and what a client wants to know about it."""
+
+    model: str
+    voice: str
+    format: str
+    media_type: str
+    sample_rate: int
+    duration: float
+    audio: bytes
+    batch_size: int = 1  # texts synthesized in the same model call as this one
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    """What a stream of speech says before its first audio bytes."""
+
+    model: str
+    voice: str
+    format: str
+    media_type: str
+    sample_rate: int
+    input_tokens: int
+
+
+@dataclass(frozen=True)
+class SpeechPiece:
+    """One sentence's audio in a stream, in the stream's format (the first piece of a wav carries the header)."""
+
+    audio: bytes
+    seconds: float
+    batch_size: int
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?;。！？])\s+|\n+")
+
+
+def sentences(text: str, shortest: int = 12) -> list[str]:
+    """`text` cut after sentence ends (and at line breaks); a piece shorter than `shortest` characters
+    joins the next, so a stream does not stop and start on "Dr." or "Hi!"."""
+    pieces: list[str] = []
+    for piece in filter(None, (p.strip() for p in SENTENCE_END.split(text))):
+        if pieces and len(pieces[-1]) < shortest:
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    return pieces or [text]
+
+
+def resolve_voice(entry: ModelEntry, voice: str | None) -> str:
+    """The catalog's spelling of `voice` (case-insensitive), the model's first voice when None, or a 400."""
+    voices = entry.specs.voices or []
+    if not voices:
+        raise InvalidRequest(f"Model '{entry.id}' lists no voices in the catalog")
+    if voice is None or not voice.strip():
+        return voices[0]
+    for known in voices:
+        if known.lower() == voice.strip().lower():
+            return known
+    raise InvalidRequest(f"Unknown voice '{voice}' for model '{entry.id}'. Its voices: {', '.join(voices)}")
+
+
+def check_speed(catalog: CatalogView, entry: ModelEntry, speed: float) -> None:
+    """Only models with the `speed` capability change their speaking rate; say which ones do."""
+    if speed != 1.0 and "speed" not in entry.capabilities:
+        able = [m.id for m in catalog.models_for_task(TASK) if "speed" in m.capabilities]
+        raise InvalidRequest(f"Model '{entry.id}' cannot change the speaking speed (speed={speed}); "
+                             f"models that can: {', '.join(able) or 'none'}")
+
+
+class SpeechConfig(BaseModel):
+    """`user_config` of the deployment in serve_config.yaml; max_batch_size 1 switches batching off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(8, ge=1, description="Texts per model call; keep <= max_ongoing_requests.")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
+
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
+class SpeechDeployment(FamilyDeployment):
+    config_class, batched_methods = SpeechConfig, ("_synthesize_batch",)
+
+    async def synthesize(self, request: SpeechRequest) -> Speech:
+        """Speak `request.text`; bad input (voice, speed, length, format) raises InvalidRequest (400)."""
+        request, engine, _ = await self._prepare(request, SPEECH_FORMATS)
+        audio, batch_size = await self._speak(request)
+        return await asyncio.to_thread(_encode, request, audio, engine.sample_rate, batch_size)
+
+    async def synthesize_stream(self, request: SpeechRequest) -> AsyncIterator[SpeechStart | SpeechPiece]:
+        """`SpeechStart`, then each sentence's audio as soon as it is spoken (wav: a header for an
+        open-ended stream, then 16-bit PCM; pcm: the PCM alone). Every sentence joins the batch queue on
+        its own, so concurrent streams share model calls. Bad input raises before anything is yielded."""
+        request, engine, tokens = await self._prepare(request, dict.fromkeys(STREAM_FORMATS))
+        _, _, media_type = SPEECH_FORMATS[request.format]
+        yield SpeechStart(request.model, request.voice or "", request.format, media_type, engine.sample_rate, tokens)
+        header = wav_stream_header(engine.sample_rate) if request.format == "wav" else b""
+        for sentence in sentences(request.text):
+            audio, batch_size = await self._speak(replace(request, text=sentence))
+            rate = engine.sample_rate
+            yield SpeechPiece(header + pcm16(_unclipped(audio), rate), round(len(audio) / rate, 3), batch_size)
+            header = b""
+
+    async def _prepare(self, request: SpeechRequest, formats: dict) -> tuple[SpeechRequest, Any, int]:
+        """The request with the catalog's model id and voice, its loaded engine, and the text's tokens."""
+        entry = self._entry(request.model, TASK)
+        if request.format not in formats:
+            raise InvalidRequest(f"Unknown format '{request.format}'; supported: {', '.join(formats)}")
+        request = replace(request, model=entry.id, voice=resolve_voice(entry, request.voice))
+        check_speed(self._catalog, entry, request.speed)
+        # loaded before joining a batch: a failed load fails only its own requests
+        engine = await self._models.get(entry)
+        tokens = engine.check_text(request.text)
+        if request.voice not in engine.voices:  # the catalog names it, the downloaded files lack it
+            raise ModelUnavailable(f"Voice '{request.voice}' of model '{entry.id}' is missing from its files; "
+                                   f"voices available: {', '.join(engine.voices)}")
+        return request, engine, tokens
+
+    async def _speak(self, request: SpeechRequest) -> tuple[np.ndarray, int]:
+        result = await self._synthesize_batch(request)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def check_text(self, model: str, text: str) -> int:
+        """Tokens `text` is read as, or InvalidRequest naming the model's limit (jobs check before queueing)."""
+        return (await self._models.get(self._entry(model, TASK))).check_text(text)
+
+    async def run_job(self, job_id: str) -> str:
+        """Speech as a queued job (seed 004's /api/v1/run): the audio becomes the job's result file."""
+        return await self._jobs.run(job_id, self._speech_job)
+
+    async def _speech_job(self, context: JobContext) -> dict[str, Any]:
+        context.report(0.0, "synthesizing")
+        job_input = dict(context.job.input)
+        inline = job_input.pop("voice_sample_base64", None)  # jobs queued before samples were kept as uploads
+        sample = base64.b64decode(inline) if inline else None
+        if file_id := job_input.pop("voice_sample_file_id", None):  # the sample, kept when the job was queued
+            upload = await asyncio.to_thread(self._store.get_upload, file_id)
+            if upload is None:
+                raise InvalidRequest(f"Voice sample upload '{file_id}' no longer exists")
+            sample = await asyncio.to_thread(self._store.read_upload, upload)
+        speech = await self.synthesize(SpeechRequest(model=context.job.model, **job_input, voice_sample=sample))
+        name = f"speech.{speech.format}"
+        await asyncio.to_thread((context.output_dir / name).write_bytes, speech.audio)
+        context.report(1.0, "written")
+        return {"file": name, "voice": speech.voice, "format": speech.format,
+                "sample_rate": speech.sample_rate, "duration": speech.duration}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _synthesize_batch(self, requests: list[SpeechRequest]) -> list[tuple[np.ndarray, int] | Exception]:
+        """(audio, group size) per request, in order; a group that fails hands its error to its own requests."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        engines = {}
+        for i, request in enumerate(requests):
+            engines[request.model] = engine = await self._models.get(self._catalog.models[request.model])
+            groups[(request.model, engine.batch_key(request))].append(i)
+        results: list = [None] * len(requests)
+        for (model, _), indices in groups.items():
+            try:
+                audio = await asyncio.to_thread(engines[model].synthesize, [requests[i] for i in indices])
+                outcomes = [(clip, len(indices)) for clip in audio]
+            except Exception as error:  # noqa: BLE001 - handed back to the requests of this group
+                if not isinstance(error, ServiceError):
+                    logger.exception("speech synthesis with %s failed for %d texts", model, len(indices))
+                outcomes = [error] * len(indices)
+            for i, outcome in zip(indices, outcomes):
+                results[i] = outcome
+        return results
+
+    def _load(self, entry: ModelEntry, paths: dict[str, str]):
+        engine = {"speecht5": SpeechT5Engine, "bark": BarkEngine, "csm": CsmEngine}.get(entry.family)
+        if engine is None:
+            raise InvalidRequest(f"Model '{entry.id}' of family '{entry.family}' has no speech engine")
+        return engine(entry, paths, self._device)
+
+
+def _unclipped(audio: np.ndarray) -> np.ndarray:
+    """Audio scaled down if it would clip (16-bit formats wrap around otherwise); a stream does it per sentence."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    return audio / peak if peak > 1.0 else audio
+
+
+def _encode(request: SpeechRequest, audio: np.ndarray, sample_rate: int, batch_size: int) -> Speech:
+    """Encode mono float audio, scaled down if it would clip (16-bit formats wrap around otherwise)."""
+    import soundfile as sf
+
+    audio = _unclipped(audio)
+    container, subtype, media_type = SPEECH_FORMATS[request.format]
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.astype(np.float32), sample_rate, format=container, subtype=subtype,
+             endian="LITTLE" if container == "RAW" else "FILE")
+    return Speech(model=request.model, voice=request.voice, format=request.format, media_type=media_type,
+                  sample_rate=sample_rate, duration=round(len(audio) / sample_rate, 3), audio=buffer.getvalue(),
+                  batch_size=batch_size)
+
+
+def _too_long(entry: ModelEntry, tokens: int, limit: int) -> InvalidRequest:
+    return InvalidRequest(f"Text is {tokens} tokens long; model '{entry.id}' reads at most {limit} tokens. "
+                          f"Split it into shorter requests")
+
+
+class SpeechT5Engine:
+    """SpeechT5 + HiFi-GAN; a voice is a CMU ARCTIC speaker's x-vector."""
+
+    def __init__(self, entry: ModelEntry, paths: dict[str, str], device: str):
+        import torch
+        from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan, SpeechT5Processor
+
+        self.entry, self.device = entry, device
+        self.processor = SpeechT5Processor.from_pretrained(paths["weights"])
+        self.model = SpeechT5ForTextToSpeech.from_pretrained(paths["weights"]).to(device).eval()
+        self.vocoder = SpeechT5HifiGan.from_pretrained(paths["vocoder"]).to(device).eval()
+        self.voices = {voice: vector.to(device) for voice, vector in
+                       load_speaker_xvectors(Path(paths["speaker-embeddings"]), entry.specs.voices or []).items()}
+        self.sample_rate = self.vocoder.config.sampling_rate
+        config = self.model.config
+        self.max_tokens = min(filter(None, (entry.specs.max_input_tokens, config.max_text_positions)))
+        # decoder steps, each r mel frames of prod(upsample_rates) samples; positions bound them too
+        samples_per_frame = int(np.prod(self.vocoder.config.upsample_rates))
+        frames = int((entry.specs.max_duration_seconds or 1e9) * self.sample_rate / samples_per_frame)
+        self.max_steps = min(frames // config.reduction_factor, config.max_speech_positions - 1)
+        self._torch = torch
+
+    def batch_key(self, request: SpeechRequest) -> None:
+        return None  # each row carries its own speaker embedding
+
+    def check_text(self, text: str) -> int:
+        tokens = len(self.processor(text=text, normalize=True).input_ids)
+        if tokens > self.max_tokens:
+            raise _too_long(self.entry, tokens, self.max_tokens)
+        return tokens
+
+    def synthesize(self, requests: list[SpeechRequest]) -> list[np.ndarray]:
+        torch = self._torch
+        inputs = self.processor(text=[r.text for r in requests], normalize=True, padding=True, return_tensors="pt")
+        speakers = torch.stack([self.voices[r.voice] for r in requests])
+        ratio = self.model.config.reduction_factor
+        max_ratio = min(20.0, self.max_steps * ratio / inputs.input_ids.shape[1])  # 20: generate's default
+        with torch.inference_mode():
+            spectrograms, lengths = self.model.generate(
+                inputs.input_ids.to(self.device), attention_mask=inputs.attention_mask.to(self.device),
+                speaker_embeddings=speakers, maxlenratio=max_ratio, return_output_lengths=True)
+            audio = []
+            for spectrogram, length, request in zip(spectrograms, lengths, requests):
+                spectrogram = spectrogram[:length]
+                if request.speed != 1.0:  # stretch the mel frames in time: faster speech, same pitch
+                    frames = max(1, round(length / request.speed))
+                    spectrogram = torch.nn.functional.interpolate(
+                        spectrogram.T[None], size=frames, mode="linear", align_corners=False)[0].T
+                audio.append(self.vocoder(spectrogram).float().cpu().numpy())
+        return audio
+
+
+XVECTOR_FILE = re.compile(r"cmu_us_(?P<speaker>[a-z]+)_arctic-[^/]*\.npy$")
+
+
+def load_speaker_xvectors(folder: Path, voices: list[str]) -> dict:
+    """Each voice's speaker embedding: the mean of that CMU ARCTIC speaker's utterance x-vectors,
+    scaled to unit length like the x-vectors SpeechT5 was trained with. Reads the dataset's
+    `spkrec-xvect.zip` (one .npy per utterance), or loose .npy files of the same names."""
+    import torch
+
+    found: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def add(name: str, read) -> None:
+        match = XVECTOR_FILE.search(name)
+        if match and match["speaker"] in voices:
+            found[match["speaker"]].append(np.load(io.BytesIO(read())).reshape(-1))
+
+    for archive in sorted(folder.glob("*.zip")):
+        with zipfile.ZipFile(archive) as zipped:
+            for name in zipped.namelist():
+                add(name, lambda name=name: zipped.read(name))
+    for path in sorted(folder.rglob("*.npy")):
+        add(path.name, path.read_bytes)
+    missing = [voice for voice in voices if not found[voice]]
+    if missing:
+        logger.warning("speaker embeddings in %s have no x-vectors for voices %s", folder, ", ".join(missing))
+    return {voice: torch.nn.functional.normalize(torch.from_numpy(np.mean(found[voice], axis=0)).float(), dim=0)
+            for voice in voices if found[voice]}
+
+
+class BarkEngine:
+    """Bark (semantic → coarse → fine → EnCodec); a voice is one of the repo's history-prompt presets."""
+
+    def __init__(self, entry: ModelEntry, paths: dict[str, str], device: str):
+        import torch
+        from transformers import BarkModel, BarkProcessor
+
+        self.entry, self.device = entry, device
+        self.processor = BarkProcessor.from_pretrained(paths["weights"])
+        self.model = BarkModel.from_pretrained(paths["weights"]).to(device).eval()
+        presets = set(self.processor.available_voice_presets)
+        self.voices = [voice for voice in entry.specs.voices or [] if voice in presets]
+        if len(self.voices) < len(entry.specs.voices or []):
+            logger.warning("Bark repo %s lacks voice presets %s", entry.hub.repo_id,
+                           ", ".join(sorted(set(entry.specs.voices) - presets)))
+        generation = self.model.generation_config
+        semantic = generation.semantic_config  # a dict, as BarkModel.generate reads it
+        self.sample_rate = generation.sample_rate
+        self.input_length = semantic["max_input_semantic_length"]  # the semantic model reads exactly this many
+        self.max_tokens = min(filter(None, (entry.specs.max_input_tokens, self.input_length)))
+        seconds = entry.specs.max_duration_seconds
+        self.max_semantic_tokens = min(semantic["max_new_tokens"],
+                                       int(seconds * semantic["semantic_rate_hz"]) if seconds else 10**9)
+        self._torch = torch
+
+    def batch_key(self, request: SpeechRequest) -> str:
+        return request.voice  # one history prompt per generate call
+
+    def check_text(self, text: str) -> int:
+        tokens = len(self.processor.tokenizer(text, add_special_tokens=False).input_ids)
+        if tokens > self.max_tokens:
+            raise _too_long(self.entry, tokens, self.max_tokens)
+        return tokens
+
+    def synthesize(self, requests: list[SpeechRequest]) -> list[np.ndarray]:
+        torch = self._torch
+        inputs = self.processor([r.text for r in requests], voice_preset=requests[0].voice,
+                                max_length=self.input_length)
+        history = {key: value.to(self.device) for key, value in inputs.pop("history_prompt").items()}
+        with torch.inference_mode():
+            audio, lengths = self.model.generate(
+                input_ids=inputs.input_ids.to(self.device), attention_mask=inputs.attention_mask.to(self.device),
+                history_prompt=history, semantic_max_new_tokens=self.max_semantic_tokens, return_output_lengths=True)
+        return [audio[i, :length].float().cpu().numpy() for i, length in enumerate(lengths)]

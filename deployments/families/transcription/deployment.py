@@ -1,0 +1,327 @@
+"""Speech-to-text with Whisper: long audio in overlapping windows, segment and word timestamps,
+batched across requests.
+
+Audio is cut into windows of the model's chunk length (30 s) that overlap by `overlap_seconds`;
+every window of every concurrent request joins one `@serve.batch` queue, so windows from
+different requests share a `generate` call. Each window yields at least one segment; where the
+model predicts timestamp tokens, the window is split at them (clamped to the window), and
+`transcripts.merge_windows` joins the windows, so segments always cover the clip in order, even
+for a model whose timestamps are nonsense. Per segment, `avg_logprob`, `compression_ratio` and
+`no_speech_prob` come from the decode (OpenAI's verbose_json); word times come from Whisper's
+cross-attention alignment heads (DTW), only when asked for, since they need the attention maps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray import serve
+
+from deployments.errors import InvalidRequest
+from deployments.families.transcription.transcripts import (
+    Piece,
+    WindowResult,
+    compression_ratio,
+    merge_windows,
+    split_at_timestamps,
+    to_srt,
+    to_vtt,
+    window_starts,
+    words_of,
+)
+from deployments.media.audio import AudioLimits, BadAudio, audio_header, decode_audio
+from deployments.serving.model_loading import FamilyDeployment
+from deployments.settings import ServiceSettings
+from deployments.state.runner import JobContext
+from registry import Catalog, ModelEntry
+
+TASK = "speech-to-text"
+MAX_BATCH_SIZE = 16
+
+
+@cache
+def _language_codes() -> dict[str, str]:
+    """Every name Whisper knows a language by (code or English name, lower case) -> its code."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    return {code: code for code in LANGUAGES} | dict(TO_LANGUAGE_CODE)
+
+
+def language_name(code: str) -> str:
+    """'en' -> 'english', as OpenAI's verbose_json names the language."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return LANGUAGES.get(code, code)
+
+
+def known_languages(schema: dict[str, Any]) -> None:
+    """json_schema_extra of a `language` field: the names _known_language takes, as the spec's enum (lower
+    case; the check also takes them in any case). Read when the spec is built, not at import."""
+    names = sorted(_language_codes())
+    strings = [branch for branch in schema.get("anyOf", []) if branch.get("type") == "string"]
+    for branch in strings or [schema]:
+        branch["enum"] = names
+
+
+class TranscriptionOptions(BaseModel):
+    """What a request may ask of Whisper besides the audio."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str | None = Field(None, json_schema_extra=known_languages, description="Spoken language, code or "
+                                 "English name ('de', 'german'); detected per 30 s window when absent.")
+    task: Literal["transcribe", "translate"] = Field("transcribe", description="translate = into English.")
+    temperature: float = Field(0.0, ge=0, le=1, description="0 decodes greedily; above 0 samples.")
+    word_timestamps: bool = Field(False, description="Also time every word (OpenAI's "
+                                  "timestamp_granularities[]=word).")
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        code = _language_codes().get(value.strip().lower())
+        if code is None:
+            raise ValueError(f"unknown language '{value}'; use a code such as 'en', 'de', 'fr' or an English "
+                             f"name such as 'german'")
+        return code
+
+
+class TranscriptionJobInput(TranscriptionOptions):
+    """A transcription job's stored input: an upload plus the options."""
+
+    file_id: str
+
+
+class Segment(BaseModel):
+    id: int
+    seek: int = Field(description="Start of the segment's 30 s window, in 10 ms frames (as Whisper counts).")
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float = Field(description="Mean log-probability of the segment's sampled tokens.")
+    compression_ratio: float = Field(description="UTF-8 length of the text over its zlib-compressed length.")
+    no_speech_prob: float = Field(description="Probability of <|nospeech|> at the start of the segment's window.")
+
+
+class TranscribedWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class Transcription(BaseModel):
+    model: str
+    task: str
+    language: str = Field(description="Code of the language given, or detected in the first window.")
+    duration: float
+    text: str
+    segments: list[Segment]
+    words: list[TranscribedWord] | None = Field(None, description="With word_timestamps: every word, in order, "
+                                                "each inside its segment.")
+    batch_size: int = Field(description="Most windows that shared one generate call with this request's.")
+
+
+class TranscriptionConfig(BaseModel):
+    """`user_config` of the deployment; changed live through `reconfigure`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(MAX_BATCH_SIZE, gt=0, description="Windows per generate call (1 = no batching). "
+                                "Keep max_ongoing_requests at least this large.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill.")
+    max_new_tokens: int = Field(224, gt=0, le=440, description="Tokens generated per 30 s window "
+                                "(224 = openai-whisper's default sample_len).")
+    overlap_seconds: float = Field(5.0, ge=0, le=15, description="How much consecutive windows overlap, so "
+                                   "a word across a window's edge is heard whole by one of them.")
+
+
+@dataclass
+class Whisper:
+    processor: Any
+    model: Any
+
+
+@dataclass
+class Window:
+    """One window of one request's audio, as queued for batching."""
+
+    model: str
+    audio: np.ndarray
+    options: TranscriptionOptions
+
+
+@serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
+class TranscriptionDeployment(FamilyDeployment):
+    config_class, batched_methods = TranscriptionConfig, ("_generate_batch",)
+
+    def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
+        super().__init__(catalog, settings, model_id)
+        self._service_settings = settings  # the audio limits decoding runs under
+
+    async def transcribe(self, model: str, audio: bytes, options: TranscriptionOptions | dict | None = None,
+                         progress: Callable[[float], None] | None = None) -> Transcription:
+        """Transcribe encoded audio (WAV, FLAC, MP3, OGG; any rate, any channels) with catalog model `model`;
+        `progress(fraction of windows done)` is for in-replica callers (jobs)."""
+        entry = self._entry(model, TASK)
+        options = TranscriptionOptions.model_validate(options or {})
+        # Loaded before joining a batch: a failed load fails only its own requests.
+        whisper = await self._models.get(entry)
+        _check_options(entry, whisper, options)
+        extractor = whisper.processor.feature_extractor
+        limits = AudioLimits.from_settings(self._service_settings, entry.specs.max_duration_seconds,
+                                           f"model '{entry.id}'s max_duration_seconds")
+        try:
+            check_duration(entry, (await asyncio.to_thread(audio_header, audio)).duration)  # before decoding
+            samples = await asyncio.to_thread(decode_audio, audio, extractor.sampling_rate, limits)
+        except BadAudio as bad:
+            raise InvalidRequest(f"The audio cannot be read: {bad}") from None
+        check_duration(entry, len(samples) / extractor.sampling_rate)
+        rate = extractor.sampling_rate
+        window = int(min(entry.specs.chunk_length_seconds or extractor.chunk_length, extractor.chunk_length) * rate)
+        starts = window_starts(len(samples), window, int(min(self._config.overlap_seconds * rate, window / 2)))
+        pending = [asyncio.ensure_future(self._generate_batch(Window(entry.id, samples[s:s + window], options)))
+                   for s in starts]
+        if progress is not None:
+            for done, future in enumerate(asyncio.as_completed(pending), 1):
+                await future
+                progress(done / len(pending))
+        results = await asyncio.gather(*pending)
+        merged = merge_windows(results, starts, rate, window, len(samples), options.temperature)
+        return Transcription(
+            model=entry.id, task=options.task, language=options.language or results[0].language,
+            duration=round(len(samples) / rate, 3), text=merged.text,
+            segments=[Segment.model_validate(segment) for segment in merged.segments],
+            words=None if merged.words is None else [TranscribedWord(**vars(word)) for word in merged.words],
+            batch_size=max(result.batch_size for result in results))
+
+    async def run_job(self, job_id: str) -> str:
+        """A transcription job over an upload (seed 000's /process/whisper/{file_id})."""
+        return await self._jobs.run(job_id, self._transcribe_job)
+
+    async def _transcribe_job(self, context: JobContext) -> dict[str, Any]:
+        params = TranscriptionJobInput.model_validate(context.job.input)
+        upload = await asyncio.to_thread(self._store.get_upload, params.file_id)
+        if upload is None:
+            raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
+        data = await asyncio.to_thread(self._store.read_upload, upload)
+        context.report(0.0, "transcribing")
+        result = await self.transcribe(context.job.model, data, params.model_dump(exclude={"file_id"}),
+                                       progress=lambda done: context.report(0.95 * done, "transcribing"))
+        for name, content in (("transcript.txt", result.text + "\n"), ("transcript.srt", to_srt(result.segments)),
+                              ("transcript.vtt", to_vtt(result.segments))):
+            (context.output_dir / name).write_text(content, encoding="utf-8")
+        context.report(1.0, "written")
+        return result.model_dump(exclude={"batch_size"})
+
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.02)
+    async def _generate_batch(self, windows: list[Window]) -> list[WindowResult]:
+        """Windows that can share a generate call (same model, task, temperature, and either all with a
+        language or all detecting it) go through one; the batch size is what each window reports."""
+        groups: dict[tuple, list[int]] = {}
+        for i, w in enumerate(windows):
+            key = (w.model, w.options.task, w.options.temperature, w.options.language is None,
+                   w.options.word_timestamps)
+            groups.setdefault(key, []).append(i)
+        results: list[WindowResult | None] = [None] * len(windows)
+        for (model_id, *_), indices in groups.items():
+            whisper = await self._models.get(self._catalog.models[model_id])
+            group = [windows[i] for i in indices]
+            for i, result in zip(indices, await asyncio.to_thread(self._generate, whisper, group)):
+                results[i] = result
+        return results
+
+    def _generate(self, whisper: Whisper, windows: list[Window]) -> list[WindowResult]:
+        import torch
+
+        extractor, model, options = whisper.processor.feature_extractor, whisper.model, windows[0].options
+        features = extractor([w.audio for w in windows], sampling_rate=extractor.sampling_rate,
+                             return_tensors="pt").input_features.to(self._device, model.dtype)
+        config = model.generation_config
+        multilingual = getattr(config, "is_multilingual", True)
+        languages = [w.options.language for w in windows] if options.language and multilingual else None
+        words = options.word_timestamps and getattr(config, "alignment_heads", None) is not None
+        with torch.inference_mode():
+            encoded = model.get_encoder()(features)
+            start = torch.full((len(windows), 1), config.decoder_start_token_id, device=features.device)
+            first = model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, -1].float()
+            no_speech = first.softmax(-1)[:, config.no_timestamps_token_id - 1].tolist()  # as transformers finds it
+            out = model.generate(
+                encoder_outputs=encoded, task=options.task if multilingual else None, language=languages,
+                temperature=options.temperature,
+                return_timestamps=True, force_unique_generate_call=True,  # one pass per window, no seeking
+                max_new_tokens=self._config.max_new_tokens, return_dict_in_generate=True, output_scores=True,
+                return_token_timestamps=words,
+            )
+            sequences = out["sequences"]
+            steps = torch.stack(out["scores"], dim=1).float().log_softmax(-1)  # (windows, steps, vocab)
+            prompt = sequences.shape[1] - steps.shape[1]
+            logprobs = steps.gather(-1, sequences[:, prompt:, None])[..., 0]
+        times = out["token_timestamps"].tolist() if words else None
+        return [self._window_result(whisper, window, ids, [0.0] * prompt + lps.tolist(),
+                                    times[row] if times else None, no_speech[row], len(windows))
+                for row, (window, ids, lps) in enumerate(zip(windows, sequences.tolist(), logprobs))]
+
+    def _window_result(self, whisper: Whisper, window: Window, ids: list[int], logprobs: list[float],
+                       times: list[float] | None, no_speech: float, batch_size: int) -> WindowResult:
+        """Pieces (and words) of one window from its ids, their log-probabilities and token start times."""
+        tokenizer, config = whisper.processor.tokenizer, whisper.model.generation_config
+        duration = len(window.audio) / whisper.processor.feature_extractor.sampling_rate
+        pieces, timed = [], []
+        for start, end, positions in split_at_timestamps(ids, config, duration):
+            tokens = [ids[p] for p in positions]
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            sampled = logprobs[positions[0]:positions[-1] + 2] if positions else []  # its text and closing time
+            pieces.append(Piece(start, end, tokens, text, round(sum(sampled) / max(1, len(sampled)), 6),
+                                compression_ratio(text)))
+            if times is not None:
+                timed += [(ids[p], min(times[p], duration),
+                           min(times[p + 1] if p + 1 < len(times) else duration, duration)) for p in positions]
+        words = None if times is None else words_of(
+            timed, lambda tokens: tokenizer.decode(tokens, skip_special_tokens=True))
+        return WindowResult(pieces, words, _language_of(ids, config), no_speech, batch_size)
+
+    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Whisper:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        dtype = torch.float16 if self._device == "cuda" else torch.float32
+        model = WhisperForConditionalGeneration.from_pretrained(paths["weights"], dtype=dtype, local_files_only=True)
+        processor = WhisperProcessor.from_pretrained(paths["weights"], local_files_only=True)
+        return Whisper(processor, model.to(self._device).eval())  # type: ignore[arg-type]
+
+
+def _check_options(entry: ModelEntry, whisper: Whisper, options: TranscriptionOptions) -> None:
+    """What only the loaded model can tell: the languages and tasks it was trained for."""
+    config = whisper.model.generation_config
+    known = [token.strip("<|>") for token in getattr(config, "lang_to_id", None) or {}]
+    if options.language and known and options.language not in known:
+        raise InvalidRequest(f"Model '{entry.id}' does not know language '{options.language}'; "
+                             f"it knows {', '.join(known)}")
+    if options.language not in (None, "en") and not known:
+        raise InvalidRequest(f"Model '{entry.id}' transcribes English only")
+    if options.task not in (getattr(config, "task_to_id", None) or {"transcribe": None}):
+        raise InvalidRequest(f"Model '{entry.id}' cannot {options.task}")
+
+
+def check_duration(entry: ModelEntry, seconds: float) -> None:
+    """The catalog's max_duration_seconds, when one is set (e.g. CATALOG__WHISPER_BASE__MAX_DURATION_SECONDS)."""
+    limit = entry.specs.max_duration_seconds
+    if limit and seconds > limit:
+        raise InvalidRequest(f"Duration {seconds:g}s exceeds model limit of {limit:g}s")
+
+
+def _language_of(ids: list[int], config) -> str:
+    """The language token Whisper was prompted with or detected (the second token), as a code."""
+    by_id = {token_id: token.strip("<|>") for token, token_id in (getattr(config, "lang_to_id", None) or {}).items()}
+    return by_id.get(ids[1], "en") if len(ids) > 1 else "en"
+
+

@@ -1,0 +1,1 @@
+"""Text-to-video and image-to-video (diffusers), as jobs."""

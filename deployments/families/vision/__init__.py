@@ -1,0 +1,1 @@
+"""Image classification and description."""

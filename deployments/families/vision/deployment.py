@@ -1,0 +1,380 @@
+"""Vision: image classification (ResNet, ViT) and image description (BLIP captions, Qwen2-VL).
+
+Images are decoded here in the replica with Pillow, before a request joins a batch, so an unreadable
+image fails only its own request. Requests that arrive together share a model call (`@serve.batch`):
+classification is one forward pass per model; description is one `generate` per model (per prompt
+for BLIP, whose prompt is a text prefix that every row of a call shares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from deployments.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge, ServiceError
+from deployments.serving.model_loading import FamilyDeployment
+from deployments.state.runner import JobContext
+from registry import ModelEntry
+
+logger = logging.getLogger(__name__)
+
+CLASSIFY, DESCRIBE = "image-classification", "image-to-text"
+MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
+MAX_NEW_TOKENS = 512
+MAX_PIXELS = 50_000_000  # larger images are refused before they are decoded (decompression bombs)
+DEFAULT_PROMPT = "Describe this image."  # what chat models are asked when a request has no prompt
+
+
+class VisionConfig(BaseModel):
+    """`user_config` of the deployment in serve_config.yaml; max_batch_size 1 switches batching off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(8, ge=1, le=MAX_BATCH_SIZE, description="Images per model call.")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
+    default_max_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="Tokens a description may "
+                                    "generate when the request sets no max_tokens.")
+
+
+class ClassifyInput(BaseModel):
+    """A classification job's stored input (seed 004's /api/v1/run): an upload plus the options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str | None = Field(None, description="The upload; an image_url is fetched and stored as one.")
+    image_url: str | None = Field(None, description="Where the image was fetched from, if it was.")
+    top_k: int = Field(5, ge=1, description="Labels to return, best first; at most the model's label count.")
+
+
+class DescribeInput(BaseModel):
+    """A description job's stored input: an upload plus the options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str | None = None
+    image_url: str | None = None
+    prompt: str | None = Field(None, max_length=2000)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str | None = Field(description="As Pillow read it: PNG, JPEG, WEBP...")
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class Classification(BaseModel):
+    model: str
+    predictions: list[Prediction] = Field(description="top_k labels, highest softmax score first.")
+    top_k: int
+    image: ImageInfo
+    batch_size: int = Field(description="Images that shared the forward pass with this one.")
+
+
+class Description(BaseModel):
+    model: str
+    description: str
+    prompt: str | None = Field(description="The prompt the model was given (BLIP: the caption's prefix).")
+    generated_tokens: int
+    truncated: bool = Field(description="max_tokens (default_max_tokens when the request set none) cut the "
+                            "description before the model ended it; ask again with more for the rest.")
+    image: ImageInfo
+    batch_size: int = Field(description="Images that shared the generate call with this one.")
+
+
+def check_image_header(data: bytes, name: str = "image") -> ImageInfo:
+    """The image's size and format from its header alone (no pixel is decoded), or the 400/413 open_image
+    gives: the ingress refuses a bomb before the bytes go anywhere."""
+    image = open_image(data, name, decode=False)
+    return ImageInfo(width=image.width, height=image.height, format=image.format)
+
+
+def open_image(data: bytes, name: str = "image", decode: bool = True):
+    """An RGB Pillow image, or a 400 (not an image) / 413 (too many pixels) naming `name`. The pixel count
+    is read from the header (Image.open reads no pixels), so a bomb is refused before it is decoded.
+    With decode=False, the opened image, its pixels not read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InvalidRequest(f"'{name}' is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            raise PayloadTooLarge(f"'{name}' is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS} pixels")
+        if not decode:
+            return image
+        image.load()
+    except Image.DecompressionBombError as bomb:  # Pillow's own check, at twice its MAX_IMAGE_PIXELS
+        raise PayloadTooLarge(f"'{name}' has too many pixels; the limit is {MAX_PIXELS} pixels ({bomb})") from None
+    except UnidentifiedImageError:
+        raise InvalidRequest(f"'{name}' is not a readable image: its format is not one Pillow knows "
+                             "(PNG, JPEG, WebP, GIF, BMP, TIFF...)") from None
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+        raise InvalidRequest(f"'{name}' is not a readable image: {error}") from None
+    info = ImageInfo(width=image.width, height=image.height, format=image.format)
+    return image.convert("RGB"), info
+
+
+@dataclass
+class _Item:
+    """One request's image as queued for batching."""
+
+    model: str
+    image: Any
+    prompt: str | None = None
+    max_tokens: int = 0
+
+
+# max_ongoing_requests must be at least the batch size, or @serve.batch never fills a batch.
+@serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
+class VisionDeployment(FamilyDeployment):
+    config_class, batched_methods = VisionConfig, ("_classify_batch", "_describe_batch")
+
+    async def classify(self, model: str, image: bytes, top_k: int = 5, name: str = "image") -> Classification:
+        """The `top_k` most likely labels (fewer if the model has fewer) with softmax scores."""
+        entry = self._entry(model, CLASSIFY)
+        if top_k < 1:
+            raise InvalidRequest(f"top_k must be at least 1; got {top_k}")
+        decoded, info = await asyncio.to_thread(open_image, image, name)
+        classifier = await self._models.get(entry)  # loaded before joining a batch: a failed load fails only its own
+        probabilities, batch_size = self._raise(await self._classify_batch(_Item(entry.id, decoded)))
+        k = min(top_k, len(probabilities))
+        best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:k]
+        predictions = [Prediction(label=classifier.labels[i], score=probabilities[i]) for i in best]
+        return Classification(model=entry.id, predictions=predictions, top_k=k, image=info, batch_size=batch_size)
+
+    async def describe(self, model: str, image: bytes, prompt: str | None = None, max_tokens: int | None = None,
+                       name: str = "image") -> Description:
+        """A description of the image, guided by `prompt` (BLIP: the caption starts with it)."""
+        entry = self._entry(model, DESCRIBE)
+        if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
+            raise InvalidRequest(f"max_tokens must be between 1 and {MAX_NEW_TOKENS}; got {max_tokens}")
+        prompt = prompt.strip() if prompt and prompt.strip() else None
+        decoded, info = await asyncio.to_thread(open_image, image, name)
+        engine = await self._models.get(entry)
+        prompt = prompt or engine.default_prompt
+        item = _Item(entry.id, decoded, prompt, max_tokens or self._config.default_max_tokens)
+        text, tokens, truncated, batch_size = self._raise(await self._describe_batch(item))
+        return Description(model=entry.id, description=text, prompt=prompt, generated_tokens=tokens,
+                           truncated=truncated, image=info, batch_size=batch_size)
+
+    async def run_job(self, job_id: str) -> str:
+        """Classification or description as a queued job (seed 004's /api/v1/run): the result is its output."""
+        return await self._jobs.run(job_id, self._vision_job)
+
+    async def _vision_job(self, context: JobContext) -> dict[str, Any]:
+        job = context.job
+        schema = ClassifyInput if job.task == CLASSIFY else DescribeInput
+        params = schema.model_validate(job.input)
+        upload = await asyncio.to_thread(self._store.get_upload, params.file_id) if params.file_id else None
+        if upload is None:
+            raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
+        data = await asyncio.to_thread(self._store.read_upload, upload)
+        context.report(0.0, "classifying" if job.task == CLASSIFY else "describing")
+        if job.task == CLASSIFY:
+            result = await self.classify(job.model, data, params.top_k, upload.filename)
+        else:
+            result = await self.describe(job.model, data, params.prompt, params.max_tokens, upload.filename)
+        context.report(1.0, "done")
+        return result.model_dump(exclude={"batch_size"})
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _classify_batch(self, items: list[_Item]) -> list[tuple[list[float], int] | Exception]:
+        """(softmax over the labels, images in the call) per item; one forward pass per model."""
+        groups = defaultdict(list)
+        for i, item in enumerate(items):
+            groups[item.model].append(i)
+        results: list = [None] * len(items)
+        for model_id, indices in groups.items():
+            try:
+                classifier = await self._models.get(self._catalog.models[model_id])
+                rows = await asyncio.to_thread(classifier.probabilities, [items[i].image for i in indices])
+                outcomes = [(row, len(indices)) for row in rows]
+            except Exception as error:  # noqa: BLE001 - handed back to this group's requests
+                outcomes = [self._failed(error, model_id, len(indices))] * len(indices)
+            for i, outcome in zip(indices, outcomes):
+                results[i] = outcome
+        return results
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _describe_batch(self, items: list[_Item]) -> list[tuple[str, int, bool, int] | Exception]:
+        """(text, generated tokens, cut by max_tokens, images in the call) per item; one generate per model
+        (and BLIP prompt). Each row is cut to its own max_tokens; greedy decoding makes that equal to stopping there."""
+        groups = defaultdict(list)
+        engines = {}
+        for i, item in enumerate(items):
+            engines[item.model] = engine = await self._models.get(self._catalog.models[item.model])
+            groups[(item.model, engine.batch_key(item.prompt))].append(i)
+        results: list = [None] * len(items)
+        for (model_id, _), indices in groups.items():
+            group = [items[i] for i in indices]
+            try:
+                rows = await asyncio.to_thread(engines[model_id].describe, [it.image for it in group],
+                                               [it.prompt for it in group], [it.max_tokens for it in group])
+                outcomes = [(*row, len(indices)) for row in rows]
+            except Exception as error:  # noqa: BLE001 - handed back to this group's requests
+                outcomes = [self._failed(error, model_id, len(indices))] * len(indices)
+            for i, outcome in zip(indices, outcomes):
+                results[i] = outcome
+        return results
+
+    @staticmethod
+    def _failed(error: Exception, model_id: str, count: int) -> Exception:
+        if not isinstance(error, ServiceError):
+            logger.exception("vision model %s failed on %d images", model_id, count, exc_info=error)
+        return error
+
+    @staticmethod
+    def _raise(result):
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _load(self, entry: ModelEntry, paths: dict[str, str]):
+        if self._catalog.task_of(entry) == CLASSIFY:
+            return Classifier(paths["weights"], self._device)
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(paths["weights"]).model_type
+        if model_type == "blip":
+            return BlipCaptioner(paths["weights"], self._device)
+        if model_type == "qwen2_vl":
+            return ChatDescriber(paths["weights"], self._device)
+        raise ModelUnavailable(f"Model '{entry.id}' is a '{model_type}' model; this service describes images with "
+                               "BLIP and Qwen2-VL models")
+
+
+class Classifier:
+    """An image-classification model with its image processor (Pillow backend: no torchvision here)."""
+
+    def __init__(self, path: str, device: str):
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        self.device = device
+        self.processor = AutoImageProcessor.from_pretrained(path, backend="pil")
+        self.model = AutoModelForImageClassification.from_pretrained(path).to(device).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    def probabilities(self, images: list) -> list[list[float]]:
+        import torch
+
+        inputs = self.processor(images=images, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            return self.model(**inputs).logits.float().softmax(-1).cpu().tolist()
+
+
+def _generation_dtype(device: str):
+    import torch
+
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+class BlipCaptioner:
+    """BLIP conditional captioning: a prompt is the caption's first words, and the caption keeps them."""
+
+    default_prompt = None  # an unconditional caption
+
+    def __init__(self, path: str, device: str):
+        from transformers import AutoProcessor, BlipForConditionalGeneration
+
+        self.device, self.dtype = device, _generation_dtype(device)
+        self.processor = AutoProcessor.from_pretrained(path, backend="pil")
+        self.model = BlipForConditionalGeneration.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
+        text = self.model.config.text_config
+        self.stop = {text.sep_token_id, text.pad_token_id}  # BLIP's text decoder ends a caption with [SEP]
+
+    def batch_key(self, prompt: str | None) -> str | None:
+        return prompt  # one text prefix per generate call
+
+    def describe(self, images: list, prompts: list[str | None], max_tokens: list[int]) -> list[tuple[str, int, bool]]:
+        import torch
+
+        prompt = prompts[0]
+        inputs = self.processor(images=images, text=[prompt] * len(images) if prompt else None, return_tensors="pt")
+        inputs = inputs.to(self.device).to(self.dtype)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, max_new_tokens=max(max_tokens))
+        # rows are [DEC] + the prompt's words (its [CLS] and [SEP] dropped) + the generated tokens
+        start = inputs["input_ids"].shape[1] - 1 if prompt else 1
+        return [_decode(self.processor.tokenizer, row, start, limit, self.stop, keep=1)
+                for row, limit in zip(output, max_tokens)]
+
+
+class ChatDescriber:
+    """A vision-language chat model (Qwen2-VL): the image and the prompt as one user turn of its chat template."""
+
+    default_prompt = DEFAULT_PROMPT
+
+    def __init__(self, path: str, device: str):
+        from transformers import AutoModelForImageTextToText
+
+        self.device, self.dtype = device, _generation_dtype(device)
+        self.processor = _chat_processor(path)
+        self.processor.tokenizer.padding_side = "left"  # rows of a batch end where generation starts
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
+        generation = self.model.generation_config
+        eos = generation.eos_token_id
+        self.stop = {*(eos if isinstance(eos, list) else [eos]), generation.pad_token_id,
+                     self.processor.tokenizer.pad_token_id} - {None}
+
+    def batch_key(self, prompt: str | None) -> None:
+        return None  # each row carries its own prompt
+
+    def describe(self, images: list, prompts: list[str], max_tokens: list[int]) -> list[tuple[str, int, bool]]:
+        import torch
+
+        texts = [self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
+            add_generation_prompt=True) for prompt in prompts]
+        inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device).to(self.dtype)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, max_new_tokens=max(max_tokens), do_sample=False)
+        start = inputs["input_ids"].shape[1]
+        return [_decode(self.processor.tokenizer, row, start, limit, self.stop)
+                for row, limit in zip(output, max_tokens)]
+
+
+def _decode(tokenizer, row, start: int, limit: int, stop: set[int],
+            keep: int | None = None) -> tuple[str, int, bool]:
+    """Text of the tokens generated from `start` on, cut at `limit` and at the first stop token
+    (end of text, padding), preceded by `row[keep:start]` (a prompt the caption keeps) when `keep`
+    is given; how many tokens were generated; and whether `limit` cut the text (no stop token came)."""
+    generated = row[start:start + limit].tolist()
+    count = next((i for i, token in enumerate(generated) if token in stop), len(generated))
+    kept = row[keep:start].tolist() if keep is not None else []
+    text = tokenizer.decode(kept + generated[:count], skip_special_tokens=True).strip()
+    return text, count, count == len(generated) == limit
+
+
+def _chat_processor(path: str):
+    """The model's processor. Qwen2-VL's also holds a video processor, which needs torchvision (not
+    installed here); images need only its image half, which transformers' own class gives without it."""
+    from transformers import AutoProcessor, Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    try:
+        return AutoProcessor.from_pretrained(path, backend="pil")
+    except ImportError:
+        pass
+
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyQwen2VLProcessor.from_pretrained(path, backend="pil")

@@ -1,0 +1,1 @@
+"""Audio decoding with limits, and safe URL fetching."""

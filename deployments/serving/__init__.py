@@ -1,0 +1,1 @@
+"""What every family deployment shares: loading models once per replica, the replica board, metrics."""
