@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from deployments.errors import InvalidRequest
-from deployments.families.music.deployment import check_duration
+from deployments.families.music.protocol import check_duration
 from registry import load_catalog
 from tests.tiny_musicgen import ADAPTERS
 

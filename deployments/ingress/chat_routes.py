@@ -17,8 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.errors import ServiceError
-from deployments.families.chat.deployment import MAX_SEED, TASK, ChatJobInput, Completion, Started, Step
-from deployments.families.chat.product import ProductRequest
+from deployments.families.chat.protocol import MAX_SEED, TASK, ChatJobInput, Completion, ProductRequest, Started, Step
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import parse
 from deployments.ingress.services import Services, get_services

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deployments.errors import InvalidRequest
-from deployments.families.embedding.deployment import Embeddings
+from deployments.families.embedding.protocol import Embeddings
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import NONBLANK
 from deployments.ingress.services import Services, get_services

@@ -28,11 +28,11 @@ from deployments.families.image_generation.protocol import (
     check_same_size,
     resolve_image,
 )
-from deployments.families.vision.deployment import open_image
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import NONBLANK, check_upload_kind, multipart_body, parse
 from deployments.ingress.services import Services, get_services
+from deployments.media.images import open_image
 from deployments.state.safe_paths import display_filename, extension
 from registry import ModelEntry
 

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator
 
 from deployments.errors import InvalidRequest
-from deployments.families.chat.product import ProductRequest
+from deployments.families.chat.protocol import ProductRequest
 from deployments.families.music.protocol import MusicJobInput
 from deployments.families.separation.protocol import SeparationInput, check_separation
-from deployments.families.transcription.deployment import TranscriptionJobInput
-from deployments.families.vision.deployment import ClassifyInput, DescribeInput
+from deployments.families.transcription.protocol import TranscriptionJobInput
+from deployments.families.vision.protocol import ClassifyInput, DescribeInput
 from deployments.ingress.chat_routes import ChatJob, chat_job_input
 from deployments.ingress.embedding_routes import EmbeddingRequest
 from deployments.ingress.music_routes import music_job_input

@@ -11,15 +11,16 @@ from fastapi.responses import Response
 from pydantic import Field, field_validator
 
 from deployments.errors import InvalidRequest, ModelNotFound
-from deployments.families.music.adapters import check_adapter, find_adapter
 from deployments.families.music.protocol import (
     MAX_PROMPT_CHARS,
     NONBLANK,
     TASK,
     MusicJobInput,
     MusicParams,
+    check_adapter,
     check_duration,
     default_duration,
+    find_adapter,
     nonblank_prompt,
 )
 from deployments.ingress.http_errors import ERROR_RESPONSES

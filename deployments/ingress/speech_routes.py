@@ -22,14 +22,14 @@ from pydantic.json_schema import JsonDict
 from ray.serve.handle import DeploymentResponseGenerator
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
-from deployments.families.speech.cloning import check_voice_sample
-from deployments.families.speech.deployment import (
+from deployments.families.speech.protocol import (
     TASK,
     Speech,
     SpeechPiece,
     SpeechRequest,
     SpeechStart,
     check_speed,
+    check_voice_sample,
     resolve_voice,
 )
 from deployments.ingress.auth import current_owner

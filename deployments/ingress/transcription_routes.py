@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from deployments.errors import InvalidRequest, PayloadTooLarge
-from deployments.families.transcription.deployment import (
+from deployments.families.transcription.protocol import (
     TASK,
     Transcription,
     TranscriptionJobInput,
@@ -24,8 +24,9 @@ from deployments.families.transcription.deployment import (
     check_duration,
     known_languages,
     language_name,
+    to_srt,
+    to_vtt,
 )
-from deployments.families.transcription.transcripts import to_srt, to_vtt
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, not_null, parse

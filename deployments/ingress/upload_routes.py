@@ -16,13 +16,13 @@ from pydantic import BeforeValidator
 
 from deployments.errors import InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge
 from deployments.families.separation.protocol import SeparationParams
-from deployments.families.vision.deployment import open_image
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import check_upload_kind
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import AudioLimits, AudioTooLarge, BadAudio, probe_audio
+from deployments.media.images import open_image
 from deployments.state.safe_paths import display_filename, extension, stored_name
 from registry import ModelEntry, UnknownModelError
 

@@ -13,13 +13,13 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from deployments.errors import InvalidRequest
-from deployments.families.image_generation.protocol import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoParams, resolve_video
-from deployments.families.vision.deployment import open_image
+from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoParams, resolve_video
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.image_routes import fitted_size, read_form, read_image_upload
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import check_file_type, multipart_body, parse
 from deployments.ingress.services import Services, get_services
+from deployments.media.images import open_image
 from deployments.state.safe_paths import display_filename, extension, stored_name
 from registry import ModelEntry
 

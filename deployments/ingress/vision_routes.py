@@ -18,18 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from deployments.families.vision.deployment import (
-    CLASSIFY,
-    DESCRIBE,
-    MAX_NEW_TOKENS,
-    ClassifyInput,
-    DescribeInput,
-    check_image_header,
-    open_image,
-)
+from deployments.families.vision.protocol import CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import check_file_type, check_upload_kind, multipart_body, parse
 from deployments.ingress.services import Services, get_services
+from deployments.media.images import check_image_header, open_image
 from deployments.media.safe_urls import URL_PATTERN, fetch_bytes
 from deployments.state.safe_paths import display_filename, extension, stored_name
 from registry import ModelEntry

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 from pydantic import ConfigDict, Field
 
 from deployments.errors import Conflict, InvalidRequest, NotFound
-from deployments.families.speech.deployment import TASK
+from deployments.families.speech.protocol import TASK
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.services import Services, get_services

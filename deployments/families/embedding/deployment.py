@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from ray import serve
 
+from deployments.families.embedding.protocol import Embeddings
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
@@ -22,17 +22,6 @@ CONCURRENT_BATCHES = 2
 BUSY_BATCH_WAIT_S = 0.005
 
 
-@dataclass
-class Embeddings:
-    """Vectors for one request's texts, in order, with the tokens each text was read as."""
-
-    model: str
-    vectors: list[list[float]]
-    token_counts: list[int]
-
-    @property
-    def dimensions(self) -> int:
-        return len(self.vectors[0]) if self.vectors else 0
 
 
 # max_ongoing_requests must be at least the batches' sizes, or @serve.batch never fills them.

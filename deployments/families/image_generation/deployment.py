@@ -30,7 +30,7 @@ from deployments.families.image_generation.protocol import (
     ImageJob,
     check_same_size,
 )
-from deployments.families.vision.deployment import open_image
+from deployments.media.images import open_image
 from deployments.serving.model_loading import FamilyDeployment
 from registry import ModelEntry
 

@@ -1,21 +1,19 @@
-"""Image and video generation requests, their limits and results: what the ingress checks against the
+"""Image generation requests (video builds on them), their limits and results: what the ingress checks against the
 catalog before any work reaches a diffusion deployment. Plain pydantic and Pillow, no torch, so the
 ingress stays light. Every limit comes from the model's catalog `specs` (and so from its env override)."""
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest
-from deployments.families.music.protocol import NONBLANK, check_duration, format_seconds, nonblank_prompt
+from deployments.families.music.protocol import NONBLANK, format_seconds, nonblank_prompt
 from registry import ModelEntry
 
 TEXT_TO_IMAGE, INPAINT = "text-to-image", "image-inpainting"
-TEXT_TO_VIDEO, IMAGE_TO_VIDEO = "text-to-video", "image-to-video"
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**31 - 1  # torch generators take 64 bits; 31 keeps seeds + image index in every client's ints
 MAX_BATCH_SIZE = 16  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
@@ -50,11 +48,6 @@ class ImageParams(GenerationParams):
     num_images: int = Field(1, ge=1, description="Images to generate; at most the model's max_images.")
 
 
-class VideoParams(GenerationParams):
-    duration: float | None = Field(None, gt=0, description="Seconds; default the model's "
-                                   "recommended_duration_seconds; at most its max_duration_seconds.")
-    fps: int | None = Field(None, gt=0, le=60, description="Frames per second; default the model's default_fps. "
-                            "duration x fps is at most the model's max_frames.")
 
 
 class ImageJob(BaseModel):
@@ -73,13 +66,6 @@ class ImageJob(BaseModel):
     strength: float = 1.0  # inpainting: 1 repaints the masked region from noise
 
 
-class VideoJob(ImageJob):
-    """A video job's stored input (text-to-video and image-to-video)."""
-
-    frames: int
-    fps: int
-    duration: float
-    file_id: str | None = Field(None, description="The upload of the first frame (image-to-video).")
 
 
 @dataclass
@@ -129,18 +115,6 @@ def resolve_image(entry: ModelEntry, params: GenerationParams, num_images: int =
                     width=width, num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images)
 
 
-def resolve_video(entry: ModelEntry, params: VideoParams, file_id: str | None = None) -> VideoJob:
-    """As resolve_image, plus duration (its own limit) and duration x fps within the model's max_frames."""
-    image = resolve_image(entry, params)
-    duration = params.duration or entry.specs.recommended_duration_seconds or 2.0
-    check_duration(entry, duration)
-    fps = params.fps or entry.specs.default_fps or 8
-    frames = max(1, math.ceil(duration * fps - 1e-9))
-    limit = entry.specs.max_frames
-    if limit is not None and frames > limit:
-        raise InvalidRequest(f"Duration {format_seconds(duration)}s at {fps} fps is {frames} frames, which exceeds "
-                             f"model limit of {limit} frames")
-    return VideoJob(**image.model_dump(), frames=frames, fps=fps, duration=duration, file_id=file_id)
 
 
 def check_same_size(image_size: tuple[int, int], mask_size: tuple[int, int]) -> None:

@@ -17,26 +17,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from deployments.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from registry import AdapterEntry, ModelEntry
-from registry.runtime import CatalogView
-
-
-def find_adapter(catalog: CatalogView, name: str) -> AdapterEntry:
-    """An adapter by id or hub repo id (case-insensitive), or 404 listing the known ones."""
-    wanted = name.strip().lower()
-    for adapter in catalog.adapters.values():
-        if wanted in (adapter.id, adapter.hub.repo_id.lower()):
-            return adapter
-    raise ModelNotFound(f"Adapter '{name}' not found. Known adapters: {', '.join(catalog.adapters) or 'none'}",
-                        error="Adapter does not exist")
-
-
-def check_adapter(catalog: CatalogView, entry: ModelEntry, adapter: AdapterEntry) -> None:
-    if adapter.base_model != entry.id:
-        base = catalog.models[adapter.base_model]
-        raise InvalidRequest(f"Adapter '{adapter.id}' requires model '{base.id}' ({base.hub.repo_id}); "
-                             f"the request uses '{entry.id}'")
+from deployments.errors import ModelUnavailable
 
 
 def support_problem(peft_installed: str | None, peft_needed: str | None) -> str | None:

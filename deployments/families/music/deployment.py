@@ -30,8 +30,6 @@ from deployments.errors import InvalidRequest
 from deployments.families.music.adapters import (
     AdapterSlots,
     AdapterSwitchFailed,
-    check_adapter,
-    find_adapter,
     require_adapter_support,
 )
 from deployments.families.music.protocol import (
@@ -41,8 +39,10 @@ from deployments.families.music.protocol import (
     MusicConfig,
     MusicJobInput,
     MusicParams,
+    check_adapter,
     check_duration,
     default_duration,
+    find_adapter,
 )
 from deployments.media.audio import OUTPUT_FORMATS
 from deployments.model_cache.manager import get_model_manager

@@ -8,8 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments.errors import InvalidRequest
-from registry import ModelEntry
+from deployments.errors import InvalidRequest, ModelNotFound
+from registry import AdapterEntry, ModelEntry
+from registry.runtime import CatalogView
 
 TASK = "text-to-music"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
@@ -92,3 +93,20 @@ def check_duration(entry: ModelEntry, duration: float) -> None:
 
 def default_duration(entry: ModelEntry) -> float:
     return entry.specs.recommended_duration_seconds or min(10.0, entry.specs.max_duration_seconds or 10.0)
+
+
+def find_adapter(catalog: CatalogView, name: str) -> AdapterEntry:
+    """An adapter by id or hub repo id (case-insensitive), or 404 listing the known ones."""
+    wanted = name.strip().lower()
+    for adapter in catalog.adapters.values():
+        if wanted in (adapter.id, adapter.hub.repo_id.lower()):
+            return adapter
+    raise ModelNotFound(f"Adapter '{name}' not found. Known adapters: {', '.join(catalog.adapters) or 'none'}",
+                        error="Adapter does not exist")
+
+
+def check_adapter(catalog: CatalogView, entry: ModelEntry, adapter: AdapterEntry) -> None:
+    if adapter.base_model != entry.id:
+        base = catalog.models[adapter.base_model]
+        raise InvalidRequest(f"Adapter '{adapter.id}' requires model '{base.id}' ({base.hub.repo_id}); "
+                             f"the request uses '{entry.id}'")

@@ -10,48 +10,21 @@ sample rate, under the same duration cap.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any
 
 import numpy as np
 
 from deployments.errors import InvalidRequest
-from deployments.media.audio import AudioLimits, BadAudio, audio_header, check_audio_limits, decode_audio
+from deployments.families.speech.protocol import sample_limits
+from deployments.media.audio import decode_audio
 from registry import ModelEntry
 
 _SEEDING = threading.Lock()  # torch's global generator: one seeded generate at a time per replica
 
 
-def sample_limits(entry: ModelEntry, limits: AudioLimits | None = None) -> AudioLimits:
-    """`limits` (the service's) with the model's longest voice sample as the duration cap."""
-    limits = limits or AudioLimits()
-    high = entry.specs.max_voice_sample_seconds
-    if high is None or (limits.max_seconds is not None and limits.max_seconds < high):
-        return limits
-    return dataclasses.replace(limits, max_seconds=high, seconds_rule=f"model '{entry.id}'s max_voice_sample_seconds")
 
 
-def check_voice_sample(entry: ModelEntry, data: bytes, source: str, limits: AudioLimits | None = None) -> float:
-    """The sample's duration in seconds, or a 4xx saying what is wrong with it: its header is read first,
-    so a sample that claims to be too long, too wide or too fast is refused before it is decoded."""
-    if not data:
-        raise InvalidRequest(f"The voice sample ({source}) is empty")
-    low, high = entry.specs.min_voice_sample_seconds or 0, entry.specs.max_voice_sample_seconds or float("inf")
-    try:
-        header = audio_header(data)
-        if header.duration > high:
-            raise InvalidRequest(f"The voice sample ({source}) is {header.duration:.1f}s long; model '{entry.id}' "
-                                 f"takes samples of {low:g}-{high:g}s")
-        check_audio_limits(header, sample_limits(entry, limits), f"The voice sample ({source})")
-        audio = decode_audio(data, entry.specs.sample_rate or 24000, sample_limits(entry, limits))
-    except BadAudio as bad:
-        raise InvalidRequest(f"The voice sample ({source}) is not audio this service can decode: {bad}") from None
-    seconds = len(audio) / (entry.specs.sample_rate or 24000)
-    if not low <= seconds <= high:
-        raise InvalidRequest(f"The voice sample ({source}) is {seconds:.1f}s long; model '{entry.id}' takes "
-                             f"samples of {low:g}-{high:g}s")
-    return seconds
 
 
 class CsmEngine:

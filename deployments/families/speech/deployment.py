@@ -16,7 +16,7 @@ import re
 import zipfile
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,65 +26,31 @@ from ray import serve
 
 from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
 from deployments.families.speech.cloning import CsmEngine
+from deployments.families.speech.protocol import (
+    TASK,
+    Speech,
+    SpeechPiece,
+    SpeechRequest,
+    SpeechStart,
+    check_speed,
+    resolve_voice,
+)
 from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, pcm16, wav_stream_header
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
-from registry.runtime import CatalogView
 
 logger = logging.getLogger(__name__)
 
-TASK = "text-to-speech"
 MAX_ONGOING_REQUESTS = 32
 
 
-@dataclass(frozen=True)
-class SpeechRequest:
-    """One text to speak, as the ingress (or a Python caller) hands it over."""
-
-    model: str
-    text: str
-    voice: str | None = None
-    speed: float = 1.0
-    format: str = "wav"
-    voice_sample: bytes | None = None  # audio to clone the voice of (models with 'voice-cloning')
-    voice_sample_text: str | None = None  # what the sample says, for models that read it as context
-    seed: int | None = None  # models that sample: the same seed gives the same audio
 
 
-@dataclass(frozen=True)
-class Speech:
-    """Encoded audio and what a client wants to know about it."""
-
-    model: str
-    voice: str
-    format: str
-    media_type: str
-    sample_rate: int
-    duration: float
-    audio: bytes
-    batch_size: int = 1  # texts synthesized in the same model call as this one
 
 
-@dataclass(frozen=True)
-class SpeechStart:
-    """What a stream of speech says before its first audio bytes."""
-
-    model: str
-    voice: str
-    format: str
-    media_type: str
-    sample_rate: int
-    input_tokens: int
 
 
-@dataclass(frozen=True)
-class SpeechPiece:
-    """One sentence's audio in a stream, in the stream's format (the first piece of a wav carries the header)."""
-
-    audio: bytes
-    seconds: float
-    batch_size: int
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?;。！？])\s+|\n+")
@@ -102,25 +68,8 @@ def sentences(text: str, shortest: int = 12) -> list[str]:
     return pieces or [text]
 
 
-def resolve_voice(entry: ModelEntry, voice: str | None) -> str:
-    """The catalog's spelling of `voice` (case-insensitive), the model's first voice when None, or a 400."""
-    voices = entry.specs.voices or []
-    if not voices:
-        raise InvalidRequest(f"Model '{entry.id}' lists no voices in the catalog")
-    if voice is None or not voice.strip():
-        return voices[0]
-    for known in voices:
-        if known.lower() == voice.strip().lower():
-            return known
-    raise InvalidRequest(f"Unknown voice '{voice}' for model '{entry.id}'. Its voices: {', '.join(voices)}")
 
 
-def check_speed(catalog: CatalogView, entry: ModelEntry, speed: float) -> None:
-    """Only models with the `speed` capability change their speaking rate; say which ones do."""
-    if speed != 1.0 and "speed" not in entry.capabilities:
-        able = [m.id for m in catalog.models_for_task(TASK) if "speed" in m.capabilities]
-        raise InvalidRequest(f"Model '{entry.id}' cannot change the speaking speed (speed={speed}); "
-                             f"models that can: {', '.join(able) or 'none'}")
 
 
 class SpeechConfig(BaseModel):

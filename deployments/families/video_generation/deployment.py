@@ -19,8 +19,8 @@ from ray import serve
 
 from deployments.errors import InvalidRequest
 from deployments.families.image_generation.deployment import load_pipeline
-from deployments.families.image_generation.protocol import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoJob
-from deployments.families.vision.deployment import open_image
+from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoJob
+from deployments.media.images import open_image
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry

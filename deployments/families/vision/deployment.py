@@ -9,7 +9,6 @@ for BLIP, whose prompt is a text prefix that every row of a call shares).
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,17 +17,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.errors import InvalidRequest, ModelUnavailable, PayloadTooLarge, ServiceError
+from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
+from deployments.families.vision.protocol import (
+    CLASSIFY,
+    DESCRIBE,
+    MAX_NEW_TOKENS,
+    Classification,
+    ClassifyInput,
+    DescribeInput,
+    Description,
+    Prediction,
+)
+from deployments.media.images import open_image
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
 
 logger = logging.getLogger(__name__)
 
-CLASSIFY, DESCRIBE = "image-classification", "image-to-text"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
-MAX_NEW_TOKENS = 512
-MAX_PIXELS = 50_000_000  # larger images are refused before they are decoded (decompression bombs)
 DEFAULT_PROMPT = "Describe this image."  # what chat models are asked when a request has no prompt
 
 
@@ -43,88 +50,20 @@ class VisionConfig(BaseModel):
                                     "generate when the request sets no max_tokens.")
 
 
-class ClassifyInput(BaseModel):
-    """A classification job's stored input (seed 004's /api/v1/run): an upload plus the options."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file_id: str | None = Field(None, description="The upload; an image_url is fetched and stored as one.")
-    image_url: str | None = Field(None, description="Where the image was fetched from, if it was.")
-    top_k: int = Field(5, ge=1, description="Labels to return, best first; at most the model's label count.")
 
 
-class DescribeInput(BaseModel):
-    """A description job's stored input: an upload plus the options."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file_id: str | None = None
-    image_url: str | None = None
-    prompt: str | None = Field(None, max_length=2000)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
 
 
-class ImageInfo(BaseModel):
-    width: int
-    height: int
-    format: str | None = Field(description="As Pillow read it: PNG, JPEG, WEBP...")
 
 
-class Prediction(BaseModel):
-    label: str
-    score: float
 
 
-class Classification(BaseModel):
-    model: str
-    predictions: list[Prediction] = Field(description="top_k labels, highest softmax score first.")
-    top_k: int
-    image: ImageInfo
-    batch_size: int = Field(description="Images that shared the forward pass with this one.")
 
 
-class Description(BaseModel):
-    model: str
-    description: str
-    prompt: str | None = Field(description="The prompt the model was given (BLIP: the caption's prefix).")
-    generated_tokens: int
-    truncated: bool = Field(description="max_tokens (default_max_tokens when the request set none) cut the "
-                            "description before the model ended it; ask again with more for the rest.")
-    image: ImageInfo
-    batch_size: int = Field(description="Images that shared the generate call with this one.")
 
 
-def check_image_header(data: bytes, name: str = "image") -> ImageInfo:
-    """The image's size and format from its header alone (no pixel is decoded), or the 400/413 open_image
-    gives: the ingress refuses a bomb before the bytes go anywhere."""
-    image = open_image(data, name, decode=False)
-    return ImageInfo(width=image.width, height=image.height, format=image.format)
 
 
-def open_image(data: bytes, name: str = "image", decode: bool = True):
-    """An RGB Pillow image, or a 400 (not an image) / 413 (too many pixels) naming `name`. The pixel count
-    is read from the header (Image.open reads no pixels), so a bomb is refused before it is decoded.
-    With decode=False, the opened image, its pixels not read."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise InvalidRequest(f"'{name}' is empty")
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise PayloadTooLarge(f"'{name}' is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS} pixels")
-        if not decode:
-            return image
-        image.load()
-    except Image.DecompressionBombError as bomb:  # Pillow's own check, at twice its MAX_IMAGE_PIXELS
-        raise PayloadTooLarge(f"'{name}' has too many pixels; the limit is {MAX_PIXELS} pixels ({bomb})") from None
-    except UnidentifiedImageError:
-        raise InvalidRequest(f"'{name}' is not a readable image: its format is not one Pillow knows "
-                             "(PNG, JPEG, WebP, GIF, BMP, TIFF...)") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        raise InvalidRequest(f"'{name}' is not a readable image: {error}") from None
-    info = ImageInfo(width=image.width, height=image.height, format=image.format)
-    return image.convert("RGB"), info
 
 
 @dataclass
