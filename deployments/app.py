@@ -9,31 +9,14 @@ from typing import Any
 from ray.serve import Application
 
 from deployments.app_plan import AppArgs, DeploymentPlan, check_cpus, plan_deployments
-from deployments.families.chat.deployment import ChatDeployment
-from deployments.families.embedding.deployment import EmbeddingDeployment
-from deployments.families.image_generation.deployment import ImageGenerationDeployment
-from deployments.families.music.deployment import MusicDeployment
-from deployments.families.separation.deployment import SeparationDeployment
-from deployments.families.speech.deployment import SpeechDeployment
-from deployments.families.transcription.deployment import TranscriptionDeployment
-from deployments.families.video_generation.deployment import VideoGenerationDeployment
-from deployments.families.vision.deployment import VisionDeployment
+from deployments.families import family_deployments
 from deployments.ingress import Ingress
 from deployments.settings import ServiceSettings
 from registry import Catalog, load_catalog
 
-# Catalog family `deployment` kind -> the class that loads and runs one model of it. A new family adds one line.
-FAMILY_DEPLOYMENTS: dict[str, Any] = {  # Serve Deployments (their stubs type them as the classes)
-    "embedding": EmbeddingDeployment,
-    "separation": SeparationDeployment,
-    "music": MusicDeployment,
-    "transcription": TranscriptionDeployment,
-    "speech": SpeechDeployment,
-    "chat": ChatDeployment,
-    "vision": VisionDeployment,
-    "image-generation": ImageGenerationDeployment,
-    "video-generation": VideoGenerationDeployment,
-}
+# Catalog family `deployment` kind -> the Serve deployment that loads and runs one model of it
+# (registered in deployments/families/__init__.py).
+FAMILY_DEPLOYMENTS: dict[str, Any] = family_deployments()
 
 __all__ = ["AppArgs", "FAMILY_DEPLOYMENTS", "build_app", "compose_app", "plan_app"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -11,16 +12,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import tiny_chat, tiny_diffusion, tiny_musicgen, tiny_speech, tiny_vision, tiny_whisper
-
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_REPO = "BAAI/bge-small-en-v1.5"
 OFF_CATALOG_REPO = "tests/tiny-encoder"  # served by the hub, named by no catalog entry
 TINY_BGE_DIMENSIONS = 32
 UPLOAD_LIMIT_BYTES = 4 * 1024 * 1024
-# family kind -> the module that builds its tiny models and says how the test app deploys it
-FAMILY_TEST_MODULES = {"music": tiny_musicgen, "transcription": tiny_whisper, "speech": tiny_speech,
-                       "chat": tiny_chat, "vision": tiny_vision}
+
+
+def tiny_model_modules() -> list:
+    """The tests/tiny_*.py modules that put tiny models on the test hub (`add_repos`): found, not listed, so a
+    new family's builder needs no registration. KINDS/DEPLOYMENT_OPTIONS: the families' user_config here."""
+    found = [importlib.import_module(f"tests.{path.stem}") for path in sorted(Path(__file__).parent.glob("tiny_*.py"))]
+    return [module for module in found if hasattr(module, "add_repos")]
+
+
+TINY_MODEL_MODULES = tiny_model_modules()
 # Demucs variants as the catalog names them: (hub repo, demucs name, build options)
 DEMUCS_REPOS = {
     "htdemucs": ("adefossez/HTDemucs", {}),
@@ -78,8 +84,8 @@ def hub(tmp_path_factory):
     test_hub.add_repo(OFF_CATALOG_REPO, test_hub.repos[BGE_REPO].files["config.json"].source.parent)
     for name, (repo_id, options) in DEMUCS_REPOS.items():
         test_hub.add_repo(repo_id, build_tiny_demucs(models_dir / name, name, **options))
-    for family in (*FAMILY_TEST_MODULES.values(), tiny_diffusion):  # image and video generation share one
-        family.add_repos(test_hub, models_dir)
+    for module in TINY_MODEL_MODULES:
+        module.add_repos(test_hub, models_dir)
     test_hub.start()
     yield test_hub
     test_hub.stop()
@@ -114,9 +120,9 @@ def tiny_profile(**changes):
     rest scaled from zero; the tiny models' batch settings per family."""
     from deployments.app import AppArgs
 
-    families = {kind: module.DEPLOYMENT_OPTIONS["user_config"] for kind, module in FAMILY_TEST_MODULES.items()}
+    families = {kind: module.DEPLOYMENT_OPTIONS["user_config"] for module in TINY_MODEL_MODULES
+                for kind in getattr(module, "KINDS", ())}
     families["separation"] = {"segment_batch_size": 3}
-    families["image-generation"] = tiny_diffusion.DEPLOYMENT_OPTIONS["user_config"]
     # Task defaults warm, as in the profiles; every other model starts on its first request. (Keeping
     # every model warm was slower: 22 idle replicas cost the 2-core box more than the cold starts.)
     profile = {"models": ["all"], "families": families, "num_cpus": 0.1,

@@ -58,6 +58,7 @@ MISTRAL_TEMPLATE = (
 
 # Options the test app deploys this family's deployment with (conftest.deploy_inference_app): requests
 # arriving within 0.2 s of each other share one batched generation loop.
+KINDS = ("chat",)  # the family kinds whose user_config the test app takes from DEPLOYMENT_OPTIONS
 DEPLOYMENT_OPTIONS: dict = {"user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2}}
 
 

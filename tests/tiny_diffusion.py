@@ -27,6 +27,7 @@ T2V_REPO = "damo-vilab/text-to-video-ms-1.7b"
 LTX_REPO = "Lightricks/LTX-Video"
 
 # Options the test app deploys these families with: two concurrent requests share a pipeline call.
+KINDS = ("image-generation",)  # the family kinds whose user_config the test app takes from DEPLOYMENT_OPTIONS
 DEPLOYMENT_OPTIONS: dict = {"user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.5}}
 
 

@@ -29,6 +29,7 @@ PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano 
 
 # Options the test app deploys this family's deployment with (conftest.deploy_inference_app): a
 # batch of two fires as soon as both prompts are in; a lone prompt waits up to a second for company.
+KINDS = ("music",)  # the family kinds whose user_config the test app takes from DEPLOYMENT_OPTIONS
 DEPLOYMENT_OPTIONS: dict = {"user_config": {"max_batch_size": 2, "batch_wait_timeout_s": 1.0}}
 
 

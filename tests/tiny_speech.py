@@ -33,6 +33,7 @@ BARK_SEMANTIC_TOKENS = 40  # 40 / 49.9 Hz * 75 Hz codec frames * 320 samples = 0
 SPEECHT5_SECONDS_PER_TOKEN = 20 * 256 / 16000  # maxlenratio 20 frames per token, 256 samples per frame
 
 # Options the test app deploys this family's deployment with (conftest.deploy_inference_app).
+KINDS = ("speech",)  # the family kinds whose user_config the test app takes from DEPLOYMENT_OPTIONS
 DEPLOYMENT_OPTIONS: dict = {"user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05}}
 
 

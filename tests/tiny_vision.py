@@ -45,6 +45,7 @@ QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>
 
 # Options the test app deploys this family's deployment with (conftest.deploy_inference_app):
 # a generous batch wait so that concurrent test requests visibly share one forward pass.
+KINDS = ("vision",)  # the family kinds whose user_config the test app takes from DEPLOYMENT_OPTIONS
 DEPLOYMENT_OPTIONS: dict = {
     "user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2, "default_max_tokens": 12},
 }

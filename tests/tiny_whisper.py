@@ -28,6 +28,7 @@ DIMS = {
 }
 
 # Options the test app deploys this family's deployment with (conftest.deploy_inference_app).
+KINDS = ("transcription",)  # the family kinds whose user_config the test app takes from DEPLOYMENT_OPTIONS
 DEPLOYMENT_OPTIONS: dict = {
     "user_config": {"max_new_tokens": MAX_NEW_TOKENS, "max_batch_size": 16, "batch_wait_timeout_s": 0.05},
 }

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from deployments.errors import ServiceError
 from deployments.families.chat.protocol import MAX_SEED, TASK, ChatJobInput, Completion, ProductRequest, Started, Step
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import parse
+from deployments.ingress.request_checks import JobInput, parse
 from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
 
@@ -281,3 +281,7 @@ async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, 
     options = body.options(body.max_tokens) | {"seed": secrets.randbelow(2**31) if seed is None else body.seed}
     await services.call(entry, "check", entry.id, body.plain_messages(), options)
     return ChatJobInput.model_validate({"messages": body.plain_messages(), **options}).model_dump()
+
+
+JOBS = {TASK: JobInput(chat_job_input, (ChatJob, ProductRequest))}
+TEXT_UPLOADS = (TASK,)  # an uploaded .txt file is the user's turn

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deployments.errors import InvalidRequest
 from deployments.families.embedding.protocol import Embeddings
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import NONBLANK
+from deployments.ingress.request_checks import NONBLANK, JobInput, parse
 from deployments.ingress.services import Services, get_services
+from registry import ModelEntry
 
 TASK = "text-embedding"
 # What _texts lets through, for the spec: a text that is not blank, or a non-empty list of them.
@@ -119,3 +120,12 @@ async def create_openai_embeddings(
         "model": result.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+async def _embedding_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
+    request = parse(EmbeddingRequest, data)
+    return {"texts": [request.text] if isinstance(request.text, str) else request.text}
+
+
+JOBS = {TASK: JobInput(_embedding_job_input, (EmbeddingRequest,))}
+TEXT_UPLOADS = (TASK,)  # an uploaded .txt file is the text to embed

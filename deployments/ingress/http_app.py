@@ -12,21 +12,13 @@ from fastapi.staticfiles import StaticFiles
 
 from deployments.ingress import (
     catalog_routes,
-    chat_routes,
     current_model_routes,
-    embedding_routes,
-    image_routes,
     job_routes,
     management_routes,
-    music_routes,
     runpod_routes,
-    speech_routes,
-    transcription_routes,
     upload_routes,
-    video_routes,
-    vision_routes,
-    voice_routes,
 )
+from deployments.ingress.areas import TASK_AREAS
 from deployments.ingress.auth import authenticate, require_admin
 from deployments.ingress.body_limits import BodyCaps
 from deployments.ingress.http_errors import install_error_handlers
@@ -34,23 +26,16 @@ from deployments.ingress.observability import RequestObserver
 from deployments.ingress.request_checks import state_catalog
 from deployments.ingress.services import Services
 
-# management routes first: /models/download etc. must win over catalog's /models/{name:path}
+# The service's own areas, management first: /models/download etc. must win over catalog's /models/{name:path};
+# then each model task's area (areas.py).
 ROUTERS = (
     management_routes.router,
     current_model_routes.router,
     catalog_routes.router,
-    embedding_routes.router,
     upload_routes.router,
     job_routes.router,
-    music_routes.router,
-    transcription_routes.router,
-    speech_routes.router,
-    chat_routes.router,
-    vision_routes.router,
-    image_routes.router,
-    video_routes.router,
-    voice_routes.router,
     runpod_routes.router,
+    *(area.router for area in TASK_AREAS),
 )
 # Routers whose POST/PUT/DELETE routes manage models: with keys configured, only admin keys may call them.
 # Every other route needs a key of either kind (auth.authenticate, on the whole app).

@@ -24,7 +24,7 @@ from deployments.families.music.protocol import (
     nonblank_prompt,
 )
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, parse
+from deployments.ingress.request_checks import JobInput, check_file_type, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import MEDIA_TYPES
 from registry import AdapterEntry, ModelEntry, UnknownModelError
@@ -114,3 +114,6 @@ async def music_job_input(services: Services, entry: ModelEntry, data: dict[str,
     # the seed is fixed now, so a job that is re-run after a lost replica makes the same audio
     seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
     return params.model_dump() | {"duration": duration, "seed": seed}
+
+
+JOBS = {TASK: JobInput(music_job_input, (MusicJobInput,))}

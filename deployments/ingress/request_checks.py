@@ -3,7 +3,8 @@ the spec states what those checks refuse (a multipart body, a form field that ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,17 @@ def not_null(schema: dict[str, Any]) -> None:
     if branches:
         del schema["anyOf"]
         schema.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInput:
+    """How a task runs as a job (POST /api/v1/run, /process): `build(services, entry, data)` checks a job's
+    input against the catalog and uploads and returns what is stored; `schemas` (any one of them) and `rule`
+    (across fields) are what the spec says that input holds. A routes module exports {task: JobInput} as JOBS."""
+
+    build: Callable[[Any, Any, dict[str, Any]], Awaitable[dict[str, Any]]]
+    schemas: tuple[type[BaseModel], ...]
+    rule: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def given(field: str, **schema: Any) -> dict[str, Any]:

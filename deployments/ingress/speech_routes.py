@@ -35,7 +35,7 @@ from deployments.families.speech.protocol import (
 from deployments.ingress.auth import current_owner
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import NONBLANK, parse
+from deployments.ingress.request_checks import NONBLANK, JobInput, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, AudioLimits
 from deployments.media.safe_urls import URL_PATTERN, fetch_bytes
@@ -301,3 +301,7 @@ async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str
         sample = await asyncio.to_thread(keep_sample, services, "job-sample", request.voice_sample)
     return {"text": request.text, "voice": request.voice, "speed": request.speed, "format": request.format,
             "voice_sample_file_id": sample, "voice_sample_text": request.voice_sample_text, "seed": request.seed}
+
+
+JOBS = {TASK: JobInput(speech_job_input, (SpeechInput,))}
+TEXT_UPLOADS = (TASK,)  # an uploaded .txt file is the text to speak

@@ -29,7 +29,7 @@ from deployments.families.transcription.protocol import (
 )
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, not_null, parse
+from deployments.ingress.request_checks import JobInput, check_file_type, not_null, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import AudioLimits, BadAudio, audio_header, check_audio_limits
 from registry import ModelEntry
@@ -196,3 +196,6 @@ async def openai_translations(
     """Speech in any language Whisper knows, as English text."""
     result = await _transcribe(services, model, file, {"task": "translate", "temperature": temperature})
     return _openai_reply(result, response_format)
+
+
+JOBS = {TASK: JobInput(transcription_job_input, (TranscriptionJobInput,))}

@@ -16,6 +16,7 @@ from pydantic import BeforeValidator
 
 from deployments.errors import InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge
 from deployments.families.separation.protocol import SeparationParams
+from deployments.ingress.areas import text_upload_tasks
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
@@ -32,7 +33,6 @@ AUDIO_TYPES = {"wav", "flac", "mp3", "ogg", "m4a", "mp4", "webm"}  # m4a/mp4/web
 IMAGE_TYPES = {"png", "jpg", "jpeg", "webp"}
 # Families that read text take a .txt upload as that text (seed 000: every model, the same two routes);
 # music reads its prompt file in the replica, as it always has.
-TEXT_UPLOAD_TASKS = ("text-to-speech", "text-embedding", "chat")
 PROCESS_BODY = Body(None, description="Seed 000's parameters, "
                                       "e.g. {'model_variant': 'mdx_extra', 'two_stems': 'vocals'}")
 # /separate's body: a dict for _process, stated in the spec as the separation parameters it must be.
@@ -160,7 +160,7 @@ def _current_of(services: Services, family: str) -> ModelEntry:
 async def _with_upload(services: Services, task: str, data: dict[str, Any], file_id: str) -> dict[str, Any]:
     """The job input with its upload: a .txt upload of a text-reading family becomes the text to speak or
     embed, or the user's turn of a chat; any other upload is passed by its file_id."""
-    if task not in TEXT_UPLOAD_TASKS:
+    if task not in text_upload_tasks():
         return {**data, "file_id": file_id}
     try:
         upload = await services.upload(file_id)

@@ -17,7 +17,7 @@ from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, TEXT_
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.image_routes import fitted_size, read_form, read_image_upload
 from deployments.ingress.job_replies import WAIT_QUERY, job_reply
-from deployments.ingress.request_checks import check_file_type, multipart_body, parse
+from deployments.ingress.request_checks import JobInput, check_file_type, given, multipart_body, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.images import open_image
 from deployments.state.safe_paths import display_filename, extension, stored_name
@@ -93,3 +93,7 @@ async def video_job_input(services: Services, entry: ModelEntry, data: dict[str,
             width, height = fitted_size(entry, upload.info.get("width", 512), upload.info.get("height", 512))
             params = params.model_copy(update={"width": params.width or width, "height": params.height or height})
     return resolve_video(entry, params, params.file_id).model_dump()
+
+
+JOBS = {TEXT_TO_VIDEO: JobInput(video_job_input, (VideoJobFields,)),
+        IMAGE_TO_VIDEO: JobInput(video_job_input, (VideoJobFields,), given("file_id"))}

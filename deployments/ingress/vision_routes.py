@@ -20,7 +20,14 @@ from starlette.datastructures import UploadFile
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from deployments.families.vision.protocol import CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput
 from deployments.ingress.http_errors import ERROR_RESPONSES
-from deployments.ingress.request_checks import check_file_type, check_upload_kind, multipart_body, parse
+from deployments.ingress.request_checks import (
+    JobInput,
+    check_file_type,
+    check_upload_kind,
+    given,
+    multipart_body,
+    parse,
+)
 from deployments.ingress.services import Services, get_services
 from deployments.media.images import check_image_header, open_image
 from deployments.media.safe_urls import URL_PATTERN, fetch_bytes
@@ -180,3 +187,11 @@ async def _store_fetched(services: Services, entry: ModelEntry, image: bytes, in
             return services.keep_upload(entry.family, filename, staged, {**info, "source_url": url})
 
     return await asyncio.to_thread(store)
+
+
+# vision_job_input's rule: an image from exactly one place (an empty image_url gives none), a URL as check_url
+# takes it.
+ONE_IMAGE = {"anyOf": [{**given("file_id"), "not": given("image_url", minLength=1)},
+                       {**given("image_url", pattern=URL_PATTERN), "not": given("file_id")}]}
+JOBS = {CLASSIFY: JobInput(vision_job_input, (ClassifyInput,), ONE_IMAGE),
+        DESCRIBE: JobInput(vision_job_input, (DescribeInput,), ONE_IMAGE)}
