@@ -1,4 +1,4 @@
-"""The cluster profile as shipped, deployed with the README's command, `serve deploy serve_config.yaml`, to a
+"""The cluster profile as shipped, deployed with docs/deploying.md's command, `serve deploy serve_config.yaml`, to a
 running Ray that declares what cluster.yaml keeps at start: the m6i.xlarge head's 4 CPUs and one g5.xlarge
 worker's 4 CPUs and 24 GB GPU (one node here; the GPU is declared, the replicas run on this CPU).
 
@@ -83,7 +83,7 @@ def cluster(mirror_hub, postgres, s3, tmp_path_factory):  # noqa: F811
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
                         f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
                        env=node_env, check=True, capture_output=True, timeout=120)
-        # the README's command, from the checkout, as `ray exec cluster.yaml '... serve deploy ...'` runs it
+        # docs/deploying.md's command, from the checkout, as `ray exec cluster.yaml '... serve deploy ...'` runs it
         deployed = subprocess.run([SERVE, "deploy", str(config), "-a", dashboard], cwd=ROOT, env=node_env,
                                   capture_output=True, text=True, timeout=120)
         assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]

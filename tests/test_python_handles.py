@@ -1,4 +1,4 @@
-"""The README's Python-handle example, run exactly as written against the test application."""
+"""The Python-handle example of docs/api.md, run exactly as written against the test application."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import io
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
-def readme_example() -> str:
-    text = README.read_text()
+def documented_example() -> str:
+    text = API_DOC.read_text()
     block = re.search(r"<!-- python-handles:start -->\s*```python\n(.*?)```\s*<!-- python-handles:end -->", text, re.S)
-    assert block, "README.md lost its python-handles example"
+    assert block, "docs/api.md lost its python-handles example"
     return block.group(1)
 
 
-def test_the_readme_handle_example_runs_as_written(service, tmp_path, monkeypatch):
+def test_the_documented_handle_example_runs_as_written(service, tmp_path, monkeypatch):
     from PIL import Image
 
     Image.new("RGB", (64, 48), (200, 120, 40)).save(tmp_path / "photo.png")  # the example reads photo.png
@@ -25,10 +25,10 @@ def test_the_readme_handle_example_runs_as_written(service, tmp_path, monkeypatc
     printed = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(printed):
-        exec(compile(readme_example(), str(README), "exec"), namespace)
+        exec(compile(documented_example(), str(API_DOC), "exec"), namespace)
     lines = printed.getvalue().splitlines()
     assert len(lines) == 10, lines
-    assert lines[0] == "all-minilm-l6-v2 384 [8, 5]"  # as the README comment says
+    assert lines[0] == "all-minilm-l6-v2 384 [8, 5]"  # as the example's comment says
     assert namespace["vectors"].dimensions == 384 and len(namespace["vectors"].vectors) == 2
     spoken = namespace["spoken"]
     assert (spoken.sample_rate, spoken.format) == (16000, "wav") and spoken.audio[:4] == b"RIFF"

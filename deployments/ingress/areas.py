@@ -6,32 +6,25 @@ TEXT_UPLOADS (tasks for which an uploaded .txt file is the text to work on). The
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
-from deployments.ingress import (
-    chat_routes,
-    embedding_routes,
-    image_routes,
-    music_routes,
-    speech_routes,
-    transcription_routes,
-    video_routes,
-    vision_routes,
-    voice_routes,
-)
 from deployments.ingress.request_checks import JobInput
 
-TASK_AREAS: tuple[ModuleType, ...] = (
-    embedding_routes,
-    music_routes,
-    transcription_routes,
-    speech_routes,
-    voice_routes,
-    chat_routes,
-    vision_routes,
-    image_routes,
-    video_routes,
+# One line per area: the module's name under deployments/ingress/.
+AREA_MODULES = (
+    "embedding_routes",
+    "music_routes",
+    "transcription_routes",
+    "speech_routes",
+    "voice_routes",
+    "chat_routes",
+    "vision_routes",
+    "image_routes",
+    "video_routes",
 )
+TASK_AREAS: tuple[ModuleType, ...] = tuple(importlib.import_module(f"deployments.ingress.{name}")
+                                           for name in AREA_MODULES)
 
 
 def area_jobs() -> dict[str, JobInput]:

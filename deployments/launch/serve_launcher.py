@@ -82,7 +82,7 @@ def check_bind_is_guarded(argv: list[str], environ: dict[str, str]) -> None:
     raise OpenToTheNetwork(
         f"refusing to serve on {host} (not loopback) with no API key: anyone who reaches the port could use "
         f"every route. Set INFERENCE_API_KEYS (and INFERENCE_ADMIN_API_KEYS), or HOST=127.0.0.1, or "
-        f"{OPEN_SETTING}=1 if something in front of the service authenticates (README: Exposing the service).")
+        f"{OPEN_SETTING}=1 if something in front of the service authenticates (see docs/deploying.md).")
 
 
 def named_address(argv: list[str]) -> str | None:

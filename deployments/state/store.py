@@ -1,5 +1,5 @@
 """The job store: uploads and jobs as rows (SQLite, or PostgreSQL on a cluster), their files in a
-local directory or an S3-compatible bucket (jobs/files.py).
+local directory or an S3-compatible bucket (state/files.py).
 
 Every file enters the store through a local staging folder and is put whole, and a row points at
 it only after that, so a crash leaves no half-written upload or result behind. Status changes are
