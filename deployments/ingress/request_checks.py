@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from deployments.errors import UnsupportedMediaType
-from deployments.families.music.protocol import NONBLANK as NONBLANK  # the routes' non-blank pattern, from its one home
+from deployments.families.protocol import NONBLANK as NONBLANK  # the routes' non-blank pattern, from its one home
 from deployments.ingress.services import Services
 from deployments.state.store import Upload
 from registry import ModelEntry, TaskConfig

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from ray import serve
 
 from deployments.errors import BadModelOutput, InvalidRequest
@@ -43,6 +43,7 @@ from deployments.families.chat.protocol import (
     Started,
     Step,
 )
+from deployments.serving.batching import BatchConfig
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
@@ -56,13 +57,10 @@ MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_
 
 
 
-class ChatConfig(BaseModel):
-    """`user_config` of the deployment; changed live through `reconfigure` (max_batch_size 1 = no batching)."""
+class ChatConfig(BatchConfig):
+    """`user_config` of the deployment: requests decoded together, and the chat's own defaults."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(8, gt=0, le=MAX_BATCH_SIZE, description="Requests decoded together.")
-    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill.")
+    default_batch, default_wait_s, largest_batch = 8, 0.02, MAX_BATCH_SIZE
     default_max_tokens: int = Field(512, gt=0, description="max_tokens when a request gives none.")
     product_attempts: int = Field(3, gt=0, le=10, description="Tries (new seed each) for a usable product answer.")
 

@@ -7,6 +7,7 @@ import asyncio
 from ray import serve
 
 from deployments.families.embedding.protocol import Embeddings
+from deployments.serving.batching import raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
@@ -35,7 +36,7 @@ class EmbeddingDeployment(FamilyDeployment):
         # Loaded before joining a batch: a failed load fails only its own requests, and a batch
         # never waits on a download.
         await self._models.get(entry)
-        return await self._embed_batch((entry.id, texts))
+        return raise_failed(await self._embed_batch((entry.id, texts)))
 
     async def run_job(self, job_id: str) -> str:
         """Embeddings as a queued job (seed 004's /api/v1/run): the vectors become the job's output."""
@@ -56,19 +57,19 @@ class EmbeddingDeployment(FamilyDeployment):
             if not self._encoding:
                 self._embed_batch.set_batch_wait_timeout_s(0)  # type: ignore[attr-defined]
 
-    async def _encode_batch(self, requests: list[tuple[str, list[str]]]) -> list[Embeddings]:
-        results: list[Embeddings | None] = [None] * len(requests)
-        for model_id in dict.fromkeys(model for model, _ in requests):
-            indices = [i for i, (model, _) in enumerate(requests) if model == model_id]
+    async def _encode_batch(self, requests: list[tuple[str, list[str]]]) -> list[Embeddings | Exception]:
+        async def encode(group: list[tuple[str, list[str]]]) -> list[Embeddings]:
+            model_id = group[0][0]
             encoder = await self._models.get(self._catalog.models[model_id])
-            texts = [text for i in indices for text in requests[i][1]]
-            vectors, counts = await asyncio.to_thread(_encode, encoder, texts)
-            start = 0
-            for i in indices:
-                n = len(requests[i][1])
-                results[i] = Embeddings(model_id, vectors[start:start + n], counts[start:start + n])
-                start += n
-        return results
+            vectors, counts = await asyncio.to_thread(_encode, encoder, [text for _, texts in group for text in texts])
+            results, start = [], 0
+            for _, texts in group:
+                end = start + len(texts)
+                results.append(Embeddings(model_id, vectors[start:end], counts[start:end]))
+                start = end
+            return results
+
+        return await run_in_groups(requests, lambda request: request[0], encode, "embedding")
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         from sentence_transformers import SentenceTransformer

@@ -13,15 +13,12 @@ import asyncio
 import io
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.errors import ServiceError
 from deployments.families.image_generation.protocol import (
     INPAINT,
     MAX_BATCH_SIZE,
@@ -31,19 +28,17 @@ from deployments.families.image_generation.protocol import (
     check_same_size,
 )
 from deployments.media.images import open_image
+from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
 from registry import ModelEntry
 
 logger = logging.getLogger(__name__)
 
 
-class ImageGenerationConfig(BaseModel):
-    """`user_config` of the deployment; max_batch_size 1 switches batching off."""
+class ImageGenerationConfig(BatchConfig):
+    """`user_config` of the deployment: requests per pipeline call."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(4, ge=1, le=MAX_BATCH_SIZE, description="Requests per pipeline call.")
-    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill.")
+    default_batch, default_wait_s, largest_batch = 4, 0.05, MAX_BATCH_SIZE
 
 
 @dataclass
@@ -105,10 +100,7 @@ class ImageGenerationDeployment(FamilyDeployment):
     async def _run(self, entry: ModelEntry, item: _Item) -> GeneratedImages:
         started = time.perf_counter()
         await self._models.get(entry)  # loaded before joining a batch: a failed load fails only its own
-        result = await self._generate_batch(item)
-        if isinstance(result, Exception):
-            raise result
-        pictures, batch_size = result
+        pictures, batch_size = raise_failed(await self._generate_batch(item))
         job = item.job
         if item.mask is not None:  # pixels outside the mask stay the original's, not the VAE's round trip
             pictures = [Image.composite(p.resize(item.image.size), item.image, item.mask) for p in pictures]
@@ -120,27 +112,16 @@ class ImageGenerationDeployment(FamilyDeployment):
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
     async def _generate_batch(self, items: list[_Item]) -> list[tuple[list, int] | Exception]:
         """(PIL images, images in the call) per item; one pipeline call per group of equal settings."""
-        groups = defaultdict(list)
-        for i, item in enumerate(items):
-            groups[item.key()].append(i)
-        results: list[Any] = [None] * len(items)
-        outcomes: list[Any]
-        for indices in groups.values():
-            group = [items[i] for i in indices]
-            try:
-                pipeline = await self._models.get(self._catalog.models[group[0].model])
-                pictures = await asyncio.to_thread(_call, pipeline, group, self._device)
-                start, outcomes = 0, []  # (the request's images, the batch size) per request
-                for item in group:
-                    outcomes.append((pictures[start:start + item.job.num_images], len(pictures)))
-                    start += item.job.num_images
-            except Exception as error:  # noqa: BLE001 - handed back to this group's requests
-                if not isinstance(error, ServiceError):
-                    logger.exception("image generation with %s failed", group[0].model)
-                outcomes = [error] * len(group)
-            for i, outcome in zip(indices, outcomes):
-                results[i] = outcome
-        return results
+        async def generate(group: list[_Item]) -> list[tuple[list, int]]:
+            pipeline = await self._models.get(self._catalog.models[group[0].model])
+            pictures = await asyncio.to_thread(_call, pipeline, group, self._device)
+            start, outcomes = 0, []  # (the request's images, the batch size) per request
+            for item in group:
+                outcomes.append((pictures[start:start + item.job.num_images], len(pictures)))
+                start += item.job.num_images
+            return outcomes
+
+        return await run_in_groups(items, _Item.key, generate, "image generation")
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         task = self._catalog.task_of(entry)

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest
-from deployments.families.music.protocol import NONBLANK, format_seconds, nonblank_prompt
+from deployments.families.protocol import MAX_PROMPT_CHARS, NONBLANK, format_seconds, nonblank_prompt
 from registry import ModelEntry
 
 TEXT_TO_IMAGE, INPAINT = "text-to-image", "image-inpainting"
-MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**31 - 1  # torch generators take 64 bits; 31 keeps seeds + image index in every client's ints
 MAX_BATCH_SIZE = 16  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
 

@@ -27,6 +27,7 @@ import torch
 from ray import serve
 
 from deployments.errors import InvalidRequest
+from deployments.families.music import protocol
 from deployments.families.music.adapters import (
     AdapterSlots,
     AdapterSwitchFailed,
@@ -39,13 +40,10 @@ from deployments.families.music.protocol import (
     MusicConfig,
     MusicJobInput,
     MusicParams,
-    check_adapter,
-    check_duration,
-    default_duration,
-    find_adapter,
 )
 from deployments.media.audio import OUTPUT_FORMATS
 from deployments.model_cache.manager import get_model_manager
+from deployments.serving.batching import raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.settings import ServiceSettings
 from deployments.state.runner import JobContext
@@ -172,14 +170,14 @@ class MusicDeployment(FamilyDeployment):
         """Music for `prompt` with catalog model `model` (default: the adapter's base, else this deployment's
         model, else the task default)."""
         params = MusicParams.model_validate(params or {})
-        adapter = find_adapter(self._catalog, params.adapter) if params.adapter else None
+        adapter = protocol.find_adapter(self._catalog, params.adapter) if params.adapter else None
         name = model or (adapter.base_model if adapter else self._model_id or self._catalog.tasks[TASK].default_model)
         entry = self._entry(name, TASK)
         if adapter:
-            check_adapter(self._catalog, entry, adapter)
+            protocol.check_adapter(self._catalog, entry, adapter)
             require_adapter_support()
-        duration = params.duration or default_duration(entry)
-        check_duration(entry, duration)
+        duration = params.duration or protocol.default_duration(entry)
+        protocol.check_duration(entry, duration)
         if not prompt.strip():
             raise InvalidRequest("prompt must not be empty")
         seed = secrets.randbelow(2**31) if params.seed is None else params.seed
@@ -187,11 +185,8 @@ class MusicDeployment(FamilyDeployment):
         # own request, and a batch never waits on one.
         musicgen = await self._models.get(entry)
         adapter_path = await self._adapter_path(adapter) if adapter else None
-        result = await self._generate_batch(_Prompt(entry.id, adapter and adapter.id, adapter_path,
-                                                    prompt, duration, seed))
-        if isinstance(result, Exception):
-            raise result
-        audio, batch_size = result
+        audio, batch_size = raise_failed(await self._generate_batch(_Prompt(entry.id, adapter and adapter.id,
+                                                                            adapter_path, prompt, duration, seed)))
         data = await asyncio.to_thread(encode, audio, musicgen.sample_rate, params.output_format)
         return Music(data, params.output_format, OUTPUT_FORMATS[params.output_format][2], musicgen.sample_rate,
                      round(audio.shape[-1] / musicgen.sample_rate, 6), entry.id, adapter and adapter.id, seed,
@@ -229,19 +224,11 @@ class MusicDeployment(FamilyDeployment):
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.05)
     async def _generate_batch(self, prompts: list[_Prompt]) -> list[tuple[np.ndarray, int] | Exception]:
         """One generate call per (model, adapter) group; a group's failure is returned to its own requests."""
-        results: list[tuple[np.ndarray, int] | Exception | None] = [None] * len(prompts)
-        groups: dict[tuple[str, str | None], list[int]] = {}
-        for i, p in enumerate(prompts):
-            groups.setdefault((p.model, p.adapter), []).append(i)
-        for (model_id, adapter), indices in groups.items():
-            group = [prompts[i] for i in indices]
-            try:
-                audios = await self._generate_group(model_id, adapter, group)
-            except Exception as error:  # noqa: BLE001 - handed to the group's callers, who raise it
-                audios = [error] * len(group)
-            for i, audio in zip(indices, audios):
-                results[i] = audio if isinstance(audio, Exception) else (audio, len(group))
-        return results
+        async def generate(group: list[_Prompt]) -> list[tuple[np.ndarray, int]]:
+            audios = await self._generate_group(group[0].model, group[0].adapter, group)
+            return [(audio, len(group)) for audio in audios]
+
+        return await run_in_groups(prompts, lambda p: (p.model, p.adapter), generate, "music generation")
 
     async def _generate_group(self, model_id: str, adapter: str | None, group: list[_Prompt]) -> list[np.ndarray]:
         """One generate call on a model whose adapters are in a known state: a copy tainted by a failed

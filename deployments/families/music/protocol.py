@@ -9,21 +9,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest, ModelNotFound
+from deployments.families.protocol import MAX_PROMPT_CHARS, NONBLANK, nonblank_prompt
+from deployments.families.protocol import check_duration as check_duration  # the music rule is the shared one
+from deployments.serving.batching import BatchConfig
 from registry import AdapterEntry, ModelEntry
 from registry.runtime import CatalogView
 
 TASK = "text-to-music"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
-MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client holds exactly (JavaScript's numbers are doubles)
-NONBLANK = r"\S"  # the schema's word for what nonblank_prompt (and the other blank checks) let through
 OutputFormat = Literal["wav", "flac", "mp3"]
-
-
-def nonblank_prompt(value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise ValueError("prompt must not be empty")
-    return value
 
 
 class MusicParams(BaseModel):
@@ -55,13 +50,10 @@ class MusicJobInput(MusicParams):
         return nonblank_prompt(value)
 
 
-class MusicConfig(BaseModel):
-    """`user_config` of the deployment; changed live through `reconfigure` (max_batch_size 1 = no batching)."""
+class MusicConfig(BatchConfig):
+    """`user_config` of the deployment: prompts per generate call."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(8, gt=0, le=MAX_BATCH_SIZE, description="Prompts per generate call.")
-    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill.")
+    default_batch, default_wait_s, largest_batch = 8, 0.05, MAX_BATCH_SIZE
 
 
 @dataclass
@@ -77,18 +69,6 @@ class Music:
     adapter: str | None
     seed: int
     batch_size: int
-
-
-def format_seconds(seconds: float) -> str:
-    """31 -> '31', 31.5 -> '31.5' (as seed 002's message shows durations)."""
-    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
-
-
-def check_duration(entry: ModelEntry, duration: float) -> None:
-    """Seed 002's limit, from the catalog (so CATALOG__<MODEL>__MAX_DURATION_SECONDS overrides it)."""
-    limit = entry.specs.max_duration_seconds
-    if limit is not None and duration > limit:
-        raise InvalidRequest(f"Duration {format_seconds(duration)}s exceeds model limit of {format_seconds(limit)}s")
 
 
 def default_duration(entry: ModelEntry) -> float:

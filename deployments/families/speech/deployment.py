@@ -21,21 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
+from deployments.errors import InvalidRequest, ModelUnavailable
+from deployments.families.speech import protocol
 from deployments.families.speech.cloning import CsmEngine
 from deployments.families.speech.protocol import (
-    TASK,
     Speech,
     SpeechPiece,
     SpeechRequest,
     SpeechStart,
-    check_speed,
-    resolve_voice,
 )
 from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, pcm16, wav_stream_header
+from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
@@ -72,13 +70,10 @@ def sentences(text: str, shortest: int = 12) -> list[str]:
 
 
 
-class SpeechConfig(BaseModel):
-    """`user_config` of the deployment in serve_config.yaml; max_batch_size 1 switches batching off."""
+class SpeechConfig(BatchConfig):
+    """`user_config` of the deployment: texts per model call (Bark: per voice)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(8, ge=1, description="Texts per model call; keep <= max_ongoing_requests.")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
+    default_batch, default_wait_s, largest_batch = 8, 0.01, MAX_ONGOING_REQUESTS
 
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
@@ -107,11 +102,11 @@ class SpeechDeployment(FamilyDeployment):
 
     async def _prepare(self, request: SpeechRequest, formats: dict) -> tuple[SpeechRequest, Any, int]:
         """The request with the catalog's model id and voice, its loaded engine, and the text's tokens."""
-        entry = self._entry(request.model, TASK)
+        entry = self._entry(request.model, protocol.TASK)
         if request.format not in formats:
             raise InvalidRequest(f"Unknown format '{request.format}'; supported: {', '.join(formats)}")
-        request = replace(request, model=entry.id, voice=resolve_voice(entry, request.voice))
-        check_speed(self._catalog, entry, request.speed)
+        request = replace(request, model=entry.id, voice=protocol.resolve_voice(entry, request.voice))
+        protocol.check_speed(self._catalog, entry, request.speed)
         # loaded before joining a batch: a failed load fails only its own requests
         engine = await self._models.get(entry)
         tokens = engine.check_text(request.text)
@@ -121,14 +116,11 @@ class SpeechDeployment(FamilyDeployment):
         return request, engine, tokens
 
     async def _speak(self, request: SpeechRequest) -> tuple[np.ndarray, int]:
-        result = await self._synthesize_batch(request)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return raise_failed(await self._synthesize_batch(request))
 
     async def check_text(self, model: str, text: str) -> int:
         """Tokens `text` is read as, or InvalidRequest naming the model's limit (jobs check before queueing)."""
-        return (await self._models.get(self._entry(model, TASK))).check_text(text)
+        return (await self._models.get(self._entry(model, protocol.TASK))).check_text(text)
 
     async def run_job(self, job_id: str) -> str:
         """Speech as a queued job (seed 004's /api/v1/run): the audio becomes the job's result file."""
@@ -154,23 +146,16 @@ class SpeechDeployment(FamilyDeployment):
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _synthesize_batch(self, requests: list[SpeechRequest]) -> list[tuple[np.ndarray, int] | Exception]:
         """(audio, group size) per request, in order; a group that fails hands its error to its own requests."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
         engines = {}
-        for i, request in enumerate(requests):
-            engines[request.model] = engine = await self._models.get(self._catalog.models[request.model])
-            groups[(request.model, engine.batch_key(request))].append(i)
-        results: list = [None] * len(requests)
-        for (model, _), indices in groups.items():
-            try:
-                audio = await asyncio.to_thread(engines[model].synthesize, [requests[i] for i in indices])
-                outcomes = [(clip, len(indices)) for clip in audio]
-            except Exception as error:  # noqa: BLE001 - handed back to the requests of this group
-                if not isinstance(error, ServiceError):
-                    logger.exception("speech synthesis with %s failed for %d texts", model, len(indices))
-                outcomes = [error] * len(indices)
-            for i, outcome in zip(indices, outcomes):
-                results[i] = outcome
-        return results
+        for request in requests:
+            engines[request.model] = await self._models.get(self._catalog.models[request.model])
+
+        async def synthesize(group: list[SpeechRequest]) -> list[tuple[np.ndarray, int]]:
+            audio = await asyncio.to_thread(engines[group[0].model].synthesize, group)
+            return [(clip, len(group)) for clip in audio]
+
+        return await run_in_groups(requests, lambda r: (r.model, engines[r.model].batch_key(r)), synthesize,
+                                   "speech synthesis")
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         engine = {"speecht5": SpeechT5Engine, "bark": BarkEngine, "csm": CsmEngine}.get(entry.family)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ray import serve
 
 from deployments.errors import InvalidRequest
@@ -44,6 +44,7 @@ from deployments.families.transcription.transcripts import (
     words_of,
 )
 from deployments.media.audio import AudioLimits, BadAudio, audio_header, decode_audio
+from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.settings import ServiceSettings
 from deployments.state.runner import JobContext
@@ -68,14 +69,10 @@ MAX_BATCH_SIZE = 16
 
 
 
-class TranscriptionConfig(BaseModel):
-    """`user_config` of the deployment; changed live through `reconfigure`."""
+class TranscriptionConfig(BatchConfig):
+    """`user_config` of the deployment: 30 s windows per generate call, and how windows are cut and decoded."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(MAX_BATCH_SIZE, gt=0, description="Windows per generate call (1 = no batching). "
-                                "Keep max_ongoing_requests at least this large.")
-    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill.")
+    default_batch, default_wait_s = MAX_BATCH_SIZE, 0.02
     max_new_tokens: int = Field(224, gt=0, le=440, description="Tokens generated per 30 s window "
                                 "(224 = openai-whisper's default sample_len).")
     overlap_seconds: float = Field(5.0, ge=0, le=15, description="How much consecutive windows overlap, so "
@@ -132,7 +129,7 @@ class TranscriptionDeployment(FamilyDeployment):
             for done, future in enumerate(asyncio.as_completed(pending), 1):
                 await future
                 progress(done / len(pending))
-        results = await asyncio.gather(*pending)
+        results = [raise_failed(result) for result in await asyncio.gather(*pending)]
         merged = merge_windows(results, starts, rate, window, len(samples), options.temperature)
         return Transcription(
             model=entry.id, task=options.task, language=options.language or results[0].language,
@@ -161,21 +158,16 @@ class TranscriptionDeployment(FamilyDeployment):
         return result.model_dump(exclude={"batch_size"})
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.02)
-    async def _generate_batch(self, windows: list[Window]) -> list[WindowResult]:
+    async def _generate_batch(self, windows: list[Window]) -> list[WindowResult | Exception]:
         """Windows that can share a generate call (same model, task, temperature, and either all with a
         language or all detecting it) go through one; the batch size is what each window reports."""
-        groups: dict[tuple, list[int]] = {}
-        for i, w in enumerate(windows):
-            key = (w.model, w.options.task, w.options.temperature, w.options.language is None,
-                   w.options.word_timestamps)
-            groups.setdefault(key, []).append(i)
-        results: list[WindowResult | None] = [None] * len(windows)
-        for (model_id, *_), indices in groups.items():
-            whisper = await self._models.get(self._catalog.models[model_id])
-            group = [windows[i] for i in indices]
-            for i, result in zip(indices, await asyncio.to_thread(self._generate, whisper, group)):
-                results[i] = result
-        return results
+        async def generate(group: list[Window]) -> list[WindowResult]:
+            whisper = await self._models.get(self._catalog.models[group[0].model])
+            return await asyncio.to_thread(self._generate, whisper, group)
+
+        return await run_in_groups(windows, lambda w: (w.model, w.options.task, w.options.temperature,
+                                                       w.options.language is None, w.options.word_timestamps),
+                                   generate, "transcription")
 
     def _generate(self, whisper: Whisper, windows: list[Window]) -> list[WindowResult]:
         import torch

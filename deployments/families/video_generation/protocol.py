@@ -9,7 +9,7 @@ from pydantic import Field
 
 from deployments.errors import InvalidRequest
 from deployments.families.image_generation.protocol import GenerationParams, ImageJob, resolve_image
-from deployments.families.music.protocol import check_duration, format_seconds
+from deployments.families.protocol import check_duration, format_seconds
 from registry import ModelEntry
 
 TEXT_TO_VIDEO, IMAGE_TO_VIDEO = "text-to-video", "image-to-video"

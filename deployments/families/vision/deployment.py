@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ray import serve
 
-from deployments.errors import InvalidRequest, ModelUnavailable, ServiceError
+from deployments.errors import InvalidRequest, ModelUnavailable
 from deployments.families.vision.protocol import (
     CLASSIFY,
     DESCRIBE,
@@ -29,6 +28,7 @@ from deployments.families.vision.protocol import (
     Prediction,
 )
 from deployments.media.images import open_image
+from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
 from registry import ModelEntry
@@ -39,13 +39,10 @@ MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_
 DEFAULT_PROMPT = "Describe this image."  # what chat models are asked when a request has no prompt
 
 
-class VisionConfig(BaseModel):
-    """`user_config` of the deployment in serve_config.yaml; max_batch_size 1 switches batching off."""
+class VisionConfig(BatchConfig):
+    """`user_config` of the deployment: images per model call, and the descriptions' default length."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(8, ge=1, le=MAX_BATCH_SIZE, description="Images per model call.")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a batch waits to fill.")
+    default_batch, default_wait_s, largest_batch = 8, 0.01, MAX_BATCH_SIZE
     default_max_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="Tokens a description may "
                                     "generate when the request sets no max_tokens.")
 
@@ -88,7 +85,7 @@ class VisionDeployment(FamilyDeployment):
             raise InvalidRequest(f"top_k must be at least 1; got {top_k}")
         decoded, info = await asyncio.to_thread(open_image, image, name)
         classifier = await self._models.get(entry)  # loaded before joining a batch: a failed load fails only its own
-        probabilities, batch_size = self._raise(await self._classify_batch(_Item(entry.id, decoded)))
+        probabilities, batch_size = raise_failed(await self._classify_batch(_Item(entry.id, decoded)))
         k = min(top_k, len(probabilities))
         best = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:k]
         predictions = [Prediction(label=classifier.labels[i], score=probabilities[i]) for i in best]
@@ -105,7 +102,7 @@ class VisionDeployment(FamilyDeployment):
         engine = await self._models.get(entry)
         prompt = prompt or engine.default_prompt
         item = _Item(entry.id, decoded, prompt, max_tokens or self._config.default_max_tokens)
-        text, tokens, truncated, batch_size = self._raise(await self._describe_batch(item))
+        text, tokens, truncated, batch_size = raise_failed(await self._describe_batch(item))
         return Description(model=entry.id, description=text, prompt=prompt, generated_tokens=tokens,
                            truncated=truncated, image=info, batch_size=batch_size)
 
@@ -132,54 +129,28 @@ class VisionDeployment(FamilyDeployment):
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _classify_batch(self, items: list[_Item]) -> list[tuple[list[float], int] | Exception]:
         """(softmax over the labels, images in the call) per item; one forward pass per model."""
-        groups = defaultdict(list)
-        for i, item in enumerate(items):
-            groups[item.model].append(i)
-        results: list = [None] * len(items)
-        for model_id, indices in groups.items():
-            try:
-                classifier = await self._models.get(self._catalog.models[model_id])
-                rows = await asyncio.to_thread(classifier.probabilities, [items[i].image for i in indices])
-                outcomes = [(row, len(indices)) for row in rows]
-            except Exception as error:  # noqa: BLE001 - handed back to this group's requests
-                outcomes = [self._failed(error, model_id, len(indices))] * len(indices)
-            for i, outcome in zip(indices, outcomes):
-                results[i] = outcome
-        return results
+        async def classify(group: list[_Item]) -> list[tuple[list[float], int]]:
+            classifier = await self._models.get(self._catalog.models[group[0].model])
+            rows = await asyncio.to_thread(classifier.probabilities, [item.image for item in group])
+            return [(row, len(group)) for row in rows]
+
+        return await run_in_groups(items, lambda item: item.model, classify, "image classification")
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _describe_batch(self, items: list[_Item]) -> list[tuple[str, int, bool, int] | Exception]:
         """(text, generated tokens, cut by max_tokens, images in the call) per item; one generate per model
         (and BLIP prompt). Each row is cut to its own max_tokens; greedy decoding makes that equal to stopping there."""
-        groups = defaultdict(list)
         engines = {}
-        for i, item in enumerate(items):
-            engines[item.model] = engine = await self._models.get(self._catalog.models[item.model])
-            groups[(item.model, engine.batch_key(item.prompt))].append(i)
-        results: list = [None] * len(items)
-        for (model_id, _), indices in groups.items():
-            group = [items[i] for i in indices]
-            try:
-                rows = await asyncio.to_thread(engines[model_id].describe, [it.image for it in group],
-                                               [it.prompt for it in group], [it.max_tokens for it in group])
-                outcomes = [(*row, len(indices)) for row in rows]
-            except Exception as error:  # noqa: BLE001 - handed back to this group's requests
-                outcomes = [self._failed(error, model_id, len(indices))] * len(indices)
-            for i, outcome in zip(indices, outcomes):
-                results[i] = outcome
-        return results
+        for item in items:
+            engines[item.model] = await self._models.get(self._catalog.models[item.model])
 
-    @staticmethod
-    def _failed(error: Exception, model_id: str, count: int) -> Exception:
-        if not isinstance(error, ServiceError):
-            logger.exception("vision model %s failed on %d images", model_id, count, exc_info=error)
-        return error
+        async def describe(group: list[_Item]) -> list[tuple[str, int, bool, int]]:
+            rows = await asyncio.to_thread(engines[group[0].model].describe, [it.image for it in group],
+                                           [it.prompt for it in group], [it.max_tokens for it in group])
+            return [(*row, len(group)) for row in rows]
 
-    @staticmethod
-    def _raise(result):
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await run_in_groups(items, lambda item: (item.model, engines[item.model].batch_key(item.prompt)),
+                                   describe, "image description")
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         if self._catalog.task_of(entry) == CLASSIFY:

@@ -1,0 +1,28 @@
+"""What the families' protocols share: the non-blank rule and its schema word, the prompt length every
+generation family takes, and durations checked against the catalog and said as seed 002 says them."""
+
+from __future__ import annotations
+
+from deployments.errors import InvalidRequest
+from registry import ModelEntry
+
+MAX_PROMPT_CHARS = 2000
+NONBLANK = r"\S"  # the schema's word for what nonblank_prompt (and the other blank checks) let through
+
+
+def nonblank_prompt(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("prompt must not be empty")
+    return value
+
+
+def format_seconds(seconds: float) -> str:
+    """31 -> '31', 31.5 -> '31.5' (as seed 002's message shows durations)."""
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+
+
+def check_duration(entry: ModelEntry, duration: float) -> None:
+    """Seed 002's limit, from the catalog (so CATALOG__<MODEL>__MAX_DURATION_SECONDS overrides it)."""
+    limit = entry.specs.max_duration_seconds
+    if limit is not None and duration > limit:
+        raise InvalidRequest(f"Duration {format_seconds(duration)}s exceeds model limit of {format_seconds(limit)}s")
