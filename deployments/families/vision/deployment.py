@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import Field
 from ray import serve
 
-from deployments.errors import InvalidRequest, ModelUnavailable
+from deployments.errors import InvalidRequest
+from deployments.families.vision.engines import load_engine
 from deployments.families.vision.protocol import (
     CLASSIFY,
     DESCRIBE,
@@ -36,7 +37,6 @@ from registry import ModelEntry
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
-DEFAULT_PROMPT = "Describe this image."  # what chat models are asked when a request has no prompt
 
 
 class VisionConfig(BatchConfig):
@@ -153,138 +153,16 @@ class VisionDeployment(FamilyDeployment):
                                    describe, "image description")
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
-        if self._catalog.task_of(entry) == CLASSIFY:
-            return Classifier(paths["weights"], self._device)
-        from transformers import AutoConfig
-
-        model_type = AutoConfig.from_pretrained(paths["weights"]).model_type
-        if model_type == "blip":
-            return BlipCaptioner(paths["weights"], self._device)
-        if model_type == "qwen2_vl":
-            return ChatDescriber(paths["weights"], self._device)
-        raise ModelUnavailable(f"Model '{entry.id}' is a '{model_type}' model; this service describes images with "
-                               "BLIP and Qwen2-VL models")
+        return load_engine(entry, self._catalog.task_of(entry) == CLASSIFY, paths["weights"], self._device)
 
 
-class Classifier:
-    """An image-classification model with its image processor (Pillow backend: no torchvision here)."""
-
-    def __init__(self, path: str, device: str):
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        self.device = device
-        self.processor = AutoImageProcessor.from_pretrained(path, backend="pil")
-        self.model = AutoModelForImageClassification.from_pretrained(path).to(device).eval()
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-
-    def probabilities(self, images: list) -> list[list[float]]:
-        import torch
-
-        inputs = self.processor(images=images, return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            return self.model(**inputs).logits.float().softmax(-1).cpu().tolist()
 
 
-def _generation_dtype(device: str):
-    import torch
-
-    return torch.bfloat16 if device == "cuda" else torch.float32
 
 
-class BlipCaptioner:
-    """BLIP conditional captioning: a prompt is the caption's first words, and the caption keeps them."""
-
-    default_prompt = None  # an unconditional caption
-
-    def __init__(self, path: str, device: str):
-        from transformers import AutoProcessor, BlipForConditionalGeneration
-
-        self.device, self.dtype = device, _generation_dtype(device)
-        self.processor = AutoProcessor.from_pretrained(path, backend="pil")
-        self.model = BlipForConditionalGeneration.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
-        text = self.model.config.text_config
-        self.stop = {text.sep_token_id, text.pad_token_id}  # BLIP's text decoder ends a caption with [SEP]
-
-    def batch_key(self, prompt: str | None) -> str | None:
-        return prompt  # one text prefix per generate call
-
-    def describe(self, images: list, prompts: list[str | None], max_tokens: list[int]) -> list[tuple[str, int, bool]]:
-        import torch
-
-        prompt = prompts[0]
-        inputs = self.processor(images=images, text=[prompt] * len(images) if prompt else None, return_tensors="pt")
-        inputs = inputs.to(self.device).to(self.dtype)
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=max(max_tokens))
-        # rows are [DEC] + the prompt's words (its [CLS] and [SEP] dropped) + the generated tokens
-        start = inputs["input_ids"].shape[1] - 1 if prompt else 1
-        return [_decode(self.processor.tokenizer, row, start, limit, self.stop, keep=1)
-                for row, limit in zip(output, max_tokens)]
 
 
-class ChatDescriber:
-    """A vision-language chat model (Qwen2-VL): the image and the prompt as one user turn of its chat template."""
-
-    default_prompt = DEFAULT_PROMPT
-
-    def __init__(self, path: str, device: str):
-        from transformers import AutoModelForImageTextToText
-
-        self.device, self.dtype = device, _generation_dtype(device)
-        self.processor = _chat_processor(path)
-        self.processor.tokenizer.padding_side = "left"  # rows of a batch end where generation starts
-        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
-        generation = self.model.generation_config
-        eos = generation.eos_token_id
-        self.stop = {*(eos if isinstance(eos, list) else [eos]), generation.pad_token_id,
-                     self.processor.tokenizer.pad_token_id} - {None}
-
-    def batch_key(self, prompt: str | None) -> None:
-        return None  # each row carries its own prompt
-
-    def describe(self, images: list, prompts: list[str], max_tokens: list[int]) -> list[tuple[str, int, bool]]:
-        import torch
-
-        texts = [self.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
-            add_generation_prompt=True) for prompt in prompts]
-        inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device).to(self.dtype)
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=max(max_tokens), do_sample=False)
-        start = inputs["input_ids"].shape[1]
-        return [_decode(self.processor.tokenizer, row, start, limit, self.stop)
-                for row, limit in zip(output, max_tokens)]
 
 
-def _decode(tokenizer, row, start: int, limit: int, stop: set[int],
-            keep: int | None = None) -> tuple[str, int, bool]:
-    """Text of the tokens generated from `start` on, cut at `limit` and at the first stop token
-    (end of text, padding), preceded by `row[keep:start]` (a prompt the caption keeps) when `keep`
-    is given; how many tokens were generated; and whether `limit` cut the text (no stop token came)."""
-    generated = row[start:start + limit].tolist()
-    count = next((i for i, token in enumerate(generated) if token in stop), len(generated))
-    kept = row[keep:start].tolist() if keep is not None else []
-    text = tokenizer.decode(kept + generated[:count], skip_special_tokens=True).strip()
-    return text, count, count == len(generated) == limit
 
 
-def _chat_processor(path: str):
-    """The model's processor. Qwen2-VL's also holds a video processor, which needs torchvision (not
-    installed here); images need only its image half, which transformers' own class gives without it."""
-    from transformers import AutoProcessor, Qwen2VLProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    try:
-        return AutoProcessor.from_pretrained(path, backend="pil")
-    except ImportError:
-        pass
-
-    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    return ImageOnlyQwen2VLProcessor.from_pretrained(path, backend="pil")
