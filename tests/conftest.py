@@ -41,11 +41,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The as-shipped tests (the README's serve.sh, the cluster profile) first, on a box with nothing else
-    running (the session's application has not started yet); disruptive tests last, so what they kill or
-    change never meets another test."""
+    """The tests that start a Ray of their own (the README's serve.sh, the cluster profile, the documented toy
+    family) first, on a box with nothing else running (the session's application has not started yet);
+    disruptive tests last, so what they kill or change never meets another test."""
     def order(item) -> int:
-        if item.path.name in ("test_as_shipped.py", "test_cluster_profile.py"):
+        if item.path.name in ("test_as_shipped.py", "test_cluster_profile.py", "test_adding_a_family.py"):
             return 0
         return 2 if item.get_closest_marker("disruptive") is not None else 1
     items.sort(key=order)
@@ -217,12 +217,17 @@ def client(service):
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
+    """PostgreSQL, its data outside pytest's temp root: it runs as another user (pgserver, when the tests run
+    as root), and a second pytest session on the machine makes that root private to root again."""
     from tests.backing_services import Postgres
 
-    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    folder = Path(tempfile.mkdtemp(prefix="postgres-"))
+    folder.chmod(0o755)
+    server = Postgres(folder / "data")
     yield server
     server.server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
