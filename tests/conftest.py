@@ -38,6 +38,15 @@ DEMUCS_REPOS = {
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "disruptive: kills replicas or fuzzes every route; runs after the rest")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped where torch sees none (CI has none)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device (the gpu marker)")
 
 
 def pytest_collection_modifyitems(items):

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import ray
 
-from tests.test_model_management import sha256_of, stalled_encoder, wait_for, wait_for_partial_file
+from tests.model_cache.test_model_management import sha256_of, stalled_encoder, wait_for, wait_for_partial_file
 
 pytestmark = pytest.mark.disruptive
 EMBEDDING = "all-minilm-l6-v2"

@@ -17,7 +17,7 @@ import soundfile as sf
 import sqlalchemy as sa
 
 from tests.conftest import MINILM_REPO, free_port
-from tests.test_separation_jobs import make_clip
+from tests.families.test_separation_jobs import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 STEMS = ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]

@@ -27,9 +27,9 @@ import sqlalchemy as sa
 import yaml
 
 from tests.conftest import free_port
+from tests.families.test_separation_jobs import make_clip
+from tests.launch.test_as_shipped import SHIPPED_PORT, mirror_hub, port_is_free  # noqa: F401  (a fixture)
 from tests.ray_nodes import RAY, _stop_nodes
-from tests.test_as_shipped import SHIPPED_PORT, mirror_hub, port_is_free  # noqa: F401  (a fixture)
-from tests.test_separation_jobs import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = str(Path(sys.executable).parent / "serve")

@@ -1,5 +1,5 @@
 """serve_config.yaml, serve_config.cpu.yaml and cluster.yaml are valid for Ray and match the app (the
-README's serve command runs the CPU profile as shipped in tests/test_as_shipped.py)."""
+README's serve command runs the CPU profile as shipped in tests/launch/test_as_shipped.py)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_model_management import add_encoder_repo, wait_for
+from tests.model_cache.test_model_management import add_encoder_repo, wait_for
 
 STARTED = {"pending", "downloading", "completed", "already_exists"}
 

@@ -10,7 +10,7 @@ import time
 
 import soundfile as sf
 
-from tests.test_vision import image_server  # noqa: F401  (a fixture: a local server of test images)
+from tests.families.test_vision import image_server  # noqa: F401  (a fixture: a local server of test images)
 
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED"}
 

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.test_separation_jobs import make_clip
+from tests.families.test_separation_jobs import make_clip
 
 ALICE, BOB, ADMIN = "alice-key-1", "bob-key-2", "admin-key-3"
 ORIGIN = "https://studio.example"

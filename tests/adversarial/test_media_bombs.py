@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import UPLOAD_LIMIT_BYTES
-from tests.test_separation_jobs import make_clip
+from tests.families.test_separation_jobs import make_clip
 
 MAX_SECONDS, MAX_GROWTH = 2.0, 200 * 1024 * 1024
 JSON_LIMIT = 1024 * 1024  # INFERENCE_MAX_JSON_BYTES's default; the suite leaves it

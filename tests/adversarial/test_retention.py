@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.test_separation_jobs import make_clip
+from tests.families.test_separation_jobs import make_clip
 
 QUOTA_BYTES = 1000
 
@@ -63,7 +63,7 @@ def test_jobs_results_and_uploads_go_when_their_time_is_up(short_lived):
 
 
 def test_a_download_past_the_cache_quota_is_refused_with_the_numbers(short_lived, hub):
-    from tests.test_model_management import add_encoder_repo
+    from tests.model_cache.test_model_management import add_encoder_repo
 
     http, _ = short_lived
     repo = add_encoder_repo(hub, "BAAI/quota-probe-encoder").repo_id  # an organisation the catalog uses, never fetched

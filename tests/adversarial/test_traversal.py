@@ -70,7 +70,7 @@ def png() -> bytes:
 
 
 def wav() -> bytes:
-    from tests.test_separation_jobs import make_clip
+    from tests.families.test_separation_jobs import make_clip
 
     return make_clip(0.5)
 

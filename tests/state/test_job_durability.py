@@ -8,7 +8,7 @@ import httpx
 import ray
 from ray import serve
 
-from tests.test_separation_jobs import decode, make_clip, upload, wait_for
+from tests.families.test_separation_jobs import decode, make_clip, upload, wait_for
 
 
 def test_finished_jobs_and_their_stems_survive_an_application_restart(client, service):

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from tests.conftest import tiny_profile
-from tests.test_separation_jobs import make_clip
+from tests.families.test_separation_jobs import make_clip
 
 SMALL, MEDIUM = "musicgen-small", "musicgen-medium"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "console"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "console"
 MEDIUM_LIMIT_S = 20
 KEY = "console-admin-key"
 

@@ -1,7 +1,7 @@
 """One current model per task, everywhere: after "Use this model" (PUT /models/current/{task}), each seed
 route that names no model runs the chosen one, and so does a job for the task (/api/v1/run); switching back
-restores the catalog's default. (Embeddings: tests/test_model_downloads.py; /process and /separate:
-tests/test_separation_jobs.py.)"""
+restores the catalog's default. (Embeddings: tests/model_cache/test_model_downloads.py; /process and /separate:
+tests/families/test_separation_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_separation_jobs import make_clip
+from tests.families.test_separation_jobs import make_clip
 
 
 def png() -> bytes:

@@ -332,7 +332,7 @@ def test_a_download_loads_the_model_and_a_restarted_manager_remembers_the_cache(
 
     from deployments.model_cache.manager import get_model_manager
     from deployments.settings import ServiceSettings
-    from tests.test_model_lifecycle import lifecycle
+    from tests.model_cache.test_model_lifecycle import lifecycle
 
     loaded, kept = add_encoder_repo(hub, "tests/loaded-encoder"), add_encoder_repo(hub, "tests/kept-encoder")
     bodies = {repo.repo_id: {"source": "huggingface", "model_id": repo.repo_id, "name": repo.repo_id.split("/")[1],

@@ -38,7 +38,7 @@ BAD_OUTPUT_ROUTES = {"/api/product-description"}  # 502 BAD_MODEL_OUTPUT: the mo
 # /health's documented 503: a check slower than its timeout while the fuzzer loads both cores counts as
 # degraded; the problems it names are printed by the test, not hidden.
 # Operations that remove what the rest of the suite relies on (the cached models); their inputs are
-# covered by tests/test_model_management.py.
+# covered by tests/model_cache/test_model_management.py.
 DESTRUCTIVE = [("DELETE", "/models/download/{model_name}"), ("POST", "/models/manage")]
 # Refusals of schema-valid requests that are about state (see the module docstring); positive_data_acceptance
 # itself already lets 401, 403, 404, 409 and 429 through.

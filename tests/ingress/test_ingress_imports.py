@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ENGINES = ("torch", "transformers", "demucs", "sentence_transformers", "peft")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ROOT / "deployments" / "families"
 
 

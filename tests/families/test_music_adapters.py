@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deployments.families.music.adapters import installed_support_problem, support_problem
-from tests.test_music import decode, music
+from tests.families.test_music import decode, music
 from tests.tiny_musicgen import MISFIT_ADAPTER
 
 

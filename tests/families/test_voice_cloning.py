@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.test_separation_jobs import make_clip, wait_for
+from tests.families.test_separation_jobs import make_clip, wait_for
 
 MODEL, TEXT, SEED = "csm-1b", "Hello there, this is a test.", 7
 SAMPLE = make_clip(2.0, rate=16000, channels=1)  # a 2 s "voice": any rate, the engine resamples

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import UPLOAD_LIMIT_BYTES
 
 EMBEDDING = "all-minilm-l6-v2"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def scrape(port: int) -> dict[str, list]:

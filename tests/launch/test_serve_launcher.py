@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def launcher_env(temp_dir: Path, **extra: str) -> dict[str, str]:
@@ -111,7 +111,7 @@ def test_a_start_that_cannot_finish_says_which_deployment_and_why_and_exits_1(st
     import yaml
 
     from tests.conftest import free_port
-    from tests.test_as_shipped import started_by_it
+    from tests.launch.test_as_shipped import started_by_it
 
     config = yaml.safe_load((ROOT / "serve_config.cpu.yaml").read_text())
     config["http_options"]["port"] = free_port()

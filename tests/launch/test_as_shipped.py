@@ -28,10 +28,10 @@ import yaml
 from PIL import Image
 
 from tests.conftest import free_port
+from tests.families.test_separation_jobs import make_clip
 from tests.hub import TestHub
-from tests.test_separation_jobs import make_clip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START_BOUND_S = 420  # measured: see the issue 30 note (2-core box)
 PROBE_TIMEOUT_S = 10
 STOP_BOUND_S = 30

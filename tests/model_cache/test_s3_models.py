@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_model_management import wait_for
+from tests.model_cache.test_model_management import wait_for
 
 
 def _put_minilm(s3) -> tuple[str, dict[str, int]]:

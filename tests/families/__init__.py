@@ -1,0 +1,1 @@
+"""Each model family's routes and deployment, as a user calls them."""

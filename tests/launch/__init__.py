@@ -1,0 +1,1 @@
+"""scripts/serve.sh: as shipped, and its failures."""

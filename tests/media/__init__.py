@@ -1,0 +1,1 @@
+"""Fetching what a request names, safely."""

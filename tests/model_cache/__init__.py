@@ -1,0 +1,1 @@
+"""The model manager: downloads, the cache, lifecycles, models from S3."""

@@ -1,0 +1,1 @@
+"""The catalog file and its schema."""

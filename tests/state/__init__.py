@@ -1,0 +1,1 @@
+"""The job store: durability, back-pressure, both backends."""
