@@ -5,7 +5,6 @@ check the request's shape and turn the deployment's answer into each API's reply
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 import uuid
@@ -21,6 +20,7 @@ from deployments.families.chat.protocol import MAX_SEED, TASK, ChatJobInput, Com
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import JobInput, parse
 from deployments.ingress.services import Services, get_services
+from deployments.ingress.sse import error_event, sse
 from registry import ModelEntry
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
@@ -220,9 +220,9 @@ async def openai_chat(body: OpenAIChatRequest,
         return JSONResponse({**reply, "object": "chat.completion", "choices": [choice],
                              "usage": _usage(done.prompt_tokens, done.completion_tokens)},
                             headers={BATCH_HEADER: str(done.batch_size)})
-    handle = (await services.started(entry)).options(stream=True)
-    stream = handle.chat_stream.remote(entry.id, body.plain_messages(), body.options(max_tokens))
-    first: Started = await stream.__anext__()  # a bad request raises here, while a 4xx can still be sent
+    # a bad request raises on the first item, while a 4xx can still be sent
+    first, stream = await services.stream(entry, "chat_stream", entry.id, body.plain_messages(),
+                                          body.options(max_tokens))
     usage = body.stream_options is not None and body.stream_options.include_usage
     return StreamingResponse(_events(reply, first, stream, usage), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
@@ -234,7 +234,7 @@ async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], inclu
 
     def event(delta: dict, finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        return f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+        return sse({**chunk, "choices": [choice]})
 
     yield event({"role": "assistant", "content": ""})
     last = None
@@ -243,15 +243,14 @@ async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], inclu
             if last.text:
                 yield event({"content": last.text})
     except ServiceError as error:  # after the headers were sent, an error can only be an event
-        cause = getattr(error, "cause", error)
-        yield f"data: {json.dumps({'error': {'message': cause.message, 'type': cause.error_code}})}\n\n"
-        yield "data: [DONE]\n\n"
+        yield error_event(error)
+        yield sse("[DONE]")
         return
     yield event({}, last.finish_reason if last else "stop")
     if include_usage:
         tokens = last.completion_tokens if last else 0
-        yield f"data: {json.dumps({**chunk, 'choices': [], 'usage': _usage(first.prompt_tokens, tokens)})}\n\n"
-    yield "data: [DONE]\n\n"
+        yield sse({**chunk, "choices": [], "usage": _usage(first.prompt_tokens, tokens)})
+    yield sse("[DONE]")
 
 
 @router.post("/api/product-description")

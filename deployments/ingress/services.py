@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,11 +110,45 @@ class Services:
         routes call this way is idempotent, so a replica that dies under the request is retried once on
         another; a full queue is a 503 with Retry-After and a model slower than the timeout a 504."""
         handle = await self.started(entry)
+        return await self._with_policy(entry, method, lambda: getattr(handle, method).remote(*args), _result)
+
+    async def stream(self, entry: ModelEntry, method: str, *args: Any) -> tuple[Any, AsyncIterator[Any]]:
+        """A streaming `method`: its first item under `call`'s policy (timeout, back-pressure, one retry on
+        another replica; a bad request fails here, while the route can still answer with a status), then the
+        rest, each item within the same timeout, a replica lost meanwhile a ModelUnavailable."""
+        handle = (await self.started(entry)).options(stream=True)
+        generators: list[Any] = []
+
+        def start() -> Any:
+            generators.append(getattr(handle, method).remote(*args))
+            return generators[-1]
+
+        first = await self._with_policy(entry, method, start, lambda generator: generator.__anext__())
+        return first, self._rest(entry, generators[-1])
+
+    async def _rest(self, entry: ModelEntry, generator: Any) -> AsyncIterator[Any]:
+        timeout = self.settings.request_timeout_seconds
+        while True:
+            try:
+                yield await asyncio.wait_for(generator.__anext__(), timeout)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                generator.cancel()
+                raise RequestTimeout(f"Model '{entry.id}' sent nothing for {timeout:g}s (REQUEST_TIMEOUT)") from None
+            except RayActorError as died:
+                raise ModelUnavailable(f"Model '{entry.id}' lost its replica while streaming; retry shortly",
+                                       headers={"Retry-After": "2"}) from died
+
+    async def _with_policy(self, entry: ModelEntry, method: str, send: Callable[[], Any],
+                           answer: Callable[[Any], Awaitable[Any]]) -> Any:
+        """What every call to a model deployment goes through: `send()` a request, await `answer(response)`
+        within REQUEST_TIMEOUT, a full queue as a 503, a replica that died under it tried once more."""
         timeout = self.settings.request_timeout_seconds
         for attempt in range(1, MODEL_CALL_ATTEMPTS + 1):
-            response = getattr(handle, method).remote(*args)
+            response = send()
             try:
-                return await asyncio.wait_for(_result(response), timeout)
+                return await asyncio.wait_for(answer(response), timeout)
             except TimeoutError:
                 response.cancel()
                 raise RequestTimeout(f"Model '{entry.id}' did not answer within {timeout:g}s (REQUEST_TIMEOUT); "

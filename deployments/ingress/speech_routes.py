@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import JsonDict
-from ray.serve.handle import DeploymentResponseGenerator
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from deployments.families.speech.protocol import (
@@ -37,6 +35,7 @@ from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.request_checks import NONBLANK, JobInput, parse
 from deployments.ingress.services import Services, get_services
+from deployments.ingress.sse import error_event, sse
 from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, AudioLimits
 from deployments.media.safe_urls import URL_PATTERN, fetch_bytes
 from registry import ModelEntry
@@ -250,9 +249,8 @@ async def openai_speech(body: OpenAISpeechRequest, services: Services = Depends(
         raise InvalidRequest(f"stream_format '{body.stream_format}' sends response_format "
                              f"{' or '.join(STREAM_FORMATS)}, not '{request.format}' (its pieces would not "
                              f"join into one file); or leave stream_format out for the whole file")
-    handle = (await services.started(entry)).options(stream=True)
-    pieces = cast(DeploymentResponseGenerator, handle.synthesize_stream.remote(request))
-    start: SpeechStart = await pieces.__anext__()  # a bad request raises here, while a 4xx can still be sent
+    # a bad request raises on the first item, while a 4xx can still be sent
+    start, pieces = await services.stream(entry, "synthesize_stream", request)
     headers = {"X-Model": start.model, "X-Voice": start.voice, "X-Sample-Rate": str(start.sample_rate),
                "Cache-Control": "no-cache"}
     if body.stream_format == "audio":
@@ -270,20 +268,16 @@ async def _audio_chunks(pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[byt
 
 async def _speech_events(start: SpeechStart, pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[str]:
     """OpenAI's speech stream: a speech.audio.delta per sentence (base64 audio), then speech.audio.done."""
-    def event(body: dict) -> str:
-        return f"data: {json.dumps(body)}\n\n"
-
     frames = 0
     try:
         async for piece in pieces:
             frames += round(piece.seconds / FRAME_SECONDS)
-            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(piece.audio).decode()})
+            yield sse({"type": "speech.audio.delta", "audio": base64.b64encode(piece.audio).decode()})
     except ServiceError as error:
-        cause = getattr(error, "cause", error)
-        yield event({"type": "error", "error": {"message": cause.message, "type": cause.error_code}})
+        yield error_event(error)
         return
     usage = {"input_tokens": start.input_tokens, "output_tokens": frames, "total_tokens": start.input_tokens + frames}
-    yield event({"type": "speech.audio.done", "usage": usage})
+    yield sse({"type": "speech.audio.done", "usage": usage})
 
 
 async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
