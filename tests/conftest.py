@@ -39,6 +39,7 @@ DEMUCS_REPOS = {
 def pytest_configure(config):
     config.addinivalue_line("markers", "disruptive: kills replicas or fuzzes every route; runs after the rest")
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped where torch sees none (CI has none)")
+    config.addinivalue_line("markers", "own_ray: starts a Ray of its own; runs first, before the session's application")
 
 
 def pytest_runtest_setup(item):
@@ -50,11 +51,12 @@ def pytest_runtest_setup(item):
 
 
 def pytest_collection_modifyitems(items):
-    """The tests that start a Ray of their own (the README's serve.sh, the cluster profile, the documented toy
-    family) first, on a box with nothing else running (the session's application has not started yet);
-    disruptive tests last, so what they kill or change never meets another test."""
+    """The tests that start a Ray of their own (own_ray: the README's serve.sh, the profiles as shipped, the
+    launcher's failures, the two-node cluster, the documented toy family) first, on a box with nothing else
+    running (the session's application has not started yet); disruptive tests last, so what they kill or
+    change never meets another test."""
     def order(item) -> int:
-        if item.path.name in ("test_as_shipped.py", "test_cluster_profile.py", "test_adding_a_family.py"):
+        if item.get_closest_marker("own_ray") is not None:
             return 0
         return 2 if item.get_closest_marker("disruptive") is not None else 1
     items.sort(key=order)

@@ -16,11 +16,14 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import free_port
 from tests.hub import TestHub
 from tests.ray_nodes import _stop_nodes
+
+pytestmark = pytest.mark.own_ray  # starts a Ray of its own: runs before the session's application
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "adding-a-family.md"

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from tests.conftest import MINILM_REPO, free_port
 from tests.families.test_separation_jobs import make_clip
 
+pytestmark = pytest.mark.own_ray  # starts a Ray of its own: runs before the session's application
+
 ROOT = Path(__file__).resolve().parents[1]
 STEMS = ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
 

@@ -31,6 +31,8 @@ from tests.families.test_separation_jobs import make_clip
 from tests.launch.test_as_shipped import SHIPPED_PORT, mirror_hub, port_is_free  # noqa: F401  (a fixture)
 from tests.ray_nodes import RAY, _stop_nodes
 
+pytestmark = pytest.mark.own_ray  # starts a Ray of its own: runs before the session's application
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = str(Path(sys.executable).parent / "serve")
 RUNNING_BOUND_S = 420

@@ -31,6 +31,8 @@ from tests.conftest import free_port
 from tests.families.test_separation_jobs import make_clip
 from tests.hub import TestHub
 
+pytestmark = pytest.mark.own_ray  # starts a Ray of its own: runs before the session's application
+
 ROOT = Path(__file__).resolve().parents[2]
 START_BOUND_S = 420  # measured: see the issue 30 note (2-core box)
 PROBE_TIMEOUT_S = 10

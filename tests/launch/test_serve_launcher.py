@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.own_ray  # starts a Ray of its own: runs before the session's application
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
