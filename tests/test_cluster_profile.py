@@ -11,6 +11,7 @@ Runs before the session's own application starts (conftest orders it), so the bo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -57,6 +59,51 @@ def application(dashboard: str) -> dict:
     return httpx.get(f"{dashboard}/api/serve/applications/", timeout=10).json()["applications"].get("inference", {})
 
 
+@contextlib.contextmanager
+def deployed_on_ray(config: Path, resources: dict[str, int], node_env: dict[str, str]) -> Iterator[dict]:
+    """A Ray head declaring `resources` (CPU, GPU), started with `node_env` as a node's environment, then
+    `serve deploy <config>` as the docs run it, from the checkout: the application once RUNNING (its
+    dashboard view, the GCS address); everything this Ray started is stopped afterwards."""
+    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
+    gcs, dashboard_port = free_port(), free_port()
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={gcs}", f"--num-cpus={resources['CPU']}",
+                        f"--num-gpus={resources['GPU']}", f"--temp-dir={temp}",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                        f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
+                       env=node_env, check=True, capture_output=True, timeout=120)
+        deployed = subprocess.run([SERVE, "deploy", str(config), "-a", dashboard], cwd=ROOT, env=node_env,
+                                  capture_output=True, text=True, timeout=120)
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        started = time.monotonic()
+        while (app := application(dashboard)).get("status") != "RUNNING":
+            failed = {name: d for name, d in app.get("deployments", {}).items()
+                      if d["status"] in ("DEPLOY_FAILED", "UNHEALTHY")}
+            assert app.get("status") != "DEPLOY_FAILED" and not failed, (app.get("message"), failed)
+            assert time.monotonic() - started < RUNNING_BOUND_S, json.dumps(app)[-3000:]
+            time.sleep(2)
+        print(f"\nserve deploy {config.name}: RUNNING after {time.monotonic() - started:.0f}s")
+        yield {"app": app, "address": f"127.0.0.1:{gcs}"}
+    finally:
+        subprocess.run([SERVE, "shutdown", "-a", dashboard, "-y"], env=node_env, capture_output=True, timeout=120)
+        _stop_nodes([temp])
+
+
+def ray_resources(address: str, env: dict[str, str]) -> tuple[dict, dict]:
+    """(all, free) resources of the Ray at `address`."""
+    probe = subprocess.run([sys.executable, "-c", RESOURCES.format(address)], env=env, capture_output=True,
+                           text=True, timeout=120)
+    total, free = json.loads(probe.stdout.splitlines()[-1])
+    return total, free
+
+
+def node_environment(hub_url: str, **extra: str) -> dict[str, str]:
+    """This process' environment without Ray's or the service's variables, plus a node's own."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "INFERENCE_"))},
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_ENDPOINT": hub_url, **extra}
+
+
 @pytest.fixture(scope="module")
 def cluster(mirror_hub, postgres, s3, tmp_path_factory):  # noqa: F811
     folder = tmp_path_factory.mktemp("cluster-profile")
@@ -70,38 +117,14 @@ def cluster(mirror_hub, postgres, s3, tmp_path_factory):  # noqa: F811
     config.write_text(as_shipped_but_folders(shipped, {env_vars["INFERENCE_CACHE_DIR"]: folder / "models" / "hub",
                                                        env_vars["INFERENCE_DATA_DIR"]: folder / "scratch"}, port))
     database = postgres.new_database()
-    node_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "INFERENCE_"))},
-                "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_ENDPOINT": mirror_hub.url,
-                # what ~/.config/inference/node.env and the instance role give each node of a real cluster
-                "INFERENCE_JOB_DATABASE_URL": database, "AWS_ENDPOINT_URL": s3.endpoint,
-                "AWS_ACCESS_KEY_ID": s3.settings()["s3_access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": s3.settings()["s3_secret_access_key"]}
-    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # Ray's socket paths must stay short
-    gcs, dashboard_port = free_port(), free_port()
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
-    try:
-        subprocess.run([RAY, "start", "--head", f"--port={gcs}", f"--num-cpus={HEAD_AND_ONE_WORKER['CPU']}",
-                        f"--num-gpus={HEAD_AND_ONE_WORKER['GPU']}", f"--temp-dir={temp}",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                        f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
-                       env=node_env, check=True, capture_output=True, timeout=120)
-        # docs/deploying.md's command, from the checkout, as `ray exec cluster.yaml '... serve deploy ...'` runs it
-        deployed = subprocess.run([SERVE, "deploy", str(config), "-a", dashboard], cwd=ROOT, env=node_env,
-                                  capture_output=True, text=True, timeout=120)
-        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-        started = time.monotonic()
-        while (app := application(dashboard)).get("status") != "RUNNING":
-            failed = {name: d for name, d in app.get("deployments", {}).items()
-                      if d["status"] in ("DEPLOY_FAILED", "UNHEALTHY")}
-            assert app.get("status") != "DEPLOY_FAILED" and not failed, (app.get("message"), failed)
-            assert time.monotonic() - started < RUNNING_BOUND_S, json.dumps(app)[-3000:]
-            time.sleep(2)
-        print(f"\nserve deploy serve_config.yaml: RUNNING after {time.monotonic() - started:.0f}s")
-        yield {"url": f"http://127.0.0.1:{port}", "app": app, "profile": profile, "database": database,
-               "bucket": bucket, "address": f"127.0.0.1:{gcs}", "env": node_env}
-    finally:
-        subprocess.run([SERVE, "shutdown", "-a", dashboard, "-y"], env=node_env, capture_output=True, timeout=120)
-        _stop_nodes([temp])
+    # what ~/.config/inference/node.env and the instance role give each node of a real cluster
+    node_env = node_environment(mirror_hub.url, INFERENCE_JOB_DATABASE_URL=database, AWS_ENDPOINT_URL=s3.endpoint,
+                                AWS_ACCESS_KEY_ID=s3.settings()["s3_access_key_id"],
+                                AWS_SECRET_ACCESS_KEY=s3.settings()["s3_secret_access_key"])
+    # docs/deploying.md's command, from the checkout, as `ray exec cluster.yaml '... serve deploy ...'` runs it
+    with deployed_on_ray(config, HEAD_AND_ONE_WORKER, node_env) as deployed:
+        yield {**deployed, "url": f"http://127.0.0.1:{port}", "profile": profile, "database": database,
+               "bucket": bucket, "env": node_env}
 
 
 def test_cluster_profile_deploys_as_shipped_and_fits_the_head_and_one_gpu_worker(cluster):
@@ -115,9 +138,7 @@ def test_cluster_profile_deploys_as_shipped_and_fits_the_head_and_one_gpu_worker
     args = AppArgs.model_validate(cluster["profile"]["applications"][0]["args"])
     warm = [p for p in plan_app(load_catalog(), args) if p.min_replicas]
     assert {p.name for p in warm} == set(args.warm_models)
-    probe = subprocess.run([sys.executable, "-c", RESOURCES.format(cluster["address"])], env=cluster["env"],
-                           capture_output=True, text=True, timeout=120)
-    total, free = json.loads(probe.stdout.splitlines()[-1])
+    total, free = ray_resources(cluster["address"], cluster["env"])
     profile_deployments = cluster["profile"]["applications"][0]["deployments"]
     overrides = {d["name"]: d.get("ray_actor_options", {}) for d in profile_deployments}
     gpu_fractions = sum(overrides.get(p.name, {}).get("num_gpus", p.options["ray_actor_options"]["num_gpus"])

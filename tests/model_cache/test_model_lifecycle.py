@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_BGE_DIMENSIONS, tiny_profile
-from tests.test_deploy_configs import load
 
 MODEL = "bge-small-en-v1.5"  # not a task default: it starts with no replica
 
@@ -100,47 +99,3 @@ def test_models_managed_shows_every_deployed_models_lifecycle(client):
     assert lifecycles["all-minilm-l6-v2"]["replicas"] == 2  # the test app's override by name
     assert lifecycles["musicgen-large"]["deployment"] == "musicgen-large"
     assert sum(body["summary"]["states"].values()) == len(lifecycles)
-
-
-def test_one_gpu_profile_deploys_on_a_ray_with_one_gpu(service):
-    """serve_config.gpu1.yaml on this CPU machine, its Ray declaring one GPU: every deployment reaches
-    HEALTHY (replicas run on CPU without CUDA), the warm models hold their GPU fractions, each answers."""
-    import ray
-    from ray import serve
-
-    from deployments.app import AppArgs, compose_app, plan_app
-    from deployments.settings import ServiceSettings
-    from registry import load_catalog
-
-    app_config = load("serve_config.gpu1.yaml")["applications"][0]
-    overrides = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app_config["deployments"]}
-    args = AppArgs.model_validate(app_config["args"])  # as shipped: its CPU and GPU reservations unchanged
-    free_before = ray.available_resources().get("GPU", 0)
-    assert free_before == 1
-    serve.run(compose_app(load_catalog(), ServiceSettings(), args, overrides), name="gpu1", route_prefix="/gpu1")
-    try:
-        app = serve.status().applications["gpu1"]
-        assert {name: d.status for name, d in app.deployments.items()} == dict.fromkeys(app.deployments, "HEALTHY")
-        # the task defaults (13 GB of the declared 24 GB card) hold their fractions, 0.60 rounded up each
-        warm = sum(p.options["ray_actor_options"]["num_gpus"] for p in plan_app(load_catalog(), args) if p.min_replicas)
-        assert warm == pytest.approx(0.60)
-        assert free_gpu(1 - warm) == pytest.approx(1 - warm)
-        with httpx.Client(base_url=f"{service}/gpu1", timeout=120) as http:
-            reply = http.post("/api/embedding", json={"text": "on one gpu"})
-            assert reply.status_code == 200 and len(reply.json()["embedding"]) == 384
-            models = {m["id"]: m for m in http.get("/models").json()["models"]}
-            assert models["musicgen-large"]["is_active"] is False  # left out: it cannot fit beside the warm ones
-            assert lifecycle(http, "musicgen-small")["state"] in {"ready", "idle"}
-    finally:
-        serve.delete("gpu1")
-    assert free_gpu(1.0) == 1
-
-
-def free_gpu(expected: float, timeout: float = 15) -> float:
-    """Ray's free GPU once it reads `expected` (its resource view catches up within a second or so)."""
-    import ray
-
-    deadline = time.monotonic() + timeout
-    while abs((free := ray.available_resources().get("GPU", 0)) - expected) > 1e-3 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return free
