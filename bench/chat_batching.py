@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,7 +25,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/chat_batching.py
 from bench.embedding_latency import machine, summary  # noqa: E402
-from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.local_service import deploy_models, random_model_service  # noqa: E402
+from bench.results import print_table, serving_arguments, write_result  # noqa: E402
 
 REPO = "Qwen/Qwen2.5-0.5B-Instruct"
 PROMPTS = ["What is the capital of France?", "Describe a leather wallet.", "Tell me about water bottles.",
@@ -79,49 +75,38 @@ async def run_clients(base_url: str, requests: int, clients: int, max_tokens: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    serving_arguments(parser, "chat_batching", requests=32, concurrency=8,
+                      gpu_help="Give the chat replica the GPU (bf16).")
     parser.add_argument("--size", choices=["tiny", "0.5b"], default="tiny", help="Random Qwen2's layer sizes.")
-    parser.add_argument("--requests", type=int, default=32, help="Requests per measurement.")
-    parser.add_argument("--concurrency", type=int, default=8, help="Concurrent clients.")
     parser.add_argument("--max-tokens", type=int, default=48, help="max_tokens of every request.")
-    parser.add_argument("--num-cpus", type=int, default=8, help="CPUs the local Ray instance advertises.")
-    parser.add_argument("--gpu", action="store_true", help="Give the chat replica the GPU (bf16).")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/chat_batching.json")
     args = parser.parse_args()
 
-    with contextlib.ExitStack() as cleanup:
-        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-chat-")))
-        print(f"writing a random-weight Qwen2 ({args.size})...", flush=True)
-        subprocess.run([sys.executable, "-m", "tests.tiny_chat", str(work / "model"), "--size", args.size],
-                       cwd=REPO_ROOT, check=True, capture_output=True)
-        repos = {REPO: work / "model"}
-        with local_service(repos, work, num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
-            results, answers = {}, {}
-            for batch in (8, 1):
-                deploy(batch, args.gpu)
-                name = f"max_batch_size {batch}"
-                print(f"{name}: {args.requests} requests, {args.concurrency} clients, "
-                      f"max_tokens {args.max_tokens}...", flush=True)
-                results[name], answers[batch] = asyncio.run(
-                    run_clients(base_url, args.requests, args.concurrency, args.max_tokens))
+    with random_model_service(["tests.tiny_chat", "--size", args.size], lambda model: {REPO: model},
+                              f"a random-weight Qwen2 ({args.size})", num_cpus=args.num_cpus,
+                              num_gpus=int(args.gpu)) as base_url:
+        results, answers = {}, {}
+        for batch in (8, 1):
+            deploy(batch, args.gpu)
+            name = f"max_batch_size {batch}"
+            print(f"{name}: {args.requests} requests, {args.concurrency} clients, "
+                  f"max_tokens {args.max_tokens}...", flush=True)
+            results[name], answers[batch] = asyncio.run(
+                run_clients(base_url, args.requests, args.concurrency, args.max_tokens))
 
     batched, unbatched = results["max_batch_size 8"], results["max_batch_size 1"]
     mismatches = sum(answers[8][i] != answers[1][i] for i in answers[8])
     ratios = {"requests_per_second": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
               "tokens_per_second": round(batched["tokens_per_second"] / unbatched["tokens_per_second"], 2)}
-    print(f"\n{'':20}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>8}{'tok/s':>9}{'batch':>7}")
-    for name, row in results.items():
-        print(f"{name:20}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>8}"
-              f"{row['tokens_per_second']:>9}{row['mean_batch_size']:>7}")
+    print_table(results, {"p50 ms": "p50_ms", "p99 ms": "p99_ms", "req/s": "throughput_rps",
+                          "tok/s": "tokens_per_second", "batch": "mean_batch_size"}, width=20)
     print(f"batched / unbatched at {args.concurrency} clients: {ratios['requests_per_second']}x req/s, "
           f"{ratios['tokens_per_second']}x tokens/s; answers differing between the runs: {mismatches}/{args.requests}")
 
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "size": args.size,
+    result = {"size": args.size,
               "max_tokens": args.max_tokens, "requests": args.requests, "concurrency": args.concurrency,
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios,
               "answers_differing_between_runs": mismatches}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -35,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/cold_start.py
 from bench.embedding_latency import machine  # noqa: E402
 from bench.local_service import local_service  # noqa: E402
+from bench.results import write_result  # noqa: E402
 
 # family kind -> (catalog id, hub repo, builder command or None for MiniLM, bare load code, request)
 FAMILIES = {
@@ -171,11 +171,9 @@ def main() -> None:
     for kind, row in rows.items():
         print(f"{kind:14}{row['cold_start_s']:>8}{row['warm_request_s']:>8}{row['bare_load_in_process_s']:>8}"
               f"{row['bare_load_fresh_process_s']:>9}{row['cold_over_fresh_process']:>11}{row['memory_freed_mb']:>10}")
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine("cpu"),
+    result = {"machine": machine("cpu"),
               "families": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import re
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -35,6 +33,7 @@ from ray import serve
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/embedding_latency.py
 from bench.local_service import local_hub, local_serve  # noqa: E402
+from bench.results import write_result  # noqa: E402
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 SUBJECTS = ["The old lighthouse keeper", "A small startup in Berlin", "My neighbour's cat", "The central bank",
@@ -189,12 +188,10 @@ def main() -> None:
           f"serve concurrent req/s / in-process sequential req/s: {ratios['serve_batching_gain']}x (batching gain)\n"
           f"handle concurrent req/s / handle sequential req/s:    {ratios['handle_batching_gain']}x (batching alone)")
 
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": MINILM_REPO,
+    result = {"model": MINILM_REPO,
               "requests": args.requests, "concurrency": args.concurrency, "machine": machine(device),
               "in_process": in_process, "serve": served, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/image_batching.py
 from bench.embedding_latency import batched_load, machine  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.results import print_table, write_result  # noqa: E402
 
 MODEL, REPO, BATCHED = "sd-turbo", "stabilityai/sd-turbo", 8
 
@@ -74,16 +73,13 @@ def main() -> None:
 
     batched, unbatched = (results[f"max_batch_size {b}, {args.concurrency} clients"] for b in (BATCHED, 1))
     ratio = round(batched["images_per_s"] / unbatched["images_per_s"], 2)
-    print(f"\n{'':36}{'p50 ms':>10}{'p99 ms':>10}{'img/s':>8}{'batch':>7}")
-    for name, row in results.items():
-        print(f"{name:36}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['images_per_s']:>8}{row['mean_batch_size']:>7}")
+    print_table(results, {"p50 ms": "p50_ms", "p99 ms": "p99_ms", "img/s": "images_per_s",
+                          "batch": "mean_batch_size"})
     print(f"batched / unbatched images/s at {args.concurrency} clients: {ratio}x")
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": MODEL, "size": args.size,
+    result = {"model": MODEL, "size": args.size,
               "steps": args.steps, "requests": args.requests, "machine": machine(args.device), "serve": results,
               "ratios": {"batching_gain_at_concurrency": ratio}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ Results, with the machine, go to bench/results/job_store.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -26,6 +24,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and tests/, when run as bench/job_store.py
 from bench.embedding_latency import machine  # noqa: E402
+from bench.results import write_result  # noqa: E402
 from deployments.settings import ServiceSettings  # noqa: E402
 from deployments.state.store import JobStore  # noqa: E402
 from tests.backing_services import Postgres, start_seaweed  # noqa: E402
@@ -90,11 +89,9 @@ def main() -> None:
         for name in ("postgresql+local", "postgresql+s3") for w in (1, 8)}
     for name, ratio in ratios.items():
         print(f"{name}: {ratio}x jobs/s")
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "result_bytes": len(RESULT),
+    result = {"result_bytes": len(RESULT),
               "machine": machine("cpu"), "stores": results, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +80,18 @@ def deploy_models(models: list[str], families: dict[str, dict], ray_actor_option
     args = AppArgs(models=models, warm_models=models, runtime_pools=False, families=families)
     overrides = {model: {"ray_actor_options": ray_actor_options} for model in models} if ray_actor_options else None
     serve.run(compose_app(load_catalog(), ServiceSettings(), args, overrides), name="inference", route_prefix="/")
+
+
+@contextlib.contextmanager
+def random_model_service(builder: list[str], repos: Callable[[Path], dict[str, str | Path]], what: str,
+                         **ray_init) -> Iterator[str]:
+    """A random-weight model written by `python -m <builder[0]> <folder> <builder[1:]...>` (a tests/tiny_*
+    module) into a temp folder, served from a local hub (`repos(folder)`) on a fresh local Ray; yields Serve's
+    URL for the bench to deploy into."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as temp:
+        work = Path(temp)
+        print(f"writing {what}...", flush=True)
+        subprocess.run([sys.executable, "-m", builder[0], str(work / "model"), *builder[1:]], cwd=REPO_ROOT,
+                       check=True, capture_output=True)
+        with local_service(repos(work / "model"), work, **ray_init) as base_url:
+            yield base_url

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import re
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -36,6 +34,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/music_batching.py
 from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.results import write_result  # noqa: E402
 
 REPO_ID = "facebook/musicgen-small"
 PROMPTS = ["upbeat electronic dance music with a driving bassline", "calm piano melody in the rain",
@@ -133,12 +132,10 @@ def main() -> None:
     for name, value in ratios.items():
         print(f"{name}: {value}x")
 
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": REPO_ID,
+    result = {"model": REPO_ID,
               "size": args.size, "duration_s": args.duration, "max_batch_size": MAX_BATCH_SIZE,
               "machine": machine(device), "results": results, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

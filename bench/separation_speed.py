@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import platform
 import random
@@ -37,6 +36,7 @@ from demucs.htdemucs import HTDemucs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments`, when run as bench/separation_speed.py
+from bench.results import write_result  # noqa: E402
 from deployments.families.separation.batched import separate  # noqa: E402
 
 SAMPLERATE = 44100
@@ -173,9 +173,7 @@ def main() -> None:
                             "autocast": args.autocast, "tiny": args.tiny, "repeat": args.repeat, "shifts": 1,
                             "overlap": 0.25},
               "peak_memory": memory, "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

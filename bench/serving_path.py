@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -43,6 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/serving_path.py
 from bench.embedding_latency import MINILM_REPO, SENTENCES, machine, run_clients, summary, timed  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.results import write_result  # noqa: E402
 from deployments.launch.serve_launcher import serve_mode_environment  # noqa: E402
 from deployments.serving.model_loading import cpu_thread_count  # noqa: E402
 from deployments.settings import ServiceSettings  # noqa: E402
@@ -235,12 +235,10 @@ def main() -> None:
     for name, runs in (("hand-rolled", handrolled), *modes.items()):
         cpu = "  ".join(f"{label} {ms}" for label, ms in runs["concurrent"]["cpu_ms_per_request"].items())
         print(f"CPU ms per request at {args.concurrency} clients, {name}: {cpu}")
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": MINILM_REPO,
+    result = {"model": MINILM_REPO,
               "requests": args.requests, "concurrency": args.concurrency, "machine": machine("cpu"),
               "handrolled": handrolled, "modes": modes, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

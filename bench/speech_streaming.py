@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/speech_streaming.py
 from bench.embedding_latency import machine  # noqa: E402
 from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.results import write_result  # noqa: E402
 
 TEXT = ("The service starts on one box. It grows into a cluster later. "
         "Every model has its own deployment. Nobody waits for the whole file.")
@@ -111,12 +110,10 @@ def main() -> None:
     print(f"{'reference call':24}{'':>14}{round(reference, 4):>13}")
     for name, value in ratios.items():
         print(f"{name}: {value}x")
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "dims": args.dims, "text": TEXT,
+    result = {"dims": args.dims, "text": TEXT,
               "sentences": 4, "repeats": args.repeats, "machine": machine("cpu"), "serve": results,
               "reference_call_s": round(reference, 4), "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

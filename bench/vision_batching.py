@@ -16,13 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
-import json
-import subprocess
 import sys
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -32,7 +27,8 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/vision_batching.py
 from bench.embedding_latency import batched_load, machine  # noqa: E402
-from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.local_service import deploy_models, random_model_service  # noqa: E402
+from bench.results import print_table, serving_arguments, write_result  # noqa: E402
 
 REPOS = {"resnet": "microsoft/resnet-50", "vit": "google/vit-base-patch16-224"}
 BATCHED = 8
@@ -70,48 +66,38 @@ async def run_clients(base_url: str, images: list[bytes], model: str, requests: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    serving_arguments(parser, "vision_batching", requests=64, concurrency=16,
+                      gpu_help="Give the vision replica the GPU.")
     parser.add_argument("--model", default="resnet-50", help="Catalog id of the classifier (resnet-50, vit-...).")
     parser.add_argument("--full-resnet", action="store_true", help="ResNet-50's real sizes instead of a tiny one.")
-    parser.add_argument("--requests", type=int, default=64, help="Requests per measurement.")
-    parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
-    parser.add_argument("--num-cpus", type=int, default=8, help="CPUs the local Ray instance advertises.")
-    parser.add_argument("--gpu", action="store_true", help="Give the vision replica the GPU.")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/vision_batching.json")
     args = parser.parse_args()
     images = pictures(32)
 
-    with contextlib.ExitStack() as cleanup:
-        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-vision-")))
-        print("writing random-weight classifiers...", flush=True)
-        subprocess.run([sys.executable, "-m", "tests.tiny_vision", str(work / "models"),
-                        *(["--full-resnet"] if args.full_resnet else [])],
-                       cwd=REPO_ROOT, check=True, capture_output=True)
-        repos = {repo: work / "models" / name for name, repo in REPOS.items()}
-        with local_service(repos, work, num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
-            results = {}
-            for batch in (BATCHED, 1):
-                deploy(batch, args.gpu, args.model)
-                for clients in (1, args.concurrency):
-                    name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
-                    print(f"{name}: {args.requests} requests...", flush=True)
-                    results[name] = asyncio.run(run_clients(base_url, images, args.model, args.requests, clients))
+    with random_model_service(["tests.tiny_vision", *(["--full-resnet"] if args.full_resnet else [])],
+                              lambda models: {repo: models / name for name, repo in REPOS.items()},
+                              "random-weight classifiers", num_cpus=args.num_cpus,
+                              num_gpus=int(args.gpu)) as base_url:
+        results = {}
+        for batch in (BATCHED, 1):
+            deploy(batch, args.gpu, args.model)
+            for clients in (1, args.concurrency):
+                name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
+                print(f"{name}: {args.requests} requests...", flush=True)
+                results[name] = asyncio.run(run_clients(base_url, images, args.model, args.requests, clients))
 
     batched, unbatched = (results[f"max_batch_size {b}, {args.concurrency} clients"] for b in (BATCHED, 1))
     ratios = {"batching_gain_at_concurrency": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
               "concurrency_gain_batched": round(batched["throughput_rps"]
                                                 / results[f"max_batch_size {BATCHED}, 1 client"]["throughput_rps"], 2)}
-    print(f"\n{'':36}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>8}{'batch':>7}")
-    for name, row in results.items():
-        print(f"{name:36}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>8}{row['mean_batch_size']:>7}")
+    print_table(results, {"p50 ms": "p50_ms", "p99 ms": "p99_ms", "req/s": "throughput_rps",
+                          "batch": "mean_batch_size"})
     print(f"batched / unbatched req/s at {args.concurrency} clients: {ratios['batching_gain_at_concurrency']}x\n"
           f"batched req/s, {args.concurrency} clients / 1 client:      {ratios['concurrency_gain_batched']}x")
 
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": args.model,
+    result = {"model": args.model,
               "full_resnet": args.full_resnet, "image_size": [320, 240], "requests": args.requests,
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
-import json
-import subprocess
 import sys
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -31,7 +26,8 @@ import soundfile as sf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as bench/whisper_batching.py
 from bench.embedding_latency import batched_load, machine  # noqa: E402
-from bench.local_service import deploy_models, local_service  # noqa: E402
+from bench.local_service import deploy_models, random_model_service  # noqa: E402
+from bench.results import print_table, serving_arguments, write_result  # noqa: E402
 
 REPO = "openai/whisper-base"
 
@@ -64,49 +60,38 @@ async def run_clients(base_url: str, audio: bytes, requests: int, clients: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    serving_arguments(parser, "whisper_batching", requests=48, concurrency=16,
+                      gpu_help="Give the Whisper replica the GPU (fp16).")
     parser.add_argument("--dims", choices=["tiny", "base"], default="tiny", help="Random Whisper's sizes.")
-    parser.add_argument("--requests", type=int, default=48, help="Requests per measurement.")
-    parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
     parser.add_argument("--seconds", type=float, default=10.0, help="Clip length (one 30 s window up to 30).")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="Tokens generated per window.")
-    parser.add_argument("--num-cpus", type=int, default=8, help="CPUs the local Ray instance advertises.")
-    parser.add_argument("--gpu", action="store_true", help="Give the Whisper replica the GPU (fp16).")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/whisper_batching.json")
     args = parser.parse_args()
     audio = speech_like_clip(args.seconds)
 
-    with contextlib.ExitStack() as cleanup:
-        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-whisper-")))
-        print(f"writing a random-weight Whisper ({args.dims})...", flush=True)
-        subprocess.run([sys.executable, "-m", "tests.tiny_whisper", str(work / "model"), "--dims", args.dims],
-                       cwd=REPO_ROOT, check=True, capture_output=True)
-        repos = {REPO: work / "model"}
-        with local_service(repos, work, num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
-            results = {}
-            for batch in (16, 1):
-                deploy(batch, args.max_new_tokens, args.gpu)
-                for clients in (1, args.concurrency):
-                    name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
-                    print(f"{name}: {args.requests} requests of {args.seconds:g} s...", flush=True)
-                    results[name] = asyncio.run(run_clients(base_url, audio, args.requests, clients, args.seconds))
+    with random_model_service(["tests.tiny_whisper", "--dims", args.dims], lambda model: {REPO: model},
+                              f"a random-weight Whisper ({args.dims})", num_cpus=args.num_cpus,
+                              num_gpus=int(args.gpu)) as base_url:
+        results = {}
+        for batch in (16, 1):
+            deploy(batch, args.max_new_tokens, args.gpu)
+            for clients in (1, args.concurrency):
+                name = f"max_batch_size {batch}, {clients} client{'s' * (clients > 1)}"
+                print(f"{name}: {args.requests} requests of {args.seconds:g} s...", flush=True)
+                results[name] = asyncio.run(run_clients(base_url, audio, args.requests, clients, args.seconds))
 
     batched, unbatched = (results[f"max_batch_size {b}, {args.concurrency} clients"] for b in (16, 1))
     ratios = {"batching_gain_at_concurrency": round(batched["throughput_rps"] / unbatched["throughput_rps"], 2),
               "concurrency_gain_batched": round(batched["throughput_rps"]
                                                 / results["max_batch_size 16, 1 client"]["throughput_rps"], 2)}
-    print(f"\n{'':36}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>8}{'audio s/s':>11}{'batch':>7}")
-    for name, row in results.items():
-        print(f"{name:36}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['throughput_rps']:>8}"
-              f"{row['audio_seconds_per_second']:>11}{row['mean_batch_size']:>7}")
+    print_table(results, {"p50 ms": "p50_ms", "p99 ms": "p99_ms", "req/s": "throughput_rps",
+                          "audio s/s": "audio_seconds_per_second", "batch": "mean_batch_size"})
     print(f"batched / unbatched req/s at {args.concurrency} clients: {ratios['batching_gain_at_concurrency']}x\n"
           f"batched req/s, {args.concurrency} clients / 1 client:      {ratios['concurrency_gain_batched']}x")
 
-    result = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "dims": args.dims,
+    result = {"dims": args.dims,
               "clip_seconds": args.seconds, "max_new_tokens": args.max_new_tokens, "requests": args.requests,
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

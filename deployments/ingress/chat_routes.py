@@ -16,8 +16,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.errors import ServiceError
-from deployments.families.chat.protocol import MAX_SEED, TASK, ChatJobInput, Completion, ProductRequest, Started, Step
+from deployments.families.chat.protocol import (
+    MAX_SEED,
+    TASK,
+    ChatJobInput,
+    Completion,
+    ProductDescription,
+    ProductRequest,
+    Started,
+    Step,
+    TokenUsage,
+)
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import json_reply
 from deployments.ingress.request_checks import JobInput, parse
 from deployments.ingress.services import Services, get_services
 from deployments.ingress.sse import error_event, sse
@@ -180,6 +191,51 @@ class ProductDescriptionRequest(ProductRequest):
     model: str | None = Field(None, description="Catalog id or alias of a chat model; default the chat default.")
 
 
+class LLMReply(BaseModel):
+    success: bool
+    response: str = Field(description="The answer.")
+    model: str
+    finish_reason: str = Field(description="stop (the model ended it or a stop text did) or length (max_tokens).")
+    truncated: bool = Field(description="Cut by max_tokens: raise it for the rest.")
+    usage: TokenUsage
+    seed: int = Field(description="The seed it was sampled with: send it again for the same answer.")
+    processing_time: float = Field(description="Seconds.")
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str = Field(description="stop or length.")
+    logprobs: None
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's chat.completion (stream false)."""
+
+    id: str
+    created: int
+    model: str = Field(description="Catalog id of the model that answered.")
+    system_fingerprint: None
+    object: Literal["chat.completion"]
+    choices: list[ChatChoice] = Field(description="One (n=1).")
+    usage: TokenUsage
+
+
+class ProductDescriptionReply(ProductDescription):
+    success: bool
+    processing_time: float = Field(description="Seconds.")
+
+
+CHAT_STREAM = ("stream true: OpenAI's chat.completion.chunk server-sent events (`data: {...}`), the last "
+               "`data: [DONE]`; an error after the first event arrives as an event with `error` (sse.error_event).")
+
+
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
@@ -189,7 +245,8 @@ async def _complete(services: Services, entry: ModelEntry, body: ChatFields, max
     return await services.call(entry, "chat", entry.id, body.plain_messages(), body.options(max_tokens))
 
 
-@router.post("/api/llm")
+@router.post("/api/llm", responses=json_reply(LLMReply, "The answer.", headers={
+    BATCH_HEADER: "Requests decoded together with this one."}))
 async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> JSONResponse:
     started = time.perf_counter()
     entry = services.model_for(TASK, body.model)
@@ -206,7 +263,10 @@ async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> J
     }, headers={BATCH_HEADER: str(done.batch_size)})
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=json_reply(
+    ChatCompletion, "The completion; with stream true, server-sent events instead.",
+    headers={BATCH_HEADER: "Requests decoded together with this one (stream false)."},
+    also={"text/event-stream": CHAT_STREAM}))
 async def openai_chat(body: OpenAIChatRequest,
                       services: Services = Depends(get_services)) -> JSONResponse | StreamingResponse:
     entry = services.model_for(TASK, body.model)
@@ -253,7 +313,8 @@ async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], inclu
     yield sse("[DONE]")
 
 
-@router.post("/api/product-description")
+@router.post("/api/product-description", response_model=Any,
+             responses=json_reply(ProductDescriptionReply, "The product listing."))
 async def product_description(body: ProductDescriptionRequest,
                               services: Services = Depends(get_services)) -> dict[str, Any]:
     """Seed 004's mistral-generate-description: title, description, keywords and suggested categories."""

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.errors import Conflict, NotFound
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import ModelLifecycle, json_reply
 from deployments.ingress.services import Services, get_services
 from registry import UnknownModelError
 
@@ -24,14 +25,28 @@ class CurrentModel(BaseModel):
     model: str = Field(min_length=1, description="Catalog id, alias or hub repo id of a model of the task.")
 
 
-@router.get("/models/current")
+class CurrentModels(BaseModel):
+    success: bool
+    current_models: dict[str, str] = Field(description="Task -> the model a request naming none gets now.")
+
+
+class CurrentModelSwitched(BaseModel):
+    success: bool
+    task: str = Field(description="The task (a task alias in the path reads as its task).")
+    current_model: str
+    previous_model: str
+    lifecycle: ModelLifecycle = Field(description="The new current model's; wait for state `ready`.")
+
+
+@router.get("/models/current", response_model=Any, responses=json_reply(CurrentModels, "Each task's current model."))
 async def current_models(services: Services = Depends(get_services)) -> dict[str, Any]:
     """Task -> the model requests that name none get now."""
     return {"success": True, "current_models": {task: services.catalog.current_model(task)
                                                 for task in services.catalog.tasks}}
 
 
-@router.put("/models/current/{task}", responses=ERROR_RESPONSES)
+@router.put("/models/current/{task}", response_model=Any,
+            responses={**ERROR_RESPONSES, **json_reply(CurrentModelSwitched, "Switched; the model is loading.")})
 async def switch_current_model(task: str, body: CurrentModel, services: Services = Depends(get_services)
                                ) -> dict[str, Any]:
     """Make `body.model` the task's current model and start loading it (a replica starts if it has

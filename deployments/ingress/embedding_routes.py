@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deployments.errors import InvalidRequest
 from deployments.families.embedding.protocol import Embeddings
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import Absent, json_reply
 from deployments.ingress.request_checks import NONBLANK, JobInput, parse
 from deployments.ingress.services import Services, get_services
 from registry import ModelEntry
@@ -70,6 +71,37 @@ class OpenAIEmbeddingRequest(BaseModel):
         return _texts(value, handler, "input")
 
 
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens the model read (after truncation to max_input_tokens).")
+    total_tokens: int
+
+
+class EmbeddingReply(BaseModel):
+    """`text` as a string gives `embedding`; as a list, `embeddings` (in order)."""
+
+    success: bool
+    model: str
+    dimensions: int
+    embedding: list[float] | Absent = Field(None, description="The vector (L2-normalized), for one text.")
+    embeddings: list[list[float]] | Absent = Field(None, description="One vector per text, for a list.")
+    usage: EmbeddingUsage
+    processing_time: float = Field(description="Seconds.")
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="The vector; base64 of little-endian float32 with "
+                                         "encoding_format base64.")
+
+
+class OpenAIEmbeddingList(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: EmbeddingUsage
+
+
 async def _embed(services: Services, model: str | None, texts: list[str]) -> Embeddings:
     entry = services.model_for(TASK, model)
     limit = entry.specs.max_inputs
@@ -80,7 +112,7 @@ async def _embed(services: Services, model: str | None, texts: list[str]) -> Emb
     return await services.call(entry, "embed", entry.id, texts)
 
 
-@router.post("/api/embedding")
+@router.post("/api/embedding", response_model=Any, responses=json_reply(EmbeddingReply, "The vectors."))
 async def create_embedding(body: EmbeddingRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     started = time.perf_counter()
     single = isinstance(body.text, str)
@@ -96,7 +128,8 @@ async def create_embedding(body: EmbeddingRequest, services: Services = Depends(
     }
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", response_model=Any,
+             responses=json_reply(OpenAIEmbeddingList, "The vectors, in OpenAI's shape."))
 async def create_openai_embeddings(
     body: OpenAIEmbeddingRequest, services: Services = Depends(get_services)
 ) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from deployments.families.image_generation.protocol import (
 )
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import Absent, json_reply
 from deployments.ingress.request_checks import NONBLANK, check_upload_kind, multipart_body, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.images import open_image
@@ -41,6 +42,26 @@ router = APIRouter(tags=["images"], responses=ERROR_RESPONSES)
 
 class ImageRequest(ImageParams):
     model: str | None = Field(None, description="Catalog id, alias or hub id; default sd-turbo.")
+
+
+class GeneratedImagesReply(BaseModel):
+    """Seed 003's image reply, plus every image and its seed."""
+
+    success: bool
+    image: str = Field(description="The first image: base64 PNG.")
+    images: list[str] = Field(description="Every image (num_images), base64 PNG.")
+    model: str
+    generation_time: float = Field(description="Seconds the pipeline call took.")
+    size: int = Field(description="Bytes of the first PNG.")
+    format: Literal["png"]
+    width: int
+    height: int
+    seed: int = Field(description="The first image's seed; image i used seed + i.")
+    seeds: list[int]
+    batch_size: int = Field(description="Requests that shared the pipeline call.")
+
+
+IMAGES = json_reply(GeneratedImagesReply, "The images.")
 
 
 def _b64(data: bytes) -> str:
@@ -55,8 +76,9 @@ def _seed_reply(result: GeneratedImages) -> dict[str, Any]:
             "seeds": result.seeds, "batch_size": result.batch_size}
 
 
-@router.post("/api/image", description="Images from a prompt, as base64 PNG. Requests for one model with the "
-             "same size, steps and guidance share a pipeline call; a seed gives the same image either way.")
+@router.post("/api/image", response_model=Any, responses=IMAGES,
+             description="Images from a prompt, as base64 PNG. Requests for one model with the same size, steps and "
+             "guidance share a pipeline call; a seed gives the same image either way.")
 async def generate_image(body: ImageRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     entry = services.model_for(TEXT_TO_IMAGE, body.model)
     job = resolve_image(entry, body, body.num_images)
@@ -109,9 +131,10 @@ EDIT_DOC = multipart_body(EditFields, {"image": "The image to repaint.", "mask":
                           required=("image", "mask", "prompt"))
 
 
-@router.post("/api/edit-image", openapi_extra=EDIT_DOC, description="Inpainting: the mask's white region is "
-             "repainted after the prompt. Image and mask must be the same size; the result keeps that size "
-             "(fitted to the model's size rules) unless width/height are given.")
+@router.post("/api/edit-image", openapi_extra=EDIT_DOC, response_model=Any, responses=IMAGES,
+             description="Inpainting: the mask's white region is repainted after the prompt. Image and mask must "
+             "be the same size; the result keeps that size (fitted to the model's size rules) unless width/height "
+             "are given.")
 async def edit_image(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     fields, files = await read_form(request, ("image", "mask"))
     params = parse(EditFields, fields)
@@ -152,6 +175,23 @@ class OpenAIImageRequest(BaseModel):
     num_inference_steps: int | None = Field(None, gt=0)
     guidance_scale: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+
+
+class OpenAIImage(BaseModel):
+    b64_json: str | Absent = Field(None, description="response_format b64_json: base64 PNG.")
+    url: str | Absent = Field(None, description="response_format url: the image as a completed job's file.")
+
+
+class OpenAIImages(BaseModel):
+    """OpenAI's ImagesResponse: nothing null; `size` only when it is one of the three its schema allows."""
+
+    created: int
+    data: list[OpenAIImage]
+    output_format: Literal["png"]
+    size: Literal["1024x1024", "1024x1536", "1536x1024"] | Absent = None
+
+
+OPENAI_IMAGES = json_reply(OpenAIImages, "The images, in OpenAI's shape.")
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -200,7 +240,7 @@ def _store_images(services: Services, entry: ModelEntry, prompt: str, result: Ge
     return job.id
 
 
-@router.post("/v1/images/generations", tags=["openai"])
+@router.post("/v1/images/generations", tags=["openai"], response_model=Any, responses=OPENAI_IMAGES)
 async def openai_generations(body: OpenAIImageRequest, request: Request,
                              services: Services = Depends(get_services)) -> dict[str, Any]:
     entry = services.model_for(TEXT_TO_IMAGE, body.model)
@@ -232,7 +272,8 @@ OPENAI_EDIT_DOC = multipart_body(OpenAIImageRequest, {
     "mask": "Transparent pixels: edit; opaque: keep. The image's size."}, required=("image", "prompt"))
 
 
-@router.post("/v1/images/edits", tags=["openai"], openapi_extra=OPENAI_EDIT_DOC)
+@router.post("/v1/images/edits", tags=["openai"], openapi_extra=OPENAI_EDIT_DOC, response_model=Any,
+             responses=OPENAI_IMAGES)
 async def openai_edits(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     fields, files = await read_form(request, ("image", "mask"))
     body = parse(OpenAIImageRequest, fields)

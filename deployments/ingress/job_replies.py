@@ -10,11 +10,43 @@ from typing import Any
 
 from fastapi import Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
+from deployments.ingress.replies import job_reply_doc
 from deployments.ingress.services import Services
-from deployments.state.store import FINISHED, Job
+from deployments.state.store import FINISHED, Job, JobStatus
 
 WAIT_QUERY = Query(None, ge=0, le=600, description="Seconds to wait for the job to finish before answering.")
+
+
+class JobFileView(BaseModel):
+    name: str
+    size: int = Field(description="Bytes.")
+    url: str = Field(description="Where to download it: /jobs/{job_id}/files/{name}.")
+
+
+class JobReply(BaseModel):
+    """A job as every job route shows it (render_job)."""
+
+    success: bool
+    job_id: str
+    status: JobStatus
+    task: str
+    model: str = Field(description="Catalog id of the model that runs it.")
+    progress: float = Field(description="0-1.")
+    message: str | None
+    error: str | None = Field(description="Why it failed.")
+    input: dict[str, Any] = Field(description="The task input as stored, checked when the job was queued.")
+    files: list[JobFileView] = Field(description="Result files (a completed job's).")
+    output: dict[str, Any] | None = Field(description="Results that are not files, once it completed.")
+    attempts: int = Field(description="Workers that took it; a job is re-run when its worker is lost.")
+    created_at: str | None = Field(description="ISO 8601, UTC; as the two below.")
+    started_at: str | None
+    finished_at: str | None
+    status_url: str = Field(description="/jobs/{job_id}.")
+
+
+JOB_REPLY = job_reply_doc(JobReply)  # a route that queues a job: 202, or 200 once it finished within `wait`
 
 
 def _iso(timestamp: float | None) -> str | None:

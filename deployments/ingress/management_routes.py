@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends
 
 from deployments.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
+from deployments.ingress import management_replies as replies
 from deployments.ingress.download_requests import (
     MAPPED_SOURCES,
     SUPPORTED_SOURCES,
@@ -43,6 +44,7 @@ from deployments.ingress.model_features import (
     tts_features,
     tts_share,
 )
+from deployments.ingress.replies import json_reply
 from deployments.ingress.services import REPORT_MAX_AGE_SECONDS, Services, get_services
 from deployments.media.safe_urls import check_url
 from registry import HubRepo
@@ -65,7 +67,8 @@ async def _estimate(services: Services, repos: list[HubRepo], started: dict) -> 
     return estimated_time(size, speed), size
 
 
-@router.post("/models/download")
+@router.post("/models/download", response_model=Any,
+             responses=json_reply(replies.DownloadStarted, "Started, joined, or already in the cache."))
 async def start_download(body: DownloadRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Start (or join) a download at once; poll GET /models/download/status/{download_id}."""
     check_source(body.source)
@@ -147,25 +150,30 @@ def _status_body(status: dict) -> dict[str, Any]:
     }
 
 
-@router.get("/models/download/status/{download_id}")
+@router.get("/models/download/status/{download_id}", response_model=Any,
+            responses=json_reply(replies.DownloadStatus, "The download."))
 async def download_status(download_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    status = await services.manager.download_status.remote(download_id)
-    if status is None:
-        raise NotFound(f"No download with id '{download_id}'", error="Download not found")
-    return _status_body(status)
+    return _status_body(_found(await services.manager.download_status.remote(download_id), download_id))
 
 
-@router.post("/models/download/{download_id}/cancel")
+@router.post("/models/download/{download_id}/cancel", response_model=Any,
+             responses=json_reply(replies.DownloadStatus, "Cancelled."))
 async def cancel_download(download_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    status = await services.manager.cancel.remote(download_id)
-    if status is None:
-        raise NotFound(f"No download with id '{download_id}'", error="Download not found")
+    status = _found(await services.manager.cancel.remote(download_id), download_id)
     if status["status"] != "cancelled":
         raise Conflict(f"Download '{download_id}' is already {status['status']}; only a running one can be cancelled")
     return _status_body(status)
 
 
-@router.delete("/models/download/{model_name:path}")
+def _found(status: dict | None, download_id: str) -> dict:
+    """The manager's view of download `download_id`, or a 404 when it knows no such id."""
+    if status is None:
+        raise NotFound(f"No download with id '{download_id}'", error="Download not found")
+    return status
+
+
+@router.delete("/models/download/{model_name:path}", response_model=Any,
+               responses=json_reply(replies.ModelRemoved, "Removed from the cache."))
 async def remove_model(model_name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Remove a model's files from the cache and unload it; the next request downloads it again."""
     entry = catalog_entry(services, model_name)
@@ -186,7 +194,8 @@ async def remove_model(model_name: str, services: Services = Depends(get_service
             "removed_paths": removed, "unloaded": unloaded}
 
 
-@router.get("/models/available")
+@router.get("/models/available", response_model=Any,
+            responses=json_reply(replies.AvailableModels, "The catalog as downloadable models."))
 async def available_models(services: Services = Depends(get_services)) -> dict[str, Any]:
     """The catalog as downloadable models: hub sizes, tags, task, and what is already cached."""
     catalog = services.catalog
@@ -242,7 +251,8 @@ async def available_models(services: Services = Depends(get_services)) -> dict[s
     }
 
 
-@router.get("/models/managed")
+@router.get("/models/managed", response_model=Any,
+            responses=json_reply(replies.ManagedModels, "What the replicas hold loaded."))
 async def managed_models(services: Services = Depends(get_services)) -> dict[str, Any]:
     """What every model replica in the cluster has loaded, as the replicas last reported it, and the
     lifecycle of every model this application deploys."""
@@ -294,7 +304,7 @@ async def managed_models(services: Services = Depends(get_services)) -> dict[str
     }
 
 
-@router.get("/models/cache/info")
+@router.get("/models/cache/info", response_model=Any, responses=json_reply(replies.CacheInfo, "The cache on disk."))
 async def cache_info(services: Services = Depends(get_services)) -> dict[str, Any]:
     """The cache as it is on disk, each repo named by the catalog models that use it."""
     info, statuses = await asyncio.gather(services.manager.cache_info.remote(), services.manager.status.remote())
@@ -335,7 +345,9 @@ async def cache_info(services: Services = Depends(get_services)) -> dict[str, An
     }
 
 
-@router.post("/models/manage")
+@router.post("/models/manage", response_model=Any,
+             responses=json_reply(replies.ModelOptimized | replies.DownloadRestarted,
+                                  "Optimized, or the download started."))
 async def manage_model(
     action: Literal["optimize", "retry_download", "update"],
     model_name: str,

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.families.music.protocol import (
@@ -24,10 +24,12 @@ from deployments.families.music.protocol import (
     nonblank_prompt,
 )
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import json_reply
 from deployments.ingress.request_checks import JobInput, check_file_type, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import MEDIA_TYPES
 from registry import AdapterEntry, ModelEntry, UnknownModelError
+from registry.schema import ModelSpecs
 
 router = APIRouter(tags=["music"], responses=ERROR_RESPONSES)
 AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -45,6 +47,31 @@ class MusicRequest(MusicParams):
     @classmethod
     def _check_prompt(cls, value: str) -> str:
         return nonblank_prompt(value)
+
+
+class AdapterBaseConfig(ModelSpecs):
+    """The base model's display name and catalog specs (those set; never stems or voices), so a UI can clamp."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+    display_name: str
+
+
+class AdapterView(BaseModel):
+    id: str = Field(description="What requests name in `adapter`.")
+    name: str
+    description: str
+    hf_adapter_id: str = Field(description="The adapter's hub repo id.")
+    base_model: str = Field(description="The base model's hub repo id (seed 002).")
+    base_model_id: str = Field(description="The base model's catalog id.")
+    base_model_config: AdapterBaseConfig
+    is_active: bool = Field(description="The base model is deployed here.")
+
+
+class AdapterList(BaseModel):
+    success: bool
+    count: int
+    adapters: list[AdapterView]
 
 
 def _checked(services: Services, entry: ModelEntry | None, params: MusicParams) -> tuple[ModelEntry, float]:
@@ -74,7 +101,7 @@ async def generate_music(body: MusicRequest, services: Services = Depends(get_se
     return Response(music.audio, media_type=music.media_type, headers=headers)
 
 
-@router.get("/adapters")
+@router.get("/adapters", response_model=Any, responses=json_reply(AdapterList, "The LoRA adapters."))
 async def list_adapters(model: str | None = Query(None, description="Only adapters for this model."),
                         services: Services = Depends(get_services)) -> dict[str, Any]:
     """Seed 002: each adapter with its base model's hub id and limits, so a UI can filter and clamp."""

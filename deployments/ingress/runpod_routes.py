@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
@@ -21,6 +21,7 @@ from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import TaskInput, job_input
 from deployments.ingress.job_replies import wait_for
 from deployments.ingress.lifecycle import running_replicas
+from deployments.ingress.replies import Absent, json_reply
 from deployments.ingress.services import Services, get_services
 from deployments.state.store import FINISHED, Job, JobStatus
 from registry import ModelEntry, UnknownModelError
@@ -41,6 +42,62 @@ class RunPodRequest(BaseModel):
 
     input: TaskInput = Field(description="The model's input, as in /api/v1/run, e.g. {'text': 'Hello'} for "
                                          "text to speech or {'image_url': ...} for image description.")
+
+
+RunPodStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+class RunPodJobRef(BaseModel):
+    id: str = Field(description="The job's id (the same job as /jobs/{id}).")
+    status: RunPodStatus
+
+
+class RunPodFile(BaseModel):
+    name: str
+    size: int = Field(description="Bytes.")
+    url: str = Field(description="/jobs/{id}/files/{name}.")
+
+
+class RunPodOutput(BaseModel):
+    """The job's output, and its result files (when it has any)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    files: list[RunPodFile] | Absent = None
+
+
+class RunPodJob(BaseModel):
+    """A job as RunPod's /status shows it."""
+
+    id: str
+    status: RunPodStatus
+    delayTime: int | None = Field(description="Milliseconds queued before a worker took it.")
+    executionTime: int | None = Field(description="Milliseconds it ran, once finished.")
+    workerId: None
+    output: RunPodOutput | Absent = Field(None, description="COMPLETED only.")
+    error: str | None = Field(None, description="FAILED only: why.")
+    progress: float | Absent = Field(None, description="IN_PROGRESS only: 0-1.")
+
+
+class RunPodJobCounts(BaseModel):
+    completed: int
+    failed: int
+    inProgress: int
+    inQueue: int
+    retried: int = Field(description="Finished jobs that took more than one worker.")
+
+
+class RunPodWorkers(BaseModel):
+    idle: int
+    running: int
+
+
+class RunPodHealth(BaseModel):
+    jobs: RunPodJobCounts = Field(description="The model's recent jobs (the caller's), by state.")
+    workers: RunPodWorkers = Field(description="The model's running replicas, busy or not.")
+
+
+RUNPOD_JOB = json_reply(RunPodJob, "The job.")
 
 
 def _entry(services: Services, model: str) -> ModelEntry:
@@ -87,15 +144,17 @@ async def _submit(services: Services, model: str, body: RunPodRequest) -> Job:
     return await services.submit(entry, await job_input(services, entry, body.input))
 
 
-@router.post("/run")
-@router.post("/api/v1/run")  # the seed-004 services' own path, so their clients need only the host changed
+@router.post("/run", response_model=Any, responses=json_reply(RunPodJobRef, "Queued."))
+# the seed-004 services' own path, so their clients need only the host changed
+@router.post("/api/v1/run", response_model=Any, responses=json_reply(RunPodJobRef, "Queued."))
 async def run(model: str, body: RunPodRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Queue a job; answers at once with its id and IN_QUEUE, as RunPod's /run does."""
     job = await _submit(services, model, body)
     return {"id": job.id, "status": RUNPOD_STATUS[job.status]}
 
 
-@router.post("/runsync")
+@router.post("/runsync",
+             responses=json_reply(RunPodJob, "The job, finished, or IN_QUEUE/IN_PROGRESS when `wait` ran out."))
 async def runsync(model: str, body: RunPodRequest,
                   wait: int = Query(RUNSYNC_WAIT_MS, ge=1000, le=300_000, description="Milliseconds to wait."),
                   services: Services = Depends(get_services)) -> JSONResponse:
@@ -104,14 +163,14 @@ async def runsync(model: str, body: RunPodRequest,
     return JSONResponse(runpod_view(job), status_code=200)
 
 
-@router.get("/status/{job_id}")
-@router.get("/api/v1/status/{job_id}")
+@router.get("/status/{job_id}", response_model=Any, responses=RUNPOD_JOB)
+@router.get("/api/v1/status/{job_id}", response_model=Any, responses=RUNPOD_JOB)
 async def status(model: str, job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     return runpod_view(await _job(services, model, job_id))
 
 
-@router.post("/cancel/{job_id}")
-@router.post("/api/v1/cancel/{job_id}")
+@router.post("/cancel/{job_id}", response_model=Any, responses=json_reply(RunPodJobRef, "Cancelled."))
+@router.post("/api/v1/cancel/{job_id}", response_model=Any, responses=json_reply(RunPodJobRef, "Cancelled."))
 async def cancel(model: str, job_id: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     job = await _job(services, model, job_id)
     if not await asyncio.to_thread(services.store.cancel, job.id):
@@ -120,7 +179,7 @@ async def cancel(model: str, job_id: str, services: Services = Depends(get_servi
     return {"id": job.id, "status": RUNPOD_STATUS[JobStatus.cancelled]}
 
 
-@router.get("/health")
+@router.get("/health", response_model=Any, responses=json_reply(RunPodHealth, "The endpoint's jobs and workers."))
 async def health(model: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     """RunPod's endpoint health: this model's recent jobs by state, and its replicas as workers."""
     entry = _entry(services, model)

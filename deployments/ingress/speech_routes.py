@@ -12,11 +12,11 @@ import base64
 import binascii
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.json_schema import JsonDict
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError
@@ -60,9 +60,9 @@ AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
 FRAME_SECONDS = 0.02  # a streamed clip's usage.output_tokens counts its audio in 20 ms frames
 
 
-def _not_blank(value: str, field: str) -> str:
+def _not_blank(value: str, info: ValidationInfo) -> str:
     if not value.strip():
-        raise ValueError(f"{field} must not be empty")
+        raise ValueError(f"{info.field_name} must not be empty")
     return value
 
 
@@ -71,6 +71,11 @@ def _audio_format(value: str) -> str:
     if fmt not in SPEECH_FORMATS:
         raise ValueError(f"'{value}' is not supported; supported formats: {SUPPORTED}")
     return fmt
+
+
+# The text to speak (not blank) and an audio format (lower-cased, one of SPEECH_FORMATS), under any field name.
+SpokenText = Annotated[str, AfterValidator(_not_blank)]
+AudioFormat = Annotated[str, AfterValidator(_audio_format)]
 
 
 class VoiceCloning(BaseModel):
@@ -93,21 +98,11 @@ class SpeechInput(VoiceCloning):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(json_schema_extra={"pattern": NONBLANK}, description="Text to speak.")
+    text: SpokenText = Field(json_schema_extra={"pattern": NONBLANK}, description="Text to speak.")
     voice: str | None = Field(None, description="One of the model's voices (GET /models/{model}); default its first.")
-    format: str = Field("wav", json_schema_extra={"enum": list(SPEECH_FORMATS)},
-                        description=f"Audio format: {SUPPORTED}.")
+    format: AudioFormat = Field("wav", json_schema_extra={"enum": list(SPEECH_FORMATS)},
+                                description=f"Audio format: {SUPPORTED}.")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="Speaking rate; models with the 'speed' capability.")
-
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str) -> str:
-        return _not_blank(value, "text")
-
-    @field_validator("format")
-    @classmethod
-    def _format(cls, value: str) -> str:
-        return _audio_format(value)
 
 
 class TTSRequest(SpeechInput):
@@ -122,26 +117,16 @@ class OpenAISpeechRequest(VoiceCloning):
         {"required": ["response_format"], "properties": {"response_format": {"enum": list(STREAM_FORMATS)}}}]})
 
     model: str = Field(description="tts-1 (= speecht5-tts), a catalog id such as bark-small, or a hub repo id.")
-    input: str = Field(json_schema_extra={"pattern": NONBLANK}, description="Text to speak.")
+    input: SpokenText = Field(json_schema_extra={"pattern": NONBLANK}, description="Text to speak.")
     voice: str | None = Field(None, description="One of the model's voices; default its first.")
-    response_format: str = Field("mp3", json_schema_extra={"enum": list(SPEECH_FORMATS)},
-                                 description=f"Audio format: {SUPPORTED}.")
+    response_format: AudioFormat = Field("mp3", json_schema_extra={"enum": list(SPEECH_FORMATS)},
+                                         description=f"Audio format: {SUPPORTED}.")
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = Field(None, description="Not supported by any model here; refused.")
     stream_format: str | None = Field(None, json_schema_extra={"enum": ["audio", "sse", None]},
                                       description="Absent: the whole file at once. 'audio': the audio "
                                       "sentence by sentence as it is spoken (response_format wav or pcm). "
                                       "'sse': OpenAI's speech.audio.delta / speech.audio.done events.")
-
-    @field_validator("input")
-    @classmethod
-    def _input(cls, value: str) -> str:
-        return _not_blank(value, "input")
-
-    @field_validator("response_format")
-    @classmethod
-    def _format(cls, value: str) -> str:
-        return _audio_format(value)
 
     @field_validator("stream_format")
     @classmethod

@@ -14,10 +14,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
 
 from deployments.errors import InvalidRequest, PayloadTooLarge
 from deployments.families.transcription.protocol import (
     TASK,
+    Segment,
+    TranscribedWord,
     Transcription,
     TranscriptionJobInput,
     TranscriptionOptions,
@@ -29,6 +32,7 @@ from deployments.families.transcription.protocol import (
 )
 from deployments.ingress.body_limits import audio_bytes
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import Absent, json_reply
 from deployments.ingress.request_checks import JobInput, check_file_type, not_null, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import AudioLimits, BadAudio, audio_header, check_audio_limits
@@ -55,6 +59,56 @@ def _granularities(schema: dict[str, Any]) -> None:
 WORDS_NEED_VERBOSE_JSON = {"requestBody": {"content": {"multipart/form-data": {"schema": {
     "if": {"properties": {GRANULARITIES_FIELD: {"contains": {"const": "word"}}}, "required": [GRANULARITIES_FIELD]},
     "then": {"properties": {"response_format": {"const": "verbose_json"}}, "required": ["response_format"]}}}}}}
+
+
+class SttSegment(BaseModel):
+    id: int
+    start: float = Field(description="Seconds.")
+    end: float
+    text: str
+
+
+class SttReply(BaseModel):
+    success: bool
+    text: str
+    model: str
+    language: str = Field(description="Code of the language given, or detected.")
+    duration: float = Field(description="Seconds of audio.")
+    segments: list[SttSegment]
+    words: list[TranscribedWord] | Absent = Field(None, description="With word_timestamps: every word, in order.")
+    batch_size: int = Field(description="Most windows that shared one model call with this request's.")
+    processing_time: float = Field(description="Seconds.")
+
+
+class DurationUsage(BaseModel):
+    type: Literal["duration"]
+    seconds: int = Field(description="Seconds of audio, rounded up.")
+
+
+class OpenAITranscription(BaseModel):
+    """response_format json."""
+
+    text: str
+    usage: DurationUsage
+
+
+class VerboseTranscription(BaseModel):
+    """response_format verbose_json: OpenAI's verbose transcription."""
+
+    task: str = Field(description="transcribe or translate.")
+    language: str = Field(description="The language's name, e.g. english.")
+    duration: float
+    text: str
+    segments: list[Segment]
+    usage: DurationUsage
+    words: list[TranscribedWord] | Absent = Field(None, description="timestamp_granularities[] word.")
+
+
+OPENAI_TEXT = json_reply(OpenAITranscription | VerboseTranscription,
+                         "json or verbose_json (JSON); text and srt (text/plain); vtt (text/vtt).",
+                         headers={BATCH_HEADER: "Windows that shared the model call with this request's."},
+                         also={"text/plain": "response_format text (the text and a newline) or srt (SubRip).",
+                               "text/vtt": "response_format vtt (WebVTT)."})
 
 
 async def transcription_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +146,7 @@ def check_audio_header(services: Services, entry: ModelEntry, data: bytes) -> No
     check_audio_limits(header, AudioLimits.from_settings(services.settings, entry.specs.max_duration_seconds))
 
 
-@router.post("/api/stt")
+@router.post("/api/stt", response_model=Any, responses=json_reply(SttReply, "The transcript."))
 async def speech_to_text(
     audio: UploadFile = File(..., description="Audio file: WAV, FLAC, MP3 or OGG, any sample rate."),
     model: str | None = Form(None, json_schema_extra=not_null,
@@ -166,7 +220,8 @@ def _word_timestamps(granularities: list[str], response_format: str) -> bool:
     return "word" in granularities
 
 
-@router.post("/v1/audio/transcriptions", response_model=None, openapi_extra=WORDS_NEED_VERBOSE_JSON)
+@router.post("/v1/audio/transcriptions", response_model=None, openapi_extra=WORDS_NEED_VERBOSE_JSON,
+             responses=OPENAI_TEXT)
 async def openai_transcriptions(
     file: UploadFile = FILE,
     model: str = MODEL,
@@ -184,7 +239,7 @@ async def openai_transcriptions(
     return _openai_reply(result, response_format)
 
 
-@router.post("/v1/audio/translations", response_model=None)
+@router.post("/v1/audio/translations", response_model=None, responses=OPENAI_TEXT)
 async def openai_translations(
     file: UploadFile = FILE,
     model: str = MODEL,

@@ -12,14 +12,15 @@ from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Body, Depends, File, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from deployments.errors import InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge
 from deployments.families.separation.protocol import SeparationParams
 from deployments.ingress.areas import text_upload_tasks
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
-from deployments.ingress.job_replies import WAIT_QUERY, job_reply
+from deployments.ingress.job_replies import JOB_REPLY, WAIT_QUERY, job_reply
+from deployments.ingress.replies import Absent, json_reply
 from deployments.ingress.request_checks import check_upload_kind
 from deployments.ingress.services import Services, get_services
 from deployments.media.audio import AudioLimits, AudioTooLarge, BadAudio, probe_audio
@@ -38,6 +39,28 @@ PROCESS_BODY = Body(None, description="Seed 000's parameters, "
 # /separate's body: a dict for _process, stated in the spec as the separation parameters it must be.
 SeparationBody = Annotated[dict[str, Any], BeforeValidator(lambda value: value,
                                                            json_schema_input_type=SeparationParams)]
+
+
+class UploadReply(BaseModel):
+    """An upload, kept: what its check learned of the file is at the top level (seed 000's `duration`)."""
+
+    success: bool
+    file_id: str = Field(description="Names the upload in /process/{model}/{file_id}, file_id inputs and "
+                                     "voice_sample_file_id.")
+    filename: str = Field(description="The client's file name, made safe.")
+    model: str = Field(description="The model family it was uploaded for.")
+    size: int = Field(description="Bytes.")
+    duration: float | Absent = Field(None, description="Audio: seconds.")
+    sample_rate: int | Absent = Field(None, description="Audio.")
+    channels: int | Absent = Field(None, description="Audio.")
+    format: str | None = Field(None, description="Audio or image: the format as read from the file.")
+    width: int | Absent = Field(None, description="Image: pixels.")
+    height: int | Absent = Field(None, description="Image: pixels.")
+    characters: int | Absent = Field(None, description="Text (.txt): its length.")
+    process_url: str = Field(description="/process/{family}/{file_id}: POST there to run it.")
+
+
+UPLOADED = json_reply(UploadReply, "The upload, checked and kept.", status=201)
 
 
 def _family(services: Services, name: str) -> tuple[str, ModelEntry | None]:
@@ -115,14 +138,14 @@ async def _store_upload(services: Services, family: str, file: UploadFile) -> di
     }
 
 
-@router.post("/upload", status_code=201)
+@router.post("/upload", status_code=201, response_model=Any, responses=UPLOADED)
 async def upload_default(file: UploadFile = File(...), services: Services = Depends(get_services)) -> dict[str, Any]:
     """Seed 000: the generic upload goes to the source-separation family."""
     family = services.catalog.default_model("source-separation").family
     return await _store_upload(services, family, file)
 
 
-@router.post("/upload/{model}", status_code=201)
+@router.post("/upload/{model}", status_code=201, response_model=Any, responses=UPLOADED)
 async def upload(model: str, file: UploadFile = File(...),
                  services: Services = Depends(get_services)) -> dict[str, Any]:
     family, _ = _family(services, model)
@@ -176,13 +199,13 @@ async def _with_upload(services: Services, task: str, data: dict[str, Any], file
     return {**data, "text": text}
 
 
-@router.post("/process/{model}/{file_id}", status_code=202)
+@router.post("/process/{model}/{file_id}", status_code=202, responses=JOB_REPLY)
 async def process(model: str, file_id: str, body: dict[str, Any] | None = PROCESS_BODY,
                   wait: float | None = WAIT_QUERY, services: Services = Depends(get_services)) -> JSONResponse:
     return await _process(services, model, file_id, body, wait)
 
 
-@router.post("/separate/{file_id}", status_code=202)
+@router.post("/separate/{file_id}", status_code=202, responses=JOB_REPLY)
 async def separate(file_id: str, body: SeparationBody | None = PROCESS_BODY,
                    wait: float | None = WAIT_QUERY, services: Services = Depends(get_services)) -> JSONResponse:
     """Seed 000's back-compatible route: /process with the source-separation family."""

@@ -16,7 +16,7 @@ from deployments.errors import InvalidRequest
 from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoParams, resolve_video
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.image_routes import fitted_size, read_form, read_image_upload
-from deployments.ingress.job_replies import WAIT_QUERY, job_reply
+from deployments.ingress.job_replies import JOB_REPLY, WAIT_QUERY, job_reply
 from deployments.ingress.request_checks import JobInput, check_file_type, given, multipart_body, parse
 from deployments.ingress.services import Services, get_services
 from deployments.media.images import open_image
@@ -36,8 +36,9 @@ class VideoJobFields(VideoParams):
     file_id: str | None = Field(None, description="Image-to-video: the upload of the first frame.")
 
 
-@router.post("/api/video/text-to-video", status_code=202, description="Queues a text-to-video job; the job's "
-             "progress rises per denoising step and its file video.mp4 holds duration x fps frames (H.264).")
+@router.post("/api/video/text-to-video", status_code=202, responses=JOB_REPLY,
+             description="Queues a text-to-video job; the job's progress rises per denoising step and its file "
+             "video.mp4 holds duration x fps frames (H.264).")
 async def text_to_video(body: VideoRequest, wait: float | None = WAIT_QUERY,
                         services: Services = Depends(get_services)) -> JSONResponse:
     entry = services.model_for(TEXT_TO_VIDEO, body.model)
@@ -48,7 +49,7 @@ async def text_to_video(body: VideoRequest, wait: float | None = WAIT_QUERY,
 I2V_DOC = multipart_body(VideoRequest, {"image": "The first frame."}, required=("image", "prompt"))
 
 
-@router.post("/api/video/image-to-video", status_code=202, openapi_extra=I2V_DOC,
+@router.post("/api/video/image-to-video", status_code=202, openapi_extra=I2V_DOC, responses=JOB_REPLY,
              description="Queues an image-to-video job that starts from `image` and follows `prompt`; the "
                          "video keeps the image's shape (fitted to the model's size rules) unless width/height "
                          "are given.")

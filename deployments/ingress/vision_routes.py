@@ -18,8 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from deployments.families.vision.protocol import CLASSIFY, DESCRIBE, MAX_NEW_TOKENS, ClassifyInput, DescribeInput
+from deployments.families.vision.protocol import (
+    CLASSIFY,
+    DESCRIBE,
+    MAX_NEW_TOKENS,
+    Classification,
+    ClassifyInput,
+    DescribeInput,
+    Description,
+)
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import json_reply
 from deployments.ingress.request_checks import (
     JobInput,
     check_file_type,
@@ -54,6 +63,19 @@ class DescribeRequest(ImageRequest):
     prompt: str | None = Field(None, max_length=2000, description="Instruction (Qwen2-VL) or the caption's first "
                                "words (BLIP); default 'Describe this image.' / an unconditional caption.")
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="Most tokens to generate.")
+
+
+class ClassifyReply(Classification):
+    success: bool
+    processing_time: float = Field(description="Seconds.")
+
+
+class DescribeReply(Description):
+    success: bool
+    processing_time: float = Field(description="Seconds.")
+
+
+BATCHED = {BATCH_HEADER: "Images that shared the model call with this request's."}
 
 
 def _body_doc(schema: type[BaseModel]) -> dict[str, Any]:
@@ -132,6 +154,7 @@ def _reply(result: BaseModel, started: float) -> JSONResponse:
 
 
 @router.post("/api/image/classify", openapi_extra=_body_doc(ClassifyRequest),
+             responses=json_reply(ClassifyReply, "The labels.", headers=BATCHED),
              description="Top-k labels with softmax scores, best first. Concurrent requests for one model "
                          "share a forward pass; X-Batch-Size says how many images did.")
 async def classify(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
@@ -144,6 +167,7 @@ async def classify(request: Request, services: Services = Depends(get_services))
 
 
 @router.post("/api/image/describe", openapi_extra=_body_doc(DescribeRequest),
+             responses=json_reply(DescribeReply, "The description.", headers=BATCHED),
              description="A description of the image (BLIP caption or Qwen2-VL answer), guided by `prompt`.")
 async def describe(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
     started = time.perf_counter()

@@ -9,12 +9,13 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.errors import Conflict, InvalidRequest, NotFound
 from deployments.families.speech.protocol import TASK
 from deployments.ingress.auth import current_owner
 from deployments.ingress.http_errors import ERROR_RESPONSES
+from deployments.ingress.replies import json_reply
 from deployments.ingress.services import Services, get_services
 from deployments.ingress.speech_routes import CLONING_FIELDS, ONE_SAMPLE, VoiceCloning, keep_sample, voice_sample
 from deployments.state.saved_voices import SavedVoice, VoiceNameTaken
@@ -32,12 +33,36 @@ class SaveVoiceRequest(VoiceCloning):
     model: str | None = Field(None, description="The cloning model it is for; default the first that clones.")
 
 
+class VoiceView(BaseModel):
+    name: str = Field(description="What `voice` names in a speech request.")
+    model: str = Field(description="The cloning model it is for.")
+    transcript: str = Field(description="What the sample says (audio_prompt_text; may be empty).")
+    duration: float = Field(description="Seconds of the sample.")
+    file_id: str = Field(description="The sample, kept as an upload.")
+
+
+class SavedVoiceReply(VoiceView):
+    success: bool
+
+
+class VoiceList(BaseModel):
+    success: bool
+    count: int
+    voices: list[VoiceView]
+
+
+class VoiceDeleted(BaseModel):
+    success: bool
+    deleted: str = Field(description="The name, lower-cased.")
+
+
 def voice_view(voice: SavedVoice) -> dict[str, Any]:
     return {"name": voice.name, "model": voice.model_id, "transcript": voice.transcript,
             "duration": round(voice.duration, 3), "file_id": voice.file_id}
 
 
-@router.post("/voices", status_code=201)
+@router.post("/voices", status_code=201, response_model=Any,
+             responses=json_reply(SavedVoiceReply, "The voice, saved.", status=201))
 async def save_voice(body: SaveVoiceRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     """Save a voice sample (audio_prompt, audio_prompt_url or voice_sample_file_id) under `name`."""
     able = [m.id for m in services.catalog.models_for_task(TASK) if "voice-cloning" in m.capabilities]
@@ -60,13 +85,13 @@ async def save_voice(body: SaveVoiceRequest, services: Services = Depends(get_se
     return {"success": True, **voice_view(voice)}
 
 
-@router.get("/voices")
+@router.get("/voices", response_model=Any, responses=json_reply(VoiceList, "The caller's saved voices."))
 async def list_voices(model: str | None = None, services: Services = Depends(get_services)) -> dict[str, Any]:
     voices = await asyncio.to_thread(services.store.saved_voices().list, model, current_owner())
     return {"success": True, "count": len(voices), "voices": [voice_view(v) for v in voices]}
 
 
-@router.delete("/voices/{name}")
+@router.delete("/voices/{name}", response_model=Any, responses=json_reply(VoiceDeleted, "Deleted."))
 async def delete_voice(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     if not await asyncio.to_thread(services.store.saved_voices().remove, name.lower(), current_owner()):
         raise NotFound(f"No saved voice '{name}'")

@@ -53,6 +53,7 @@ class ModelManager:
         self._downloads: dict[str, asyncio.Task] = {}
         self._stops: dict[str, threading.Event] = {}  # model -> set to stop its download threads mid-file
         self._ids: dict[str, str] = {}  # download id -> model, for the status API
+        self._latest_ids: dict[str, str] = {}  # model -> its newest download id (what GET /models shows)
         self._url_args: dict[str, dict] = {}  # model -> its url download's arguments, for retries
         self._sizes: dict[tuple[str, str, str], int | None] = {}  # hub repo -> bytes, for /models/available
         self._asked = [0, 0]  # download requests (start), and those the cache already answered
@@ -115,6 +116,7 @@ class ModelManager:
         """A download id for `model` at once; the download runs (or is joined) in the background."""
         download_id = uuid.uuid4().hex[:12]
         self._ids[download_id] = model
+        self._latest_ids[model] = download_id
         if url:
             self._url_args[model] = url
         self._asked[0] += 1
@@ -229,8 +231,12 @@ class ModelManager:
         """Status and byte progress of one model, or of every model asked for so far."""
         if model is not None:
             record = self._records.get(model)
-            return self._view(record) if record else {"model": model, "status": "unknown"}
-        return [self._view(record) for record in self._records.values()]
+            return self._with_id(model, record) if record else {"model": model, "status": "unknown"}
+        return [self._with_id(name, record) for name, record in self._records.items()]
+
+    def _with_id(self, model: str, record: DownloadRecord) -> dict:
+        """A record's view with the id of its newest download: what a client cancels or polls it by."""
+        return {**self._view(record), "download_id": self._latest_ids.get(model)}
 
     def _view(self, record: DownloadRecord) -> dict:
         if record.status == "downloading" and record.repos:  # bytes so far, read off the cache's blobs

@@ -183,7 +183,10 @@ def test_cancel_stops_a_running_download_mid_file_and_leaves_no_partial_file(cli
     try:
         started = client.post("/models/download", json=body).json()
         wait_for_partial_file(blobs)
-        cancelled = client.post(f"/models/download/{started['download_id']}/cancel")
+        # as the console's Cancel button does it: by the id the model's own entry shows
+        shown = client.get("/models/cancelled-encoder").json()["lifecycle"]["download"]
+        assert shown["download_id"] == started["download_id"] and shown["status"] == "downloading", shown
+        cancelled = client.post(f"/models/download/{shown['download_id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
     finally:
         release.set()  # the rest of the file arrives: the stopped download must not keep it

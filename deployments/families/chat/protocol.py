@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deployments.families.chat.product import ProductListing
 from deployments.families.chat.product import ProductRequest as ProductRequest
 
 TASK = "chat"
@@ -45,6 +46,23 @@ class SamplingOptions(BaseModel):
 
 class ChatJobInput(SamplingOptions):
     messages: list[ChatMessage] = Field(min_length=1)
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ProductDescription(BaseModel):
+    """What ChatDeployment.describe_product returns: seed 004's listing and how it was made."""
+
+    model: str
+    mode: Literal["guided", "json"]
+    product: ProductListing
+    attempts: int = Field(description="Answers it took (json mode retries one that does not validate).")
+    seed: int = Field(description="The seed of the answer used.")
+    usage: TokenUsage = Field(description="Over every attempt.")
 
 
 @dataclass

@@ -23,14 +23,12 @@ from pydantic import Field
 from ray import serve
 
 from deployments.errors import InvalidRequest
+from deployments.families.transcription import protocol
 from deployments.families.transcription.protocol import (
-    TASK,
     Segment,
     TranscribedWord,
     Transcription,
-    TranscriptionJobInput,
     TranscriptionOptions,
-    check_duration,
 )
 from deployments.families.transcription.transcripts import (
     Piece,
@@ -106,7 +104,7 @@ class TranscriptionDeployment(FamilyDeployment):
                          progress: Callable[[float], None] | None = None) -> Transcription:
         """Transcribe encoded audio (WAV, FLAC, MP3, OGG; any rate, any channels) with catalog model `model`;
         `progress(fraction of windows done)` is for in-replica callers (jobs)."""
-        entry = self._entry(model, TASK)
+        entry = self._entry(model, protocol.TASK)
         options = TranscriptionOptions.model_validate(options or {})
         # Loaded before joining a batch: a failed load fails only its own requests.
         whisper = await self._models.get(entry)
@@ -115,11 +113,11 @@ class TranscriptionDeployment(FamilyDeployment):
         limits = AudioLimits.from_settings(self._service_settings, entry.specs.max_duration_seconds,
                                            f"model '{entry.id}'s max_duration_seconds")
         try:
-            check_duration(entry, (await asyncio.to_thread(audio_header, audio)).duration)  # before decoding
+            protocol.check_duration(entry, (await asyncio.to_thread(audio_header, audio)).duration)  # before decoding
             samples = await asyncio.to_thread(decode_audio, audio, extractor.sampling_rate, limits)
         except BadAudio as bad:
             raise InvalidRequest(f"The audio cannot be read: {bad}") from None
-        check_duration(entry, len(samples) / extractor.sampling_rate)
+        protocol.check_duration(entry, len(samples) / extractor.sampling_rate)
         rate = extractor.sampling_rate
         window = int(min(entry.specs.chunk_length_seconds or extractor.chunk_length, extractor.chunk_length) * rate)
         starts = window_starts(len(samples), window, int(min(self._config.overlap_seconds * rate, window / 2)))
@@ -143,7 +141,7 @@ class TranscriptionDeployment(FamilyDeployment):
         return await self._jobs.run(job_id, self._transcribe_job)
 
     async def _transcribe_job(self, context: JobContext) -> dict[str, Any]:
-        params = TranscriptionJobInput.model_validate(context.job.input)
+        params = protocol.TranscriptionJobInput.model_validate(context.job.input)
         upload = await asyncio.to_thread(self._store.get_upload, params.file_id)
         if upload is None:
             raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")

@@ -17,14 +17,12 @@ from pydantic import Field
 from ray import serve
 
 from deployments.errors import InvalidRequest
+from deployments.families.vision import protocol
 from deployments.families.vision.engines import load_engine
 from deployments.families.vision.protocol import (
     CLASSIFY,
     DESCRIBE,
-    MAX_NEW_TOKENS,
     Classification,
-    ClassifyInput,
-    DescribeInput,
     Description,
     Prediction,
 )
@@ -43,7 +41,7 @@ class VisionConfig(BatchConfig):
     """`user_config` of the deployment: images per model call, and the descriptions' default length."""
 
     default_batch, default_wait_s, largest_batch = 8, 0.01, MAX_BATCH_SIZE
-    default_max_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="Tokens a description may "
+    default_max_tokens: int = Field(256, ge=1, le=protocol.MAX_NEW_TOKENS, description="Tokens a description may "
                                     "generate when the request sets no max_tokens.")
 
 
@@ -95,8 +93,8 @@ class VisionDeployment(FamilyDeployment):
                        name: str = "image") -> Description:
         """A description of the image, guided by `prompt` (BLIP: the caption starts with it)."""
         entry = self._entry(model, DESCRIBE)
-        if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise InvalidRequest(f"max_tokens must be between 1 and {MAX_NEW_TOKENS}; got {max_tokens}")
+        if max_tokens is not None and not 1 <= max_tokens <= protocol.MAX_NEW_TOKENS:
+            raise InvalidRequest(f"max_tokens must be between 1 and {protocol.MAX_NEW_TOKENS}; got {max_tokens}")
         prompt = prompt.strip() if prompt and prompt.strip() else None
         decoded, info = await asyncio.to_thread(open_image, image, name)
         engine = await self._models.get(entry)
@@ -112,7 +110,7 @@ class VisionDeployment(FamilyDeployment):
 
     async def _vision_job(self, context: JobContext) -> dict[str, Any]:
         job = context.job
-        schema = ClassifyInput if job.task == CLASSIFY else DescribeInput
+        schema = protocol.ClassifyInput if job.task == CLASSIFY else protocol.DescribeInput
         params = schema.model_validate(job.input)
         upload = await asyncio.to_thread(self._store.get_upload, params.file_id) if params.file_id else None
         if upload is None:
