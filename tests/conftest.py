@@ -53,12 +53,15 @@ def pytest_runtest_setup(item):
 def pytest_collection_modifyitems(items):
     """The tests that start a Ray of their own (own_ray: the README's serve.sh, the profiles as shipped, the
     launcher's failures, the two-node cluster, the documented toy family) first, on a box with nothing else
-    running (the session's application has not started yet); disruptive tests last, so what they kill or
-    change never meets another test."""
+    running (the session's application has not started yet); then the console's (its Settings page downloads a
+    model no other test has fetched yet); disruptive tests last, so what they kill or change never meets
+    another test."""
     def order(item) -> int:
         if item.get_closest_marker("own_ray") is not None:
             return 0
-        return 2 if item.get_closest_marker("disruptive") is not None else 1
+        if item.path.name == "test_console.py":  # its Settings test downloads mdx_extra, which others then fetch
+            return 1
+        return 3 if item.get_closest_marker("disruptive") is not None else 2
     items.sort(key=order)
 
 

@@ -177,6 +177,9 @@ class ManagerDownload(BaseModel):
 
     model: str
     status: str = Field(description="unknown, pending, downloading, completed, failed or cancelled.")
+    download_id: str | None | Absent = Field(None, description="Its newest download's id, what GET /models/download/"
+                                             "status/{download_id} and cancel take; None: none asked for since the "
+                                             "manager started.")
     repos: list[str] | Absent = None
     bytes_total: int | Absent = None
     bytes_done: int | Absent = None
