@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.launch.test_as_shipped import SHIPPED_PORT, mirror_hub, port_is_free  # noqa: F401  (a fixture)
-from tests.test_cluster_profile import ROOT, deployed_on_ray, node_environment, ray_resources
+from tests.test_cluster_profile import ROOT, as_shipped_but_folders, deployed_on_ray, node_environment, ray_resources
 
 pytestmark = pytest.mark.own_ray  # starts a Ray of its own: runs before the session's application
 ONE_GPU_HOST = {"CPU": 4, "GPU": 1}  # g5.xlarge: 4 vCPU, 1 A10G
@@ -23,7 +23,7 @@ def one_gpu_host(mirror_hub, tmp_path_factory):  # noqa: F811
     shipped = (ROOT / "serve_config.gpu1.yaml").read_text()
     port = SHIPPED_PORT if port_is_free(SHIPPED_PORT) else free_port()
     config = folder / "serve_config.gpu1.yaml"
-    config.write_text(shipped.replace(f"port: {SHIPPED_PORT}\n", f"port: {port}\n", 1))  # 8000 unless taken
+    config.write_text(as_shipped_but_folders(shipped, {}, port))  # no folders in it; port 8000 unless taken
     node_env = node_environment(mirror_hub.url, INFERENCE_CACHE_DIR=str(folder / "cache"),
                                 INFERENCE_DATA_DIR=str(folder / "data"))
     with deployed_on_ray(config, ONE_GPU_HOST, node_env) as deployed:

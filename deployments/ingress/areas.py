@@ -38,5 +38,5 @@ def area_jobs() -> dict[str, JobInput]:
     return jobs
 
 
-def text_upload_tasks() -> frozenset[str]:
-    return frozenset(task for area in TASK_AREAS for task in getattr(area, "TEXT_UPLOADS", ()))
+# Tasks for which an uploaded .txt file is the text to work on.
+TEXT_UPLOAD_TASKS = frozenset(task for area in TASK_AREAS for task in getattr(area, "TEXT_UPLOADS", ()))

@@ -41,10 +41,9 @@ def json_reply(model: Any, description: str, status: int = 200, headers: dict[st
 def job_reply_doc(model: Any, queued: int = 202, description: str = "") -> Responses:
     """The two statuses of a job reply (job_replies.job_reply): 202 while it runs, 200 once it finished."""
     location = {"Location": "The job's URL, /jobs/{job_id}."}
-    return {queued: {"model": model, "headers": _headers(location),
-                     "description": description or "The job, queued (or still running when `wait` ran out)."},
-            200: {"model": model, "headers": _headers(location),
-                  "description": "The job, finished (completed, failed or cancelled) within `wait`."}}
+    return {**json_reply(model, description or "The job, queued (or still running when `wait` ran out).", queued,
+                         location),
+            **json_reply(model, "The job, finished (completed, failed or cancelled) within `wait`.", 200, location)}
 
 
 def media_reply(description: str, media_types: list[str], status: int = 200,

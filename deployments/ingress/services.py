@@ -117,14 +117,13 @@ class Services:
         another replica; a bad request fails here, while the route can still answer with a status), then the
         rest, each item within the same timeout, a replica lost meanwhile a ModelUnavailable."""
         handle = (await self.started(entry)).options(stream=True)
-        generators: list[Any] = []
 
-        def start() -> Any:
-            generators.append(getattr(handle, method).remote(*args))
-            return generators[-1]
+        async def first_of(generator: Any) -> tuple[Any, Any]:
+            return await generator.__anext__(), generator
 
-        first = await self._with_policy(entry, method, start, lambda generator: generator.__anext__())
-        return first, self._rest(entry, generators[-1])
+        first, generator = await self._with_policy(entry, method, lambda: getattr(handle, method).remote(*args),
+                                                   first_of)
+        return first, self._rest(entry, generator)
 
     async def _rest(self, entry: ModelEntry, generator: Any) -> AsyncIterator[Any]:
         timeout = self.settings.request_timeout_seconds

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from deployments.errors import InvalidRequest, ModelNotFound, NotFound, PayloadTooLarge
 from deployments.families.separation.protocol import SeparationParams
-from deployments.ingress.areas import text_upload_tasks
+from deployments.ingress.areas import TEXT_UPLOAD_TASKS
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.job_inputs import job_input
 from deployments.ingress.job_replies import JOB_REPLY, WAIT_QUERY, job_reply
@@ -183,7 +183,7 @@ def _current_of(services: Services, family: str) -> ModelEntry:
 async def _with_upload(services: Services, task: str, data: dict[str, Any], file_id: str) -> dict[str, Any]:
     """The job input with its upload: a .txt upload of a text-reading family becomes the text to speak or
     embed, or the user's turn of a chat; any other upload is passed by its file_id."""
-    if task not in text_upload_tasks():
+    if task not in TEXT_UPLOAD_TASKS:
         return {**data, "file_id": file_id}
     try:
         upload = await services.upload(file_id)
