@@ -124,7 +124,7 @@ async def bench_handle_clients(texts: list[str], clients: int) -> dict:
     embedder = serve.get_deployment_handle("all-minilm-l6-v2", app_name="inference")
 
     async def call(text: str) -> None:
-        await embedder.embed.remote("all-minilm-l6-v2", [text])
+        await embedder.embed.remote([text])
 
     return await run_clients(call, texts, clients)
 

@@ -68,7 +68,8 @@ def local_service(repos: dict[str, str | Path], work: Path, **ray_init) -> Itera
             yield base_url
 
 
-def deploy_models(models: list[str], families: dict[str, dict], ray_actor_options: dict | None = None) -> None:
+def deploy_models(models: list[str], families: dict[str, dict], ray_actor_options: dict | None = None,
+                  engines: dict[str, str] | None = None) -> None:
     """(Re)deploy the ingress and the named catalog models, each its own deployment with one replica;
     a second call with another user_config only reconfigures the live replicas."""
     from ray import serve
@@ -77,7 +78,7 @@ def deploy_models(models: list[str], families: dict[str, dict], ray_actor_option
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 
-    args = AppArgs(models=models, warm_models=models, runtime_pools=False, families=families)
+    args = AppArgs(models=models, warm_models=models, runtime_pools=False, families=families, engines=engines or {})
     overrides = {model: {"ray_actor_options": ray_actor_options} for model in models} if ray_actor_options else None
     serve.run(compose_app(load_catalog(), ServiceSettings(), args, overrides), name="inference", route_prefix="/")
 

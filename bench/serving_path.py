@@ -148,14 +148,14 @@ def bench_model(model_dir: Path, n: int, threads: int) -> float:
     return summary(latencies, sum(latencies), n)["p50_ms"]
 
 
-def bench_mode(model_dir: Path, texts: list[str], clients: int) -> dict:
+def bench_mode(model_dir: Path, texts: list[str], clients: int, engine: str) -> dict:
     """One mode (the environment this process was started with): hops, then the load."""
     from ray import serve
 
     with contextlib.ExitStack() as cleanup:
         work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bench-path-")))
         base_url = cleanup.enter_context(local_service({MINILM_REPO: model_dir}, work, num_cpus=8))
-        deploy_models([MODEL], {})
+        deploy_models([MODEL], {}, engines={"embedding": engine})
         wait_until_serving(f"{base_url}/api/embedding", 300)
         embedder = serve.get_deployment_handle(MODEL, app_name="inference")
         # a blocking caller (this script) needs the router on its own loop, which haproxy mode turns off
@@ -163,7 +163,7 @@ def bench_mode(model_dir: Path, texts: list[str], clients: int) -> dict:
 
         def handle_p50(n: int) -> float:
             # Blocking .result() runs the call on Serve's own router loop, not one asyncio.run closes.
-            latencies = [timed(lambda i=i: embedder.embed.remote(MODEL, [SENTENCES[i % 64]]).result())
+            latencies = [timed(lambda i=i: embedder.embed.remote([SENTENCES[i % 64]]).result())
                          for i in range(n + 5)]
             return summary(latencies[5:], sum(latencies[5:]), n)["p50_ms"]
 
@@ -181,7 +181,8 @@ def run_mode_in_subprocess(mode: str, args: argparse.Namespace) -> dict:
         env = {**os.environ, "INFERENCE_SERVE_MODE": mode}
         env.update(serve_mode_environment(env))
         subprocess.run([sys.executable, __file__, "--only-mode", mode, "--mode-out", out.name,
-                        "--requests", str(args.requests), "--concurrency", str(args.concurrency)],
+                        "--requests", str(args.requests), "--concurrency", str(args.concurrency),
+                        "--engine", args.engine],
                        env=env, check=True)
         return json.loads(Path(out.name).read_text())
 
@@ -192,6 +193,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="Concurrent clients of the concurrent runs.")
     parser.add_argument("--modes", default="proxy,haproxy", help="Serve modes to measure, comma-separated.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/serving_path.json")
+    parser.add_argument("--engine", default="onnx", choices=["onnx", "sentence-transformers"],
+                        help="The embedding engine the service runs (the CPU profile's: onnx).")
     parser.add_argument("--only-mode", help=argparse.SUPPRESS)
     parser.add_argument("--mode-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,7 +203,7 @@ def main() -> None:
     model_dir = Path(get_model_path())
     texts = [SENTENCES[i % len(SENTENCES)] for i in range(args.requests)]
     if args.only_mode:
-        Path(args.mode_out).write_text(json.dumps(bench_mode(model_dir, texts, args.concurrency)))
+        Path(args.mode_out).write_text(json.dumps(bench_mode(model_dir, texts, args.concurrency, args.engine)))
         return
 
     print("model alone and the hand-rolled server...", flush=True)
@@ -235,7 +238,7 @@ def main() -> None:
     for name, runs in (("hand-rolled", handrolled), *modes.items()):
         cpu = "  ".join(f"{label} {ms}" for label, ms in runs["concurrent"]["cpu_ms_per_request"].items())
         print(f"CPU ms per request at {args.concurrency} clients, {name}: {cpu}")
-    result = {"model": MINILM_REPO,
+    result = {"model": MINILM_REPO, "engine": args.engine,
               "requests": args.requests, "concurrency": args.concurrency, "machine": machine("cpu"),
               "handrolled": handrolled, "modes": modes, "ratios": ratios}
     write_result(args.out, result)

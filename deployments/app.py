@@ -21,6 +21,24 @@ FAMILY_DEPLOYMENTS: dict[str, Any] = family_deployments()
 __all__ = ["AppArgs", "FAMILY_DEPLOYMENTS", "build_app", "compose_app", "plan_app"]
 
 
+def with_engines(catalog: Catalog, engines: dict[str, str]) -> Catalog:
+    """The catalog with the profile's `engines:` (per family kind, or per catalog id, which wins) in its
+    entries, each checked against the engines its family's deployment runs (`engines`, first the default)."""
+    kind_of = {model_id: catalog.families[entry.family].deployment for model_id, entry in catalog.models.items()}
+    unknown = sorted(set(engines) - set(kind_of) - set(FAMILY_DEPLOYMENTS))
+    if unknown:
+        raise ValueError(f"Profile sets engines of unknown families or models {unknown}")
+    models = {}
+    for model_id, entry in catalog.models.items():
+        engine = engines.get(model_id, engines.get(kind_of[model_id], entry.engine))
+        known = FAMILY_DEPLOYMENTS[kind_of[model_id]].func_or_class.engines
+        if engine is not None and engine not in known:
+            raise ValueError(f"Model '{model_id}' cannot run on engine '{engine}'; its family's engines: "
+                             f"{', '.join(known) or 'none to choose'}")
+        models[model_id] = entry.model_copy(update={"engine": engine or (known[0] if known else None)})
+    return catalog.model_copy(update={"models": models})
+
+
 def plan_app(catalog: Catalog, args: AppArgs) -> list[DeploymentPlan]:
     """The model deployments `args` asks for (tests and the config checks read them without Ray)."""
     unknown = sorted(set(args.families) - set(FAMILY_DEPLOYMENTS))
@@ -50,6 +68,7 @@ def compose_app(catalog: Catalog, settings: ServiceSettings, args: AppArgs,
     """The ingress bound to every planned deployment; `overrides` by deployment name play the part of
     serve_config's `deployments:` list for callers that serve.run in Python (tests, benches)."""
     overrides = overrides or {}
+    catalog = with_engines(catalog, args.engines)
     plans = plan_app(catalog, args)
     unknown = sorted(set(overrides) - {p.name for p in plans} - {"Ingress"})
     if unknown:

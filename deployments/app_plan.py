@@ -61,6 +61,9 @@ class AppArgs(BaseModel):
     autoscaling: Autoscaling = Autoscaling()
     families: dict[str, dict[str, Any]] = Field(default_factory=dict, description="user_config per family "
                                                 "kind (batch sizes...), given to each of its deployments.")
+    engines: dict[str, str] = Field(default_factory=dict, description="Engine per family kind or catalog id "
+                                    "(an id wins), replacing the catalog's `engine`: e.g. {transcription: "
+                                    "ctranslate2, embedding: onnx}.")
 
 
 @dataclass

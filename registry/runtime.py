@@ -20,7 +20,7 @@ REFRESH_SECONDS = 2.0
 
 
 def runtime_entry(catalog: Catalog, name: str, repo: HubRepo, task: str, extra: Sequence[HubRepo] = ()) -> ModelEntry:
-    """An entry for `repo` in `task`'s default family, with the limits, capabilities and companions
+    """An entry for `repo` in `task`'s default family, with the limits, capabilities, engine and companions
     (vocoder, speaker embeddings) of that family's default model; `extra` repos replace companions
     of the same role."""
     family = catalog.models[catalog.tasks[task].default_model].family
@@ -30,7 +30,7 @@ def runtime_entry(catalog: Catalog, name: str, repo: HubRepo, task: str, extra: 
         id=name, family=family, variant=name, display_name=repo.repo_id,
         description=f"{repo.repo_id}, downloaded at run time as a {family} model (limits of {template.id})",
         hub=repo, companions=[*(c for c in template.companions if c.role not in roles), *extra],
-        capabilities=template.capabilities, specs=template.specs,
+        capabilities=template.capabilities, specs=template.specs, engine=template.engine,
     )
 
 

@@ -101,6 +101,9 @@ class ModelEntry(StrictModel):
     hub: HubRepo
     companions: list[HubRepo] = Field(default_factory=list, description="Extra repos the model needs.")
     capabilities: list[str] = Field(default_factory=list)
+    engine: str | None = Field(None, pattern=r"^[a-z0-9-]+$", description="What runs it within its family "
+                               "(whisper: transformers or ctranslate2; embeddings: sentence-transformers or "
+                               "onnx); None: the family's first. A profile's `engines:` overrides it.")
     specs: ModelSpecs = ModelSpecs()
     quality: Literal["standard", "high", "very-high"] | None = Field(None, description="Output quality, as seed "
                                                                      "001's tts_features rate it.")

@@ -141,6 +141,11 @@ def tiny_profile(**changes):
     # every model warm was slower: 22 idle replicas cost the 2-core box more than the cold starts.)
     profile = {"models": ["all"], "families": families, "num_cpus": 0.1,
                "runtime_pools": ["embedding"],  # the family the tests register run-time models of
+               # each engine through the service: Whisper's default on CTranslate2 as the CPU profile runs it,
+               # whisper-tiny on transformers; one embedding model on ONNX Runtime (all-minilm-l6-v2, whose
+               # replicas the management tests optimize, stays on torch here; the as-shipped test runs it on ONNX)
+               "engines": {"transcription": "ctranslate2", "whisper-tiny": "transformers",
+                           "bge-small-en-v1.5": "onnx"},
                # models started by a test stay for the rest of the suite (test_model_lifecycle scales one to zero)
                "autoscaling": {"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 900}}
     return AppArgs.model_validate({**profile, **changes})

@@ -144,3 +144,21 @@ def test_cluster_yaml_is_a_valid_ray_cluster_config():
     workers = {n: t for n, t in cluster["available_node_types"].items() if n != cluster["head_node_type"]}
     assert workers and all(t["min_workers"] >= 1 for t in workers.values())
     assert any("scripts/install.sh" in command for command in cluster["setup_commands"])
+
+
+def test_engines_come_from_the_catalog_then_the_profile_and_unknown_ones_are_refused():
+    from deployments.app import with_engines
+    from registry import load_catalog
+
+    catalog = load_catalog()
+    cpu = with_engines(catalog, load("serve_config.cpu.yaml")["applications"][0]["args"]["engines"])
+    assert {cpu.models[m].engine for m in ("whisper-tiny", "whisper-large-v3")} == {"ctranslate2"}
+    assert (cpu.models["all-minilm-l6-v2"].engine, cpu.models["musicgen-small"].engine) == ("onnx", None)
+    mixed = with_engines(catalog, {"transcription": "ctranslate2", "whisper-tiny": "transformers"})
+    assert (mixed.models["whisper-tiny"].engine, mixed.models["whisper-base"].engine) == ("transformers", "ctranslate2")
+    assert with_engines(catalog, {}).models["all-minilm-l6-v2"].engine == "sentence-transformers"  # the default
+    with pytest.raises(ValueError, match="Model 'whisper-base' cannot run on engine 'onnx'; its family's engines: "
+                                         "transformers, ctranslate2"):
+        with_engines(catalog, {"whisper-base": "onnx"})
+    with pytest.raises(ValueError, match=r"unknown families or models \['whisper-xl'\]"):
+        with_engines(catalog, {"whisper-xl": "ctranslate2"})

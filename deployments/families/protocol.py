@@ -1,13 +1,23 @@
 """What the families' protocols share: the non-blank rule and its schema word, the prompt length every
-generation family takes, and durations checked against the catalog and said as seed 002 says them."""
+generation family takes, the seed range, and durations checked against the catalog and said as seed 002 says
+them."""
 
 from __future__ import annotations
+
+import secrets
 
 from deployments.errors import InvalidRequest
 from registry import ModelEntry
 
 MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**53 - 1  # the largest integer every JSON client holds exactly (JavaScript's numbers are doubles)
 NONBLANK = r"\S"  # the schema's word for what nonblank_prompt (and the other blank checks) let through
+
+
+def new_seed() -> int:
+    """The seed of a request that named none (returned to the client, who can repeat the result with it);
+    below 2**31, so it and seed + a request's index (image i, attempt i) fit every client's ints."""
+    return secrets.randbelow(2**31)
 
 
 def nonblank_prompt(value: str | None) -> str | None:

@@ -58,6 +58,8 @@ class CatalogModel(ModelSpecs):
     revision: str
     companions: list[Companion] = Field(description="Extra repos the model needs.")
     capabilities: list[str]
+    engine: str | None = Field(description="What runs it within its family (the catalog's `engine`, or the "
+                               "profile's `engines:`), e.g. whisper: transformers or ctranslate2.")
     file_types: list[str] = Field(description="Upload extensions its family takes.")
     deployment: str | None = Field(description="Its Serve deployment here; None: not deployed.")
     family_kind: str = Field(description="The kind of deployment that runs its family.")
@@ -242,6 +244,7 @@ def model_view(services: Services, entry: ModelEntry, lifecycle: dict[str, Any] 
         "revision": entry.hub.revision,
         "companions": [c.model_dump(include={"repo_id", "revision", "role"}) for c in entry.companions],
         "capabilities": entry.capabilities,
+        "engine": entry.engine,
         "file_types": family.file_types,
         "deployment": services.deployment_name(entry),  # its Serve deployment here (None: not deployed)
         "family_kind": family.deployment,

@@ -5,7 +5,6 @@ check the request's shape and turn the deployment's answer into each API's reply
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from deployments.families.chat.protocol import (
     Step,
     TokenUsage,
 )
+from deployments.families.protocol import new_seed
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.replies import json_reply
 from deployments.ingress.request_checks import JobInput, parse
@@ -242,7 +242,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 async def _complete(services: Services, entry: ModelEntry, body: ChatFields, max_tokens: int | None) -> Completion:
-    return await services.call(entry, "chat", entry.id, body.plain_messages(), body.options(max_tokens))
+    return await services.call(entry, "chat", body.plain_messages(), body.options(max_tokens), model=entry.id)
 
 
 @router.post("/api/llm", responses=json_reply(LLMReply, "The answer.", headers={
@@ -281,8 +281,8 @@ async def openai_chat(body: OpenAIChatRequest,
                              "usage": _usage(done.prompt_tokens, done.completion_tokens)},
                             headers={BATCH_HEADER: str(done.batch_size)})
     # a bad request raises on the first item, while a 4xx can still be sent
-    first, stream = await services.stream(entry, "chat_stream", entry.id, body.plain_messages(),
-                                          body.options(max_tokens))
+    first, stream = await services.stream(entry, "chat_stream", body.plain_messages(), body.options(max_tokens),
+                                          model=entry.id)
     usage = body.stream_options is not None and body.stream_options.include_usage
     return StreamingResponse(_events(reply, first, stream, usage), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
@@ -320,7 +320,7 @@ async def product_description(body: ProductDescriptionRequest,
     """Seed 004's mistral-generate-description: title, description, keywords and suggested categories."""
     started = time.perf_counter()
     entry = services.model_for(TASK, body.model)
-    result = await services.call(entry, "describe_product", entry.id, body.model_dump(exclude={"model"}))
+    result = await services.call(entry, "describe_product", body.model_dump(exclude={"model"}), model=entry.id)
     return {"success": True, **result, "processing_time": round(time.perf_counter() - started, 4)}
 
 
@@ -336,10 +336,10 @@ async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, 
     seed = data.get("seed")
     if "image_description" in data:
         params = parse(ProductRequest, data)
-        return params.model_dump() | {"seed": secrets.randbelow(2**31) if seed is None else params.seed}
+        return params.model_dump() | {"seed": new_seed() if seed is None else params.seed}
     body = parse(ChatJob, data)
-    options = body.options(body.max_tokens) | {"seed": secrets.randbelow(2**31) if seed is None else body.seed}
-    await services.call(entry, "check", entry.id, body.plain_messages(), options)
+    options = body.options(body.max_tokens) | {"seed": new_seed() if seed is None else body.seed}
+    await services.call(entry, "check", body.plain_messages(), options, model=entry.id)
     return ChatJobInput.model_validate({"messages": body.plain_messages(), **options}).model_dump()
 
 

@@ -109,7 +109,7 @@ async def _embed(services: Services, model: str | None, texts: list[str]) -> Emb
         raise InvalidRequest(
             f"Too many inputs: {len(texts)}; model '{entry.id}' accepts at most {limit} per request"
         )
-    return await services.call(entry, "embed", entry.id, texts)
+    return await services.call(entry, "embed", texts, model=entry.id)
 
 
 @router.post("/api/embedding", response_model=Any, responses=json_reply(EmbeddingReply, "The vectors."))

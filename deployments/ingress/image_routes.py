@@ -82,7 +82,7 @@ def _seed_reply(result: GeneratedImages) -> dict[str, Any]:
 async def generate_image(body: ImageRequest, services: Services = Depends(get_services)) -> dict[str, Any]:
     entry = services.model_for(TEXT_TO_IMAGE, body.model)
     job = resolve_image(entry, body, body.num_images)
-    return _seed_reply(await services.call(entry, "generate", entry.id, job.model_dump()))
+    return _seed_reply(await services.call(entry, "generate", job.model_dump(), model=entry.id))
 
 
 async def read_image_upload(services: Services, entry: ModelEntry, file: Any, field: str) -> bytes:
@@ -150,7 +150,7 @@ async def edit_image(request: Request, services: Services = Depends(get_services
     width, height = fitted_size(entry, info.width, info.height)
     params = params.model_copy(update={"width": params.width or width, "height": params.height or height})
     job = resolve_image(entry, params, params.num_images).model_copy(update={"strength": params.strength})
-    return _seed_reply(await services.call(entry, "inpaint", entry.id, job.model_dump(), image, mask))
+    return _seed_reply(await services.call(entry, "inpaint", job.model_dump(), image, mask, model=entry.id))
 
 
 # --- OpenAI's image API ---
@@ -245,7 +245,7 @@ async def openai_generations(body: OpenAIImageRequest, request: Request,
                              services: Services = Depends(get_services)) -> dict[str, Any]:
     entry = services.model_for(TEXT_TO_IMAGE, body.model)
     job = resolve_image(entry, _params(body, *parse_size(body.size)), body.n)
-    result = await services.call(entry, "generate", entry.id, job.model_dump())
+    result = await services.call(entry, "generate", job.model_dump(), model=entry.id)
     return await _openai_reply(request, services, entry, body, result)
 
 
@@ -291,5 +291,5 @@ async def openai_edits(request: Request, services: Services = Depends(get_servic
     if width is None:
         width, height = fitted_size(entry, info.width, info.height)
     job = resolve_image(entry, _params(body, width, height), body.n)
-    result = await services.call(entry, "inpaint", entry.id, job.model_dump(), image, mask)
+    result = await services.call(entry, "inpaint", job.model_dump(), image, mask, model=entry.id)
     return await _openai_reply(request, services, entry, body, result)

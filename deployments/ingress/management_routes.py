@@ -364,7 +364,11 @@ async def manage_model(
         if not services.is_served(entry):
             raise InvalidRequest(f"Model '{entry.id}' is not deployed in this application, so it cannot be optimized")
         await services.board.want_optimized.remote(entry.id)  # the other replicas follow at their health check
-        model = await services.call(entry, "optimize", entry.id)
+        try:
+            model = await services.call(entry, "optimize", entry.id)
+        except InvalidRequest:  # nothing to optimize (an ONNX Runtime engine): no replica should try again
+            await services.board.want_optimized.remote(entry.id, False)
+            raise
         return {"success": True, "message": f"Model '{entry.id}' optimized successfully ({model['optimization']}); "
                 "every other replica follows within its health-check period", "action": action,
                 "model_name": entry.id, "model": model}

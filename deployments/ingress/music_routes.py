@@ -3,7 +3,6 @@ of /process/musicgen/{file_id} and /api/v1/run. Limits and adapter checks run he
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -23,6 +22,7 @@ from deployments.families.music.protocol import (
     find_adapter,
     nonblank_prompt,
 )
+from deployments.families.protocol import new_seed
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.replies import json_reply
 from deployments.ingress.request_checks import JobInput, check_file_type, parse
@@ -92,7 +92,7 @@ async def generate_music(body: MusicRequest, services: Services = Depends(get_se
     entry = services.model_for(TASK, body.model) if body.model else None
     entry, duration = _checked(services, entry, body)
     params = body.model_dump(include=set(MusicParams.model_fields)) | {"duration": duration}
-    music = await services.call(entry, "generate", body.prompt.strip(), entry.id, params)
+    music = await services.call(entry, "generate", body.prompt.strip(), params, model=entry.id)
     headers = {"X-Model": music.model, "X-Sample-Rate": str(music.sample_rate), "X-Duration": str(music.duration),
                "X-Seed": str(music.seed), "X-Batch-Size": str(music.batch_size),
                "Content-Disposition": f'attachment; filename="music.{music.format}"'}
@@ -139,7 +139,7 @@ async def music_job_input(services: Services, entry: ModelEntry, data: dict[str,
         raise InvalidRequest("Give a prompt, or the file_id of an uploaded .txt file holding one")
     _, duration = _checked(services, entry, params)
     # the seed is fixed now, so a job that is re-run after a lost replica makes the same audio
-    seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
+    seed = params.seed if params.seed is not None else new_seed()
     return params.model_dump() | {"duration": duration, "seed": seed}
 
 

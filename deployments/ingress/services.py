@@ -105,14 +105,15 @@ class Services:
         """Whether the model's deployment runs a replica now (scaled to zero: none)."""
         return running_replicas((await self.states.get(fresh=True)).get(self.deployment_for(entry).deployment_name)) > 0
 
-    async def call(self, entry: ModelEntry, method: str, *args: Any) -> Any:
+    async def call(self, entry: ModelEntry, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method` of the deployment serving `entry`, once it has a replica (see `started`). Every method
         routes call this way is idempotent, so a replica that dies under the request is retried once on
         another; a full queue is a 503 with Retry-After and a model slower than the timeout a 504."""
         handle = await self.started(entry)
-        return await self._with_policy(entry, method, lambda: getattr(handle, method).remote(*args), _result)
+        return await self._with_policy(entry, method, lambda: getattr(handle, method).remote(*args, **kwargs), _result)
 
-    async def stream(self, entry: ModelEntry, method: str, *args: Any) -> tuple[Any, AsyncIterator[Any]]:
+    async def stream(self, entry: ModelEntry, method: str, *args: Any,
+                     **kwargs: Any) -> tuple[Any, AsyncIterator[Any]]:
         """A streaming `method`: its first item under `call`'s policy (timeout, back-pressure, one retry on
         another replica; a bad request fails here, while the route can still answer with a status), then the
         rest, each item within the same timeout, a replica lost meanwhile a ModelUnavailable."""
@@ -121,8 +122,8 @@ class Services:
         async def first_of(generator: Any) -> tuple[Any, Any]:
             return await generator.__anext__(), generator
 
-        first, generator = await self._with_policy(entry, method, lambda: getattr(handle, method).remote(*args),
-                                                   first_of)
+        first, generator = await self._with_policy(
+            entry, method, lambda: getattr(handle, method).remote(*args, **kwargs), first_of)
         return first, self._rest(entry, generator)
 
     async def _rest(self, entry: ModelEntry, generator: Any) -> AsyncIterator[Any]:

@@ -274,7 +274,7 @@ async def speech_job_input(services: Services, entry: ModelEntry, data: dict[str
     _refuse_cloning(services, entry, data)  # before the rest: a sample alone is answered with why not
     params = parse(SpeechInput, data)
     request = await _checked(services, entry, params, params.text, params.voice, params.speed, params.format)
-    await services.call(entry, "check_text", entry.id, request.text)
+    await services.call(entry, "check_text", request.text, model=entry.id)
     sample = params.voice_sample_file_id  # an upload stays one; a sample sent inline or by URL becomes one,
     if request.voice_sample and sample is None:  # so the job's stored input stays small
         sample = await asyncio.to_thread(keep_sample, services, "job-sample", request.voice_sample)

@@ -132,7 +132,7 @@ async def _transcribe(services: Services, model: str | None, audio: UploadFile,
     if not data:
         raise InvalidRequest(f"The audio file '{audio.filename}' is empty")
     await asyncio.to_thread(check_audio_header, services, entry, data)
-    return await services.call(entry, "transcribe", entry.id, data, checked)
+    return await services.call(entry, "transcribe", data, checked, model=entry.id)
 
 
 def check_audio_header(services: Services, entry: ModelEntry, data: bytes) -> None:

@@ -162,7 +162,7 @@ async def classify(request: Request, services: Services = Depends(get_services))
     params, file = await _read(request, ClassifyRequest)
     entry = services.model_for(CLASSIFY, params.model)
     data, name = await _image(services, entry, params.image_url, file)
-    result = await services.call(entry, "classify", entry.id, data, params.top_k, name)
+    result = await services.call(entry, "classify", data, params.top_k, name, model=entry.id)
     return _reply(result, started)
 
 
@@ -174,8 +174,8 @@ async def describe(request: Request, services: Services = Depends(get_services))
     params, file = await _read(request, DescribeRequest)
     entry = services.model_for(DESCRIBE, params.model)
     data, name = await _image(services, entry, params.image_url, file)
-    result = await services.call(entry, "describe", entry.id, data, params.prompt,
-                                                                  params.max_tokens, name)
+    result = await services.call(entry, "describe", data, params.prompt, params.max_tokens, name,
+                                 model=entry.id)
     return _reply(result, started)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -23,8 +24,11 @@ def remove_orphaned_partials(cache_dir: Path) -> None:
     this process is the cache's only writer and has written nothing yet. Removed, so a crash mid-download
     leaves no partial file behind; the next download fetches the file again."""
     orphans = list(Path(cache_dir).rglob("*.incomplete"))
-    for orphan in orphans:
-        orphan.unlink(missing_ok=True)
+    for orphan in orphans:  # files, and the folders of conversions (conversions.py)
+        if orphan.is_dir():
+            shutil.rmtree(orphan, ignore_errors=True)
+        else:
+            orphan.unlink(missing_ok=True)
     if orphans:
         logger.warning("removed %d partial files left by a writer that died: %s", len(orphans),
                        ", ".join(o.name for o in orphans[:5]))

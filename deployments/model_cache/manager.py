@@ -28,6 +28,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deployments.errors import HubError, ModelUnavailable
+from deployments.model_cache.conversions import convert_once, converted_root
 from deployments.model_cache.download_records import DownloadRecord, forget, recall, remember
 from deployments.model_cache.download_retries import with_retries
 from deployments.model_cache.hub_snapshots import commit_of, remove_orphaned_partials, snapshot
@@ -49,6 +50,7 @@ class ModelManager:
         self._settings = settings = on_this_node(settings)
         self._node_id = ray.get_runtime_context().get_node_id()
         self._node_copies: dict[tuple[str, str], asyncio.Task] = {}  # (node, model) -> its copy
+        self._conversions: dict[tuple[str | None, str, str], asyncio.Task] = {}  # (node, model, conversion)
         self._records: dict[str, DownloadRecord] = {}
         self._downloads: dict[str, asyncio.Task] = {}
         self._stops: dict[str, threading.Event] = {}  # model -> set to stop its download threads mid-file
@@ -76,6 +78,28 @@ class ModelManager:
             ).remote(self._settings)
             copy = self._node_copies[(node_id, model)] = asyncio.ensure_future(copier.snapshot.remote(list(repos)))
         return await asyncio.shield(copy)
+
+    async def convert(self, model: str, repos: list[HubRepo], conversion: str, node_id: str | None = None) -> str:
+        """The folder of `model`'s weights converted by `conversion` (conversions.py) for an engine that
+        reads no hub checkpoint, converted once per model, conversion and snapshot (callers at the same
+        time share it); with the per-node layout, on `node_id`'s own disk by its copier."""
+        paths = await self.ensure(model, repos, node_id)
+        per_node = self._settings.cache_layout != "shared" and node_id not in (None, self._node_id)
+        key = (node_id if per_node else None, model, conversion)
+        work = self._conversions.get(key)
+        if work is None or (work.done() and (work.cancelled() or work.exception())):
+            if per_node:
+                copier = NodeCopier.options(  # type: ignore[attr-defined]
+                    name=f"model-copier-{node_id}", namespace=self._settings.manager_namespace, get_if_exists=True,
+                    lifetime="detached", scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(self._settings)
+                work = asyncio.ensure_future(copier.convert.remote(model, paths["weights"], conversion))
+            else:
+                work = asyncio.ensure_future(asyncio.to_thread(
+                    convert_once, self._settings.cache_dir, model, paths["weights"], conversion))
+            self._conversions[key] = work
+            work.add_done_callback(_retrieve)
+        return await asyncio.shield(work)
 
     async def _ensure_here(self, model: str, repos: list[HubRepo]) -> dict[str, str]:
         if self._ready(model):
@@ -197,10 +221,11 @@ class ModelManager:
             if folder is not None and folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(str(folder))
-        url_folder = self._url_folder(model)
-        if url_folder.is_dir():
-            shutil.rmtree(url_folder, ignore_errors=True)
-            removed.append(str(url_folder))
+        for folder in (self._url_folder(model), converted_root(self._settings.cache_dir, model)):
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
+        self._conversions = {key: work for key, work in self._conversions.items() if key[1] != model}
         return removed
 
     def cache_info(self) -> dict:
@@ -364,6 +389,9 @@ class NodeCopier:
 
     def snapshot(self, repos: list[HubRepo]) -> dict[str, str]:
         return {repo.role: snapshot(self._settings, repo) for repo in repos}
+
+    def convert(self, model: str, source: str, conversion: str) -> str:
+        return convert_once(self._settings.cache_dir, model, source, conversion)
 
 
 def get_model_manager(settings: ServiceSettings) -> ray.actor.ActorHandle:

@@ -54,9 +54,10 @@ class LoadedModels:
     """
 
     def __init__(self, settings: ServiceSettings, load: Callable[[ModelEntry, dict[str, str]], Any],
-                 max_models: int = 0):
+                 max_models: int = 0, conversion: Callable[[ModelEntry], str | None] = lambda entry: None):
         self._manager = get_model_manager(settings)
         self._load = load
+        self._conversion = conversion  # the converted copy a model's engine reads (paths["converted"]), if any
         self._max_models = max_models  # 0: no limit; else the least recently used model goes first
         self._models: dict[str, Any] = {}
         self._paths: dict[str, dict[str, str]] = {}
@@ -105,6 +106,9 @@ class LoadedModels:
     async def _load_new(self, entry: ModelEntry) -> None:
         node = ray.get_runtime_context().get_node_id()
         paths = await self._manager.ensure.remote(entry.id, entry.repos, node)
+        conversion = self._conversion(entry)
+        if conversion:
+            paths = {**paths, "converted": await self._manager.convert.remote(entry.id, entry.repos, conversion, node)}
         while self._max_models and len(self._models) >= self._max_models:  # least recently used goes
             self.unload(min(self._models, key=lambda m: self._last_used.get(m, 0)))
         started, memory = time.monotonic(), MemoryProbe()
@@ -116,7 +120,10 @@ class LoadedModels:
         self._models[entry.id] = model
         self._failed.pop(entry.id, None)
         if entry.id in await self._board.optimized_wanted.remote():  # optimized in the other replicas
-            await self._optimize_loaded(entry.id, model)
+            try:
+                await self._optimize_loaded(entry.id, model)
+            except Exception:  # the model serves unoptimized rather than not at all
+                logger.exception("optimizing %s after its load failed", entry.id)
 
     def forget(self) -> None:
         """Take this replica's report off the board (it is shutting down)."""
@@ -262,9 +269,12 @@ def _replica_identity() -> tuple[str, str, str]:
 
 
 def _modules(model: Any) -> list:
-    """The torch modules a loaded model holds: itself, or its attributes one level down (pipelines, bags)."""
+    """The torch modules a loaded model holds: those its engine names (`torch_modules()`), itself, or its
+    attributes one level down (pipelines, bags)."""
     import torch
 
+    if hasattr(model, "torch_modules"):
+        return model.torch_modules()
     if isinstance(model, torch.nn.Module):
         return [model]
     found = [v for v in vars(model).values() if isinstance(v, torch.nn.Module)] if hasattr(model, "__dict__") else []
@@ -283,6 +293,8 @@ class FamilyDeployment:
     # max_batch_size / batch_wait_timeout_s (1 switches batching off); reconfigure() applies both.
     config_class: type[BaseModel] | None = None
     batched_methods: tuple[str, ...] = ()
+    # The engines a model of this family may name (catalog `engine`, profile `engines:`), first the default.
+    engines: tuple[str, ...] = ()
     _config: Any  # an instance of config_class, whose fields each family reads
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
@@ -295,7 +307,8 @@ class FamilyDeployment:
         self._model_id = model_id
         self._device = pick_device(settings)
         self._jobs = JobRunner(self._store, settings.job_heartbeat_seconds)
-        self._models = LoadedModels(settings, self._load, 1 if model_id else settings.pool_max_models)
+        self._models = LoadedModels(settings, self._load, 1 if model_id else settings.pool_max_models,
+                                    self._conversion)
         if self.config_class is not None:
             self.reconfigure({})
         self._warming = asyncio.get_running_loop().create_task(self.ready()) if model_id else None
@@ -313,9 +326,18 @@ class FamilyDeployment:
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Any:
         raise NotImplementedError
 
-    def _entry(self, model: str, task: str | None) -> ModelEntry:
-        """The catalog entry `model` names for `task`; callers through a Python handle skip the ingress'
-        checks, so an unknown name is a 404 here too."""
+    def _conversion(self, entry: ModelEntry) -> str | None:
+        """The converted copy (model_cache/conversions.py) the entry's engine loads, or None: the hub files."""
+        return None
+
+    def _entry(self, model: str | None, task: str | None) -> ModelEntry:
+        """The catalog entry `model` names for `task` (None: this deployment's own model); callers through a
+        Python handle skip the ingress' checks, so an unknown name is a 404 here too."""
+        if model is None:
+            if self._model_id is None:
+                raise InvalidRequest(f"{type(self).__name__} here is a pool of models added at run time: "
+                                     "name the model with model=...")
+            model = self._model_id
         try:
             entry = self._catalog.resolve(model, task=task)
         except UnknownModelError as missing:

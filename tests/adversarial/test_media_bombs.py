@@ -285,7 +285,7 @@ def test_whisper_refuses_an_upload_over_its_catalog_limit(service, client):
     whisper = serve.get_deployment_handle("whisper-base", app_name="inference")
     started = time.perf_counter()
     with pytest.raises(InvalidRequest, match=expected):
-        whisper.transcribe.remote("whisper-base", long_audio).result()
+        whisper.transcribe.remote(long_audio).result()
     assert time.perf_counter() - started < MAX_SECONDS
 
 

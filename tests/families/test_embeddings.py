@@ -115,9 +115,11 @@ def test_python_deployment_handle(service):
     from deployments.errors import InvalidRequest, ModelNotFound
 
     embedder = serve.get_deployment_handle("all-minilm-l6-v2", app_name="inference")  # one deployment per model
-    result = embedder.embed.remote("sentence-transformers/all-MiniLM-L6-v2", ["a cat sits on the mat"]).result()
+    result = embedder.embed.remote(["a cat sits on the mat"]).result()
     assert (result.model, result.dimensions, len(result.vectors)) == ("all-minilm-l6-v2", 384, 1)
+    by_alias = embedder.embed.remote(["a cat sits on the mat"], model="sentence-transformers/all-MiniLM-L6-v2").result()
+    assert by_alias.model == "all-minilm-l6-v2" and by_alias.vectors == result.vectors
     with pytest.raises(ModelNotFound, match="Model 'nope' not found for task 'text-embedding'"):
-        embedder.embed.remote("nope", ["hi"]).result()
+        embedder.embed.remote(["hi"], model="nope").result()
     with pytest.raises(InvalidRequest, match="Deployment 'all-minilm-l6-v2' serves model 'all-minilm-l6-v2' only"):
-        embedder.embed.remote("bge-small-en-v1.5", ["hi"]).result()
+        embedder.embed.remote(["hi"], model="bge-small-en-v1.5").result()

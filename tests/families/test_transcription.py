@@ -351,9 +351,9 @@ def test_python_deployment_handle(service):
     from deployments.errors import InvalidRequest, ModelNotFound
 
     whisper = serve.get_deployment_handle("whisper-base", app_name="inference")
-    result = whisper.transcribe.remote("whisper-1", clip(4.0, rate=48000, channels=2, fmt="FLAC")).result()
+    result = whisper.transcribe.remote(clip(4.0, rate=48000, channels=2, fmt="FLAC"), model="whisper-1").result()
     assert (result.model, result.duration, result.segments[-1].end) == ("whisper-base", 4.0, 4.0)
     with pytest.raises(ModelNotFound, match="Model 'nope' not found for task 'speech-to-text'"):
-        whisper.transcribe.remote("nope", clip(1.0)).result()
+        whisper.transcribe.remote(clip(1.0), model="nope").result()
     with pytest.raises(InvalidRequest, match="not a readable audio file"):
-        whisper.transcribe.remote("whisper-base", b"RIFF....WAVEfmt ").result()
+        whisper.transcribe.remote(b"RIFF....WAVEfmt ").result()

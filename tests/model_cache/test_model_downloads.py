@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -35,6 +36,28 @@ def test_eight_concurrent_first_requests_fetch_each_file_once(client, hub, model
     on_disk = {p.relative_to(snapshot).as_posix(): p.stat().st_size for p in snapshot.rglob("*") if p.is_file()}
     assert on_disk == {path: f.size for path, f in hub.repos[BGE_REPO].files.items()}
     assert not list(model_cache.rglob("*.incomplete"))
+
+
+def test_embeddings_on_onnx_runtime_match_the_torch_model(client, hub, model_cache):
+    """bge-small-en-v1.5 runs on ONNX Runtime in the test app: the manager exported it once, beside its files."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["a cat sits on the mat", "stock prices fell", "hello"]
+    reply = client.post("/v1/embeddings", json={"model": "bge-small-en-v1.5", "input": texts})
+    assert reply.status_code == 200, reply.text
+    vectors = np.array([item["embedding"] for item in reply.json()["data"]])
+    assert vectors.shape == (3, TINY_BGE_DIMENSIONS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    folders = sorted((model_cache / "converted" / "bge-small-en-v1.5").iterdir())
+    assert [f.name for f in folders] == [f"onnx-fp32-{hub.repos[BGE_REPO].sha}"]  # the 8 first requests: one export
+    folder, report = folders[0], json.loads((folders[0] / "conversion.json").read_text())
+    assert (folder / "model.onnx").stat().st_size > 0 and report["cosine_min"] >= 0.99
+    reference = SentenceTransformer(report["source"], device="cpu").encode(texts, normalize_embeddings=True)
+    assert (vectors * reference).sum(1).min() >= 0.99
+    optimize = client.post("/models/manage", params={"action": "optimize", "model_name": "bge-small-en-v1.5"})
+    assert optimize.status_code == 400 and "no torch modules to optimize" in optimize.text
+    again = client.post("/v1/embeddings", json={"model": "bge-small-en-v1.5", "input": texts})  # the wish withdrawn
+    assert again.status_code == 200 and again.json()["data"][0]["embedding"] == reply.json()["data"][0]["embedding"]
 
 
 def test_manager_dedupes_callers_in_other_processes(service, hub, model_cache):

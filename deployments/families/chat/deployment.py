@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,6 @@ from deployments.families.chat.product import (
     split_list,
 )
 from deployments.families.chat.protocol import (
-    MAX_SEED,
     TASK,
     ChatJobInput,
     ChatMessage,
@@ -43,6 +41,7 @@ from deployments.families.chat.protocol import (
     Started,
     Step,
 )
+from deployments.families.protocol import new_seed
 from deployments.serving.batching import BatchConfig
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
@@ -114,13 +113,14 @@ class Row:
 class ChatDeployment(FamilyDeployment):
     config_class, batched_methods = ChatConfig, ("_decode_batch",)
 
-    async def chat(self, model: str, messages: list[dict], options: SamplingOptions | dict | None = None) -> Completion:
+    async def chat(self, messages: list[dict], options: SamplingOptions | dict | None = None, *,
+                   model: str | None = None) -> Completion:
         """The whole answer to `messages` (a list of {role, content})."""
         started, row = await self._prepare(model, messages, options)
         return await self._complete(started, row)
 
-    async def chat_stream(self, model: str, messages: list[dict],
-                          options: SamplingOptions | dict | None = None) -> AsyncIterator[Started | Step]:
+    async def chat_stream(self, messages: list[dict], options: SamplingOptions | dict | None = None, *,
+                          model: str | None = None) -> AsyncIterator[Started | Step]:
         """`Started`, then the answer's `Step`s as they are decoded; errors in the request raise before
         anything is yielded, so the caller can still answer with a 4xx."""
         started, row = await self._prepare(model, messages, options)
@@ -128,12 +128,13 @@ class ChatDeployment(FamilyDeployment):
         async for step in self._rows_steps(row):
             yield step
 
-    async def check(self, model: str, messages: list[dict], options: SamplingOptions | dict | None = None) -> int:
+    async def check(self, messages: list[dict], options: SamplingOptions | dict | None = None, *,
+                    model: str | None = None) -> int:
         """Raise what `chat` would for a bad request (template, context) without decoding; the prompt's tokens."""
         started, _ = await self._prepare(model, messages, options)
         return started.prompt_tokens
 
-    async def describe_product(self, model: str, request: ProductRequest | dict) -> dict[str, Any]:
+    async def describe_product(self, request: ProductRequest | dict, *, model: str | None = None) -> dict[str, Any]:
         """Seed 004: a product listing (title, description, keywords, categories) from an image description.
 
         guided: four rows (one per field) decoded together, each field's first token forced to hold a
@@ -141,7 +142,7 @@ class ChatDeployment(FamilyDeployment):
         result always validates. json: the model writes the whole object; an answer that does not
         parse or validate is retried with the next seed, `product_attempts` times, then a 502."""
         request = ProductRequest.model_validate(request)
-        seed = secrets.randbelow(2**62) if request.seed is None else request.seed
+        seed = new_seed() if request.seed is None else request.seed
         options = {"temperature": request.temperature}
         reason, answer, usage = "", "", [0, 0]
         for attempt in range(self._config.product_attempts):
@@ -150,8 +151,8 @@ class ChatDeployment(FamilyDeployment):
                     listing, answer = await self._guided_listing(model, request, options | {"seed": seed + attempt},
                                                                  usage)
                 else:
-                    done = await self.chat(model, product_messages(request, JSON_INSTRUCTION),
-                                           options | {"seed": seed + attempt, "max_tokens": 256})
+                    done = await self.chat(product_messages(request, JSON_INSTRUCTION),
+                                           options | {"seed": seed + attempt, "max_tokens": 256}, model=model)
                     usage[0], usage[1] = usage[0] + done.prompt_tokens, usage[1] + done.completion_tokens
                     answer = done.content
                     listing = parse_listing(answer)
@@ -168,7 +169,7 @@ class ChatDeployment(FamilyDeployment):
                              f"{self._config.product_attempts} attempts (seeds {seed}..."
                              f"{seed + self._config.product_attempts - 1}): {reason}. Last answer: {excerpt!r}")
 
-    async def _guided_listing(self, model: str, request: ProductRequest, options: dict,
+    async def _guided_listing(self, model: str | None, request: ProductRequest, options: dict,
                               usage: list[int]) -> tuple[ProductListing, str]:
         chat_model = await self._models.get(self._entry(model, TASK))
         first = await asyncio.to_thread(chat_model.wordy_tokens)
@@ -198,15 +199,15 @@ class ChatDeployment(FamilyDeployment):
         data = context.job.input
         context.report(0.0, "generating")
         if "image_description" in data:
-            return await self.describe_product(context.job.model, data)
+            return await self.describe_product(data, model=context.job.model)
         params = ChatJobInput.model_validate(data)
-        done = await self.chat(context.job.model, [m.model_dump() for m in params.messages],
-                               params.model_dump(exclude={"messages"}))
+        done = await self.chat([m.model_dump() for m in params.messages], params.model_dump(exclude={"messages"}),
+                               model=context.job.model)
         return done.output()
 
     # ------------------------------------------------------------ requests -> rows
 
-    async def _prepare(self, model: str, messages: list[dict], options) -> tuple[Started, Row]:
+    async def _prepare(self, model: str | None, messages: list[dict], options) -> tuple[Started, Row]:
         """Check the request against the loaded model (template, context) and make its row."""
         entry = self._entry(model, TASK)
         options = SamplingOptions.model_validate(options or {})
@@ -229,7 +230,7 @@ class ChatDeployment(FamilyDeployment):
         temperature = options.temperature
         if temperature is None:
             temperature = (getattr(defaults, "temperature", None) or 1.0) if sampled else 0.0
-        seed = secrets.randbelow(MAX_SEED) if options.seed is None else options.seed
+        seed = new_seed() if options.seed is None else options.seed
         row = Row(model=entry.id, prompt_ids=prompt_ids,
                   max_tokens=options.max_tokens or min(room, self._config.default_max_tokens),
                   temperature=temperature,

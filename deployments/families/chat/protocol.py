@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.families.chat.product import ProductListing
 from deployments.families.chat.product import ProductRequest as ProductRequest
+from deployments.families.protocol import MAX_SEED
 
 TASK = "chat"
-MAX_SEED = 2**63 - 1
 Role = Literal["system", "user", "assistant"]
 
 

@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.families.embedding.engines import ENGINES, SentenceEncoder
 from deployments.families.embedding.protocol import Embeddings
 from deployments.serving.batching import raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
@@ -28,10 +29,12 @@ BUSY_BATCH_WAIT_S = 0.005
 # max_ongoing_requests must be at least the batches' sizes, or @serve.batch never fills them.
 @serve.deployment(max_ongoing_requests=CONCURRENT_BATCHES * MAX_BATCH_SIZE, health_check_period_s=5)
 class EmbeddingDeployment(FamilyDeployment):
+    engines = tuple(ENGINES)
     _encoding = 0  # batches encoding now
 
-    async def embed(self, model: str, texts: list[str]) -> Embeddings:
-        """Embed `texts` with catalog model `model`; requests arriving together share one forward pass."""
+    async def embed(self, texts: list[str], *, model: str | None = None) -> Embeddings:
+        """Embed `texts` with this deployment's model (a pool: `model`); requests arriving together share
+        one forward pass."""
         entry = self._entry(model, "text-embedding")
         # Loaded before joining a batch: a failed load fails only its own requests, and a batch
         # never waits on a download.
@@ -43,7 +46,7 @@ class EmbeddingDeployment(FamilyDeployment):
         return await self._jobs.run(job_id, self._embed_job)
 
     async def _embed_job(self, context: JobContext) -> dict:
-        result = await self.embed(context.job.model, context.job.input["texts"])
+        result = await self.embed(context.job.input["texts"], model=context.job.model)
         return {"embeddings": result.vectors, "dimensions": result.dimensions, "token_counts": result.token_counts}
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0, max_concurrent_batches=CONCURRENT_BATCHES)
@@ -60,8 +63,8 @@ class EmbeddingDeployment(FamilyDeployment):
     async def _encode_batch(self, requests: list[tuple[str, list[str]]]) -> list[Embeddings | Exception]:
         async def encode(group: list[tuple[str, list[str]]]) -> list[Embeddings]:
             model_id = group[0][0]
-            encoder = await self._models.get(self._catalog.models[model_id])
-            vectors, counts = await asyncio.to_thread(_encode, encoder, [text for _, texts in group for text in texts])
+            encoder: SentenceEncoder = await self._models.get(self._catalog.models[model_id])
+            vectors, counts = await asyncio.to_thread(encoder.encode, [text for _, texts in group for text in texts])
             results, start = [], 0
             for _, texts in group:
                 end = start + len(texts)
@@ -71,17 +74,8 @@ class EmbeddingDeployment(FamilyDeployment):
 
         return await run_in_groups(requests, lambda request: request[0], encode, "embedding")
 
-    def _load(self, entry: ModelEntry, paths: dict[str, str]):
-        from sentence_transformers import SentenceTransformer
+    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> SentenceEncoder:
+        return ENGINES[entry.engine or self.engines[0]](entry, paths, self._device)
 
-        encoder = SentenceTransformer(paths["weights"], device=self._device, local_files_only=True)
-        if entry.specs.max_input_tokens:
-            encoder.max_seq_length = entry.specs.max_input_tokens
-        return encoder
-
-
-def _encode(encoder, texts: list[str]) -> tuple[list[list[float]], list[int]]:
-    """Normalized vectors (as OpenAI's are) and the number of tokens read per text."""
-    vectors = encoder.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    token_ids = encoder.tokenizer(texts, truncation=True, max_length=encoder.max_seq_length)["input_ids"]
-    return vectors.tolist(), [len(ids) for ids in token_ids]
+    def _conversion(self, entry: ModelEntry) -> str | None:
+        return "onnx-fp32" if entry.engine == "onnx" else None

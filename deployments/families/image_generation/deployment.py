@@ -1,10 +1,9 @@
 """Image generation: text-to-image (SD-Turbo, SD3) and inpainting, on diffusers pipelines.
 
 One deployment per model, as every family. Requests that arrive together with the same size, steps,
-guidance and strength share one pipeline call (`@serve.batch`): prompts, negative prompts, images and
-masks go in as lists, with one seeded torch generator per image, so a seed gives the same pixels
-batched or alone. Pipelines come from diffusers' Auto classes, so any text-to-image or inpainting
-repo in diffusers layout is a catalog entry away.
+guidance and strength share one pipeline call (`@serve.batch`) of the model's engine (engines.py, one per
+catalog family). Pipelines come from diffusers' Auto classes, so any text-to-image or inpainting repo in
+diffusers layout is a catalog entry away.
 """
 
 from __future__ import annotations
@@ -13,12 +12,11 @@ import asyncio
 import io
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from PIL import Image
 from ray import serve
 
+from deployments.families.image_generation.engines import ENGINES, Canvas, Painter
 from deployments.families.image_generation.protocol import (
     INPAINT,
     MAX_BATCH_SIZE,
@@ -41,34 +39,6 @@ class ImageGenerationConfig(BatchConfig):
     default_batch, default_wait_s, largest_batch = 4, 0.05, MAX_BATCH_SIZE
 
 
-@dataclass
-class _Item:
-    model: str
-    job: ImageJob
-    image: Any = None  # inpainting: the RGB image and its L mask
-    mask: Any = None
-
-    def key(self) -> tuple:
-        j = self.job
-        return (self.model, j.height, j.width, j.num_inference_steps, j.guidance_scale, j.strength,
-                self.image is not None)
-
-
-def pipeline_dtype(device: str):
-    import torch
-
-    return torch.float16 if device == "cuda" else torch.float32
-
-
-def load_pipeline(path: str, device: str, auto_class: str):
-    """The pipeline of a diffusers-layout folder through diffusers' Auto class for the task."""
-    import diffusers
-
-    pipeline = getattr(diffusers, auto_class).from_pretrained(path, torch_dtype=pipeline_dtype(device))
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
-
-
 def png_bytes(image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
@@ -80,12 +50,13 @@ def png_bytes(image) -> bytes:
 class ImageGenerationDeployment(FamilyDeployment):
     config_class, batched_methods = ImageGenerationConfig, ("_generate_batch",)
 
-    async def generate(self, model: str, job: dict | ImageJob) -> GeneratedImages:
+    async def generate(self, job: dict | ImageJob, *, model: str | None = None) -> GeneratedImages:
         """`num_images` PNGs for the prompt; limits were checked by the ingress (resolve_image)."""
         entry = self._entry(model, TEXT_TO_IMAGE)
-        return await self._run(entry, _Item(entry.id, ImageJob.model_validate(job)))
+        return await self._run(entry, Canvas(entry.id, ImageJob.model_validate(job)))
 
-    async def inpaint(self, model: str, job: dict | ImageJob, image: bytes, mask: bytes) -> GeneratedImages:
+    async def inpaint(self, job: dict | ImageJob, image: bytes, mask: bytes, *,
+                      model: str | None = None) -> GeneratedImages:
         """The image with the mask's white region repainted after the prompt, at the job's size; the
         rest keeps the original's pixels."""
         entry = self._entry(model, INPAINT)
@@ -95,9 +66,9 @@ class ImageGenerationDeployment(FamilyDeployment):
         check_same_size((info.width, info.height), (mask_info.width, mask_info.height))
         size = (job.width, job.height)
         picture, mask_image = picture.resize(size), mask_image.convert("L").resize(size)
-        return await self._run(entry, _Item(entry.id, job, picture, mask_image))
+        return await self._run(entry, Canvas(entry.id, job, picture, mask_image))
 
-    async def _run(self, entry: ModelEntry, item: _Item) -> GeneratedImages:
+    async def _run(self, entry: ModelEntry, item: Canvas) -> GeneratedImages:
         started = time.perf_counter()
         await self._models.get(entry)  # loaded before joining a batch: a failed load fails only its own
         pictures, batch_size = raise_failed(await self._generate_batch(item))
@@ -110,42 +81,18 @@ class ImageGenerationDeployment(FamilyDeployment):
                                generation_time=round(time.perf_counter() - started, 3), batch_size=batch_size)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def _generate_batch(self, items: list[_Item]) -> list[tuple[list, int] | Exception]:
+    async def _generate_batch(self, items: list[Canvas]) -> list[tuple[list, int] | Exception]:
         """(PIL images, images in the call) per item; one pipeline call per group of equal settings."""
-        async def generate(group: list[_Item]) -> list[tuple[list, int]]:
-            pipeline = await self._models.get(self._catalog.models[group[0].model])
-            pictures = await asyncio.to_thread(_call, pipeline, group, self._device)
+        async def generate(group: list[Canvas]) -> list[tuple[list, int]]:
+            engine: Painter = await self._models.get(self._catalog.models[group[0].model])
+            pictures = await asyncio.to_thread(engine.paint, group)
             start, outcomes = 0, []  # (the request's images, the batch size) per request
             for item in group:
                 outcomes.append((pictures[start:start + item.job.num_images], len(pictures)))
                 start += item.job.num_images
             return outcomes
 
-        return await run_in_groups(items, _Item.key, generate, "image generation")
+        return await run_in_groups(items, Canvas.batch_key, generate, "image generation")
 
-    def _load(self, entry: ModelEntry, paths: dict[str, str]):
-        task = self._catalog.task_of(entry)
-        auto = "AutoPipelineForInpainting" if task == INPAINT else "AutoPipelineForText2Image"
-        return load_pipeline(paths["weights"], self._device, auto)
-
-
-def _call(pipeline, group: list[_Item], device: str) -> list:
-    """One pipeline call for items of equal settings: each image with its own seeded generator."""
-    import torch
-
-    first = group[0].job
-    prompts, negatives, generators, images, masks = [], [], [], [], []
-    for item in group:
-        for i in range(item.job.num_images):
-            prompts.append(item.job.prompt)
-            negatives.append(item.job.negative_prompt or "")
-            generators.append(torch.Generator(device).manual_seed(item.job.seed + i))
-            images.append(item.image)
-            masks.append(item.mask)
-    options: dict[str, Any] = {"prompt": prompts, "negative_prompt": negatives, "height": first.height,
-                               "width": first.width, "num_inference_steps": first.num_inference_steps,
-                               "guidance_scale": first.guidance_scale, "generator": generators}
-    if group[0].image is not None:
-        options |= {"image": images, "mask_image": masks, "strength": first.strength}
-    with torch.inference_mode():
-        return pipeline(**options).images
+    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Painter:
+        return ENGINES[entry.family](entry, paths, self._device)

@@ -4,17 +4,22 @@ ingress stays light. Every limit comes from the model's catalog `specs` (and so 
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest
-from deployments.families.protocol import MAX_PROMPT_CHARS, NONBLANK, format_seconds, nonblank_prompt
+from deployments.families.protocol import (
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    NONBLANK,
+    format_seconds,
+    new_seed,
+    nonblank_prompt,
+)
 from registry import ModelEntry
 
 TEXT_TO_IMAGE, INPAINT = "text-to-image", "image-inpainting"
-MAX_SEED = 2**31 - 1  # torch generators take 64 bits; 31 keeps seeds + image index in every client's ints
 MAX_BATCH_SIZE = 16  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
 
 
@@ -109,7 +114,7 @@ def resolve_image(entry: ModelEntry, params: GenerationParams, num_images: int =
     guidance = 7.5 if guidance is None else guidance
     _limit(entry, "guidance_scale", guidance, specs.max_guidance_scale)
     _limit(entry, "num_images", num_images, specs.max_images or 1)
-    seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED - 64)
+    seed = params.seed if params.seed is not None else new_seed()
     return ImageJob(prompt=params.prompt, negative_prompt=params.negative_prompt or None, height=height,
                     width=width, num_inference_steps=steps, guidance_scale=guidance, seed=seed, num_images=num_images)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from deployments.families.music.protocol import (
     MusicJobInput,
     MusicParams,
 )
+from deployments.families.protocol import new_seed
 from deployments.media.audio import OUTPUT_FORMATS
 from deployments.model_cache.manager import get_model_manager
 from deployments.serving.batching import raise_failed, run_in_groups
@@ -166,7 +166,8 @@ class MusicDeployment(FamilyDeployment):
         self._manager = get_model_manager(settings)
         self._adapter_paths: dict[str, str] = {}
 
-    async def generate(self, prompt: str, model: str | None = None, params: MusicParams | dict | None = None) -> Music:
+    async def generate(self, prompt: str, params: MusicParams | dict | None = None, *,
+                       model: str | None = None) -> Music:
         """Music for `prompt` with catalog model `model` (default: the adapter's base, else this deployment's
         model, else the task default)."""
         params = MusicParams.model_validate(params or {})
@@ -180,7 +181,7 @@ class MusicDeployment(FamilyDeployment):
         protocol.check_duration(entry, duration)
         if not prompt.strip():
             raise InvalidRequest("prompt must not be empty")
-        seed = secrets.randbelow(2**31) if params.seed is None else params.seed
+        seed = new_seed() if params.seed is None else params.seed
         # Model and adapter files are ready before joining a batch: a failed download fails only its
         # own request, and a batch never waits on one.
         musicgen = await self._models.get(entry)
@@ -205,8 +206,8 @@ class MusicDeployment(FamilyDeployment):
                 raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
             prompt = (await asyncio.to_thread(self._store.read_upload, upload)).decode("utf-8")
         context.report(0.0, "generating")
-        music = await self.generate(prompt.strip(), context.job.model,
-                                    params.model_dump(include=set(MusicParams.model_fields)))
+        music = await self.generate(prompt.strip(), params.model_dump(include=set(MusicParams.model_fields)),
+                                    model=context.job.model)
         name = f"music.{music.format}"
         await asyncio.to_thread((context.output_dir / name).write_bytes, music.audio)
         context.report(1.0, "written")

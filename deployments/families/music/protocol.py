@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments.errors import InvalidRequest, ModelNotFound
-from deployments.families.protocol import MAX_PROMPT_CHARS, NONBLANK, nonblank_prompt
+from deployments.families.protocol import MAX_PROMPT_CHARS, MAX_SEED, NONBLANK, nonblank_prompt
 from deployments.families.protocol import check_duration as check_duration  # the music rule is the shared one
 from deployments.serving.batching import BatchConfig
 from registry import AdapterEntry, ModelEntry
@@ -17,7 +17,6 @@ from registry.runtime import CatalogView
 
 TASK = "text-to-music"
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
-MAX_SEED = 2**53 - 1  # the largest integer every JSON client holds exactly (JavaScript's numbers are doubles)
 OutputFormat = Literal["wav", "flac", "mp3"]
 
 

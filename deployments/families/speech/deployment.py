@@ -115,7 +115,7 @@ class SpeechDeployment(FamilyDeployment):
     async def _speak(self, request: SpeechRequest) -> tuple[np.ndarray, int]:
         return raise_failed(await self._synthesize_batch(request))
 
-    async def check_text(self, model: str, text: str) -> int:
+    async def check_text(self, text: str, *, model: str | None = None) -> int:
         """Tokens `text` is read as, or InvalidRequest naming the model's limit (jobs check before queueing)."""
         return (await self._models.get(self._entry(model, protocol.TASK))).check_text(text)
 

@@ -18,8 +18,8 @@ TASK = "text-to-speech"
 class SpeechRequest:
     """One text to speak, as the ingress (or a Python caller) hands it over."""
 
-    model: str
     text: str
+    model: str | None = None  # None: the deployment's own model (a pool needs it)
     voice: str | None = None
     speed: float = 1.0
     format: str = "wav"

@@ -24,6 +24,7 @@ from ray import serve
 
 from deployments.errors import InvalidRequest
 from deployments.families.transcription import protocol
+from deployments.families.transcription.engines import ENGINES, WhisperEngine, check_options
 from deployments.families.transcription.protocol import (
     Segment,
     TranscribedWord,
@@ -31,15 +32,11 @@ from deployments.families.transcription.protocol import (
     TranscriptionOptions,
 )
 from deployments.families.transcription.transcripts import (
-    Piece,
     WindowResult,
-    compression_ratio,
     merge_windows,
-    split_at_timestamps,
     to_srt,
     to_vtt,
     window_starts,
-    words_of,
 )
 from deployments.media.audio import AudioLimits, BadAudio, audio_header, decode_audio
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
@@ -51,22 +48,6 @@ from registry import Catalog, ModelEntry
 MAX_BATCH_SIZE = 16
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 class TranscriptionConfig(BatchConfig):
     """`user_config` of the deployment: 30 s windows per generate call, and how windows are cut and decoded."""
 
@@ -75,12 +56,6 @@ class TranscriptionConfig(BatchConfig):
                                 "(224 = openai-whisper's default sample_len).")
     overlap_seconds: float = Field(5.0, ge=0, le=15, description="How much consecutive windows overlap, so "
                                    "a word across a window's edge is heard whole by one of them.")
-
-
-@dataclass
-class Whisper:
-    processor: Any
-    model: Any
 
 
 @dataclass
@@ -95,31 +70,32 @@ class Window:
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=10)
 class TranscriptionDeployment(FamilyDeployment):
     config_class, batched_methods = TranscriptionConfig, ("_generate_batch",)
+    engines = tuple(ENGINES)
 
     def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
         super().__init__(catalog, settings, model_id)
         self._service_settings = settings  # the audio limits decoding runs under
 
-    async def transcribe(self, model: str, audio: bytes, options: TranscriptionOptions | dict | None = None,
+    async def transcribe(self, audio: bytes, options: TranscriptionOptions | dict | None = None, *,
+                         model: str | None = None,
                          progress: Callable[[float], None] | None = None) -> Transcription:
-        """Transcribe encoded audio (WAV, FLAC, MP3, OGG; any rate, any channels) with catalog model `model`;
+        """Transcribe encoded audio (WAV, FLAC, MP3, OGG; any rate, any channels) with this deployment's model;
         `progress(fraction of windows done)` is for in-replica callers (jobs)."""
         entry = self._entry(model, protocol.TASK)
         options = TranscriptionOptions.model_validate(options or {})
         # Loaded before joining a batch: a failed load fails only its own requests.
-        whisper = await self._models.get(entry)
-        _check_options(entry, whisper, options)
-        extractor = whisper.processor.feature_extractor
+        whisper: WhisperEngine = await self._models.get(entry)
+        check_options(entry, whisper.generation_config, options)
+        rate = whisper.sampling_rate
         limits = AudioLimits.from_settings(self._service_settings, entry.specs.max_duration_seconds,
                                            f"model '{entry.id}'s max_duration_seconds")
         try:
             protocol.check_duration(entry, (await asyncio.to_thread(audio_header, audio)).duration)  # before decoding
-            samples = await asyncio.to_thread(decode_audio, audio, extractor.sampling_rate, limits)
+            samples = await asyncio.to_thread(decode_audio, audio, rate, limits)
         except BadAudio as bad:
             raise InvalidRequest(f"The audio cannot be read: {bad}") from None
-        protocol.check_duration(entry, len(samples) / extractor.sampling_rate)
-        rate = extractor.sampling_rate
-        window = int(min(entry.specs.chunk_length_seconds or extractor.chunk_length, extractor.chunk_length) * rate)
+        protocol.check_duration(entry, len(samples) / rate)
+        window = int(min(entry.specs.chunk_length_seconds or whisper.chunk_length, whisper.chunk_length) * rate)
         starts = window_starts(len(samples), window, int(min(self._config.overlap_seconds * rate, window / 2)))
         pending = [asyncio.ensure_future(self._generate_batch(Window(entry.id, samples[s:s + window], options)))
                    for s in starts]
@@ -147,7 +123,7 @@ class TranscriptionDeployment(FamilyDeployment):
             raise InvalidRequest(f"Upload '{params.file_id}' no longer exists")
         data = await asyncio.to_thread(self._store.read_upload, upload)
         context.report(0.0, "transcribing")
-        result = await self.transcribe(context.job.model, data, params.model_dump(exclude={"file_id"}),
+        result = await self.transcribe(data, params.model_dump(exclude={"file_id"}), model=context.job.model,
                                        progress=lambda done: context.report(0.95 * done, "transcribing"))
         for name, content in (("transcript.txt", result.text + "\n"), ("transcript.srt", to_srt(result.segments)),
                               ("transcript.vtt", to_vtt(result.segments))):
@@ -160,91 +136,18 @@ class TranscriptionDeployment(FamilyDeployment):
         """Windows that can share a generate call (same model, task, temperature, and either all with a
         language or all detecting it) go through one; the batch size is what each window reports."""
         async def generate(group: list[Window]) -> list[WindowResult]:
-            whisper = await self._models.get(self._catalog.models[group[0].model])
-            return await asyncio.to_thread(self._generate, whisper, group)
+            whisper: WhisperEngine = await self._models.get(self._catalog.models[group[0].model])
+            return await asyncio.to_thread(whisper.transcribe, [w.audio for w in group], group[0].options,
+                                           self._config.max_new_tokens)
 
         return await run_in_groups(windows, lambda w: (w.model, w.options.task, w.options.temperature,
                                                        w.options.language is None, w.options.word_timestamps),
                                    generate, "transcription")
 
-    def _generate(self, whisper: Whisper, windows: list[Window]) -> list[WindowResult]:
-        import torch
+    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> WhisperEngine:
+        return ENGINES[entry.engine or self.engines[0]](entry, paths, self._device)
 
-        extractor, model, options = whisper.processor.feature_extractor, whisper.model, windows[0].options
-        features = extractor([w.audio for w in windows], sampling_rate=extractor.sampling_rate,
-                             return_tensors="pt").input_features.to(self._device, model.dtype)
-        config = model.generation_config
-        multilingual = getattr(config, "is_multilingual", True)
-        languages = [w.options.language for w in windows] if options.language and multilingual else None
-        words = options.word_timestamps and getattr(config, "alignment_heads", None) is not None
-        with torch.inference_mode():
-            encoded = model.get_encoder()(features)
-            start = torch.full((len(windows), 1), config.decoder_start_token_id, device=features.device)
-            first = model(encoder_outputs=encoded, decoder_input_ids=start).logits[:, -1].float()
-            no_speech = first.softmax(-1)[:, config.no_timestamps_token_id - 1].tolist()  # as transformers finds it
-            out = model.generate(
-                encoder_outputs=encoded, task=options.task if multilingual else None, language=languages,
-                temperature=options.temperature,
-                return_timestamps=True, force_unique_generate_call=True,  # one pass per window, no seeking
-                max_new_tokens=self._config.max_new_tokens, return_dict_in_generate=True, output_scores=True,
-                return_token_timestamps=words,
-            )
-            sequences = out["sequences"]
-            steps = torch.stack(out["scores"], dim=1).float().log_softmax(-1)  # (windows, steps, vocab)
-            prompt = sequences.shape[1] - steps.shape[1]
-            logprobs = steps.gather(-1, sequences[:, prompt:, None])[..., 0]
-        times = out["token_timestamps"].tolist() if words else None
-        return [self._window_result(whisper, window, ids, [0.0] * prompt + lps.tolist(),
-                                    times[row] if times else None, no_speech[row], len(windows))
-                for row, (window, ids, lps) in enumerate(zip(windows, sequences.tolist(), logprobs))]
-
-    def _window_result(self, whisper: Whisper, window: Window, ids: list[int], logprobs: list[float],
-                       times: list[float] | None, no_speech: float, batch_size: int) -> WindowResult:
-        """Pieces (and words) of one window from its ids, their log-probabilities and token start times."""
-        tokenizer, config = whisper.processor.tokenizer, whisper.model.generation_config
-        duration = len(window.audio) / whisper.processor.feature_extractor.sampling_rate
-        pieces, timed = [], []
-        for start, end, positions in split_at_timestamps(ids, config, duration):
-            tokens = [ids[p] for p in positions]
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            sampled = logprobs[positions[0]:positions[-1] + 2] if positions else []  # its text and closing time
-            pieces.append(Piece(start, end, tokens, text, round(sum(sampled) / max(1, len(sampled)), 6),
-                                compression_ratio(text)))
-            if times is not None:
-                timed += [(ids[p], min(times[p], duration),
-                           min(times[p + 1] if p + 1 < len(times) else duration, duration)) for p in positions]
-        words = None if times is None else words_of(
-            timed, lambda tokens: tokenizer.decode(tokens, skip_special_tokens=True))
-        return WindowResult(pieces, words, _language_of(ids, config), no_speech, batch_size)
-
-    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> Whisper:
-        import torch
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        dtype = torch.float16 if self._device == "cuda" else torch.float32
-        model = WhisperForConditionalGeneration.from_pretrained(paths["weights"], dtype=dtype, local_files_only=True)
-        processor = WhisperProcessor.from_pretrained(paths["weights"], local_files_only=True)
-        return Whisper(processor, model.to(self._device).eval())  # type: ignore[arg-type]
-
-
-def _check_options(entry: ModelEntry, whisper: Whisper, options: TranscriptionOptions) -> None:
-    """What only the loaded model can tell: the languages and tasks it was trained for."""
-    config = whisper.model.generation_config
-    known = [token.strip("<|>") for token in getattr(config, "lang_to_id", None) or {}]
-    if options.language and known and options.language not in known:
-        raise InvalidRequest(f"Model '{entry.id}' does not know language '{options.language}'; "
-                             f"it knows {', '.join(known)}")
-    if options.language not in (None, "en") and not known:
-        raise InvalidRequest(f"Model '{entry.id}' transcribes English only")
-    if options.task not in (getattr(config, "task_to_id", None) or {"transcribe": None}):
-        raise InvalidRequest(f"Model '{entry.id}' cannot {options.task}")
-
-
-
-
-def _language_of(ids: list[int], config) -> str:
-    """The language token Whisper was prompted with or detected (the second token), as a code."""
-    by_id = {token_id: token.strip("<|>") for token, token_id in (getattr(config, "lang_to_id", None) or {}).items()}
-    return by_id.get(ids[1], "en") if len(ids) > 1 else "en"
-
-
+    def _conversion(self, entry: ModelEntry) -> str | None:
+        if entry.engine != "ctranslate2":
+            return None
+        return "ctranslate2-float16" if self._device == "cuda" else "ctranslate2-int8"

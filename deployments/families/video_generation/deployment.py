@@ -18,8 +18,8 @@ from typing import Any
 from ray import serve
 
 from deployments.errors import InvalidRequest
-from deployments.families.image_generation.deployment import load_pipeline
-from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, TEXT_TO_VIDEO, VideoJob
+from deployments.families.video_generation.engines import ENGINES, VideoEngine
+from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, VideoJob
 from deployments.media.images import open_image
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
@@ -28,8 +28,6 @@ from registry import ModelEntry
 logger = logging.getLogger(__name__)
 
 VIDEO_FILE = "video.mp4"
-# text-to-video pipeline class -> its image-to-video twin on the same components (diffusers' from_pipe)
-IMAGE_TO_VIDEO_PIPELINES = {"LTXPipeline": "LTXImageToVideoPipeline", "WanPipeline": "WanImageToVideoPipeline"}
 
 
 def write_mp4(frames, fps: int, path: Path) -> None:
@@ -44,12 +42,6 @@ def write_mp4(frames, fps: int, path: Path) -> None:
     for frame in frames:
         writer.send(frame.tobytes())
     writer.close()
-
-
-def frames_for(pipeline, frames: int) -> int:
-    """The smallest frame count >= `frames` the pipeline can make (1 + k x its temporal compression)."""
-    step = getattr(pipeline, "vae_temporal_compression_ratio", 1) or 1
-    return frames if step == 1 else 1 + -(-(frames - 1) // step) * step
 
 
 @serve.deployment(max_ongoing_requests=4, health_check_period_s=5)
@@ -72,9 +64,13 @@ class VideoGenerationDeployment(FamilyDeployment):
             first_frame, _ = await asyncio.to_thread(open_image, data, upload.filename)
             first_frame = first_frame.resize((params.width, params.height))
         context.report(0.0, "loading model")
-        pipeline = await self._models.get(entry)
-        started = time.perf_counter()
-        frames = await asyncio.to_thread(self._generate, pipeline, params, first_frame, context)
+        engine: VideoEngine = await self._models.get(entry)
+        steps, started = params.num_inference_steps, time.perf_counter()
+
+        def on_step(step: int) -> None:
+            context.report(0.95 * (step + 1) / steps, f"denoising step {step + 1}/{steps}")
+
+        frames = await asyncio.to_thread(engine.render, params, first_frame, on_step)
         context.report(0.99, "encoding MP4")
         await asyncio.to_thread(write_mp4, frames, params.fps, context.output_dir / VIDEO_FILE)
         return {"model": entry.id, "file": VIDEO_FILE, "frames": len(frames), "fps": params.fps,
@@ -82,50 +78,5 @@ class VideoGenerationDeployment(FamilyDeployment):
                 "seed": params.seed, "num_inference_steps": params.num_inference_steps,
                 "generation_time": round(time.perf_counter() - started, 3)}
 
-    def _generate(self, pipeline, params: VideoJob, first_frame, context: JobContext):
-        import numpy as np
-        import torch
-
-        steps = params.num_inference_steps
-
-        def report(step: int) -> None:
-            context.report(0.95 * (step + 1) / steps, f"denoising step {step + 1}/{steps}")
-
-        def on_step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
-            report(step)
-            return tensors
-
-        options: dict[str, Any] = {
-            "prompt": params.prompt, "negative_prompt": params.negative_prompt, "height": params.height,
-            "width": params.width, "num_frames": frames_for(pipeline, params.frames), "num_inference_steps": steps,
-            "guidance_scale": params.guidance_scale, "output_type": "np",
-            "generator": torch.Generator(self._device).manual_seed(params.seed)}
-        if "callback_on_step_end" in _call_parameters(pipeline):
-            options["callback_on_step_end"] = on_step_end
-        else:  # pipelines from before diffusers 0.23 (TextToVideoSD): callback(step, timestep, latents)
-            options |= {"callback": lambda step, _t, _latents: report(step), "callback_steps": 1}
-        if first_frame is not None:
-            options["image"] = first_frame
-        with torch.inference_mode():
-            video = np.asarray(pipeline(**options).frames[0])  # (frames, h, w, 3) floats in [0, 1]
-        return (video[:params.frames].clip(0, 1) * 255).round().astype(np.uint8)
-
-    def _load(self, entry: ModelEntry, paths: dict[str, str]):
-        import diffusers
-
-        pipeline = load_pipeline(paths["weights"], self._device, "DiffusionPipeline")
-        if self._catalog.task_of(entry) == IMAGE_TO_VIDEO and "image" not in _call_parameters(pipeline):
-            twin = IMAGE_TO_VIDEO_PIPELINES.get(type(pipeline).__name__)
-            if twin is None:
-                raise InvalidRequest(f"Model '{entry.id}' is a {type(pipeline).__name__}, which takes no image; "
-                                     f"image-to-video runs {', '.join(IMAGE_TO_VIDEO_PIPELINES.values())}")
-            pipeline = getattr(diffusers, twin).from_pipe(pipeline)
-        elif self._catalog.task_of(entry) == TEXT_TO_VIDEO and "num_frames" not in _call_parameters(pipeline):
-            raise InvalidRequest(f"Model '{entry.id}' is a {type(pipeline).__name__}, not a video pipeline")
-        return pipeline
-
-
-def _call_parameters(pipeline) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(pipeline.__call__).parameters)
+    def _load(self, entry: ModelEntry, paths: dict[str, str]) -> VideoEngine:
+        return ENGINES[entry.family](entry, paths, self._device)

@@ -76,7 +76,8 @@ class _Item:
 class VisionDeployment(FamilyDeployment):
     config_class, batched_methods = VisionConfig, ("_classify_batch", "_describe_batch")
 
-    async def classify(self, model: str, image: bytes, top_k: int = 5, name: str = "image") -> Classification:
+    async def classify(self, image: bytes, top_k: int = 5, name: str = "image", *,
+                       model: str | None = None) -> Classification:
         """The `top_k` most likely labels (fewer if the model has fewer) with softmax scores."""
         entry = self._entry(model, CLASSIFY)
         if top_k < 1:
@@ -89,8 +90,8 @@ class VisionDeployment(FamilyDeployment):
         predictions = [Prediction(label=classifier.labels[i], score=probabilities[i]) for i in best]
         return Classification(model=entry.id, predictions=predictions, top_k=k, image=info, batch_size=batch_size)
 
-    async def describe(self, model: str, image: bytes, prompt: str | None = None, max_tokens: int | None = None,
-                       name: str = "image") -> Description:
+    async def describe(self, image: bytes, prompt: str | None = None, max_tokens: int | None = None,
+                       name: str = "image", *, model: str | None = None) -> Description:
         """A description of the image, guided by `prompt` (BLIP: the caption starts with it)."""
         entry = self._entry(model, DESCRIBE)
         if max_tokens is not None and not 1 <= max_tokens <= protocol.MAX_NEW_TOKENS:
@@ -118,9 +119,9 @@ class VisionDeployment(FamilyDeployment):
         data = await asyncio.to_thread(self._store.read_upload, upload)
         context.report(0.0, "classifying" if job.task == CLASSIFY else "describing")
         if job.task == CLASSIFY:
-            result = await self.classify(job.model, data, params.top_k, upload.filename)
+            result = await self.classify(data, params.top_k, upload.filename, model=job.model)
         else:
-            result = await self.describe(job.model, data, params.prompt, params.max_tokens, upload.filename)
+            result = await self.describe(data, params.prompt, params.max_tokens, upload.filename, model=job.model)
         context.report(1.0, "done")
         return result.model_dump(exclude={"batch_size"})
 
