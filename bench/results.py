@@ -31,4 +31,5 @@ def print_table(results: dict[str, dict[str, Any]], columns: dict[str, str], wid
     widths = {header: max(len(header) + 2, 8) for header in columns}
     print("\n" + " " * width + "".join(f"{header:>{widths[header]}}" for header in columns))
     for name, row in results.items():
-        print(f"{name:{width}}" + "".join(f"{row[key]!s:>{widths[header]}}" for header, key in columns.items()))
+        cells = (f"{row.get(key, '-')!s:>{widths[header]}}" for header, key in columns.items())
+        print(f"{name:{width}}" + "".join(cells))

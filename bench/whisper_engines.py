@@ -5,10 +5,12 @@ used directly as a user would (WhisperModel.transcribe, and BatchedInferencePipe
     .venv/bin/python bench/whisper_engines.py                      # 120 s of audio, 100 tokens a window
     .venv/bin/python bench/whisper_engines.py --gpu                # float16 on the GPU, as gpu_suite.sh runs it
 
-Random weights never stop early, so every 30 s window decodes exactly --tokens tokens on every path (each
-path's decoded tokens are counted and printed; faster-whisper is asked for twice as many, since CTranslate2
-decodes at most half its max_length). Ours cuts windows with the profile's 5 s overlap, so it decodes more
-windows for the same audio: the table gives seconds per audio minute and per window. One thread per engine
+Equal work: the model's generation config suppresses <|endoftext|>, so every window decodes exactly --tokens
+tokens on every path (faster-whisper is asked for twice as many, since CTranslate2 decodes at most half its
+max_length); the CTranslate2 paths' windows and decoded tokens are counted at CTranslate2's generate.
+Ours cuts windows with the profile's 5 s overlap, and faster-whisper's sequential transcribe seeks to each
+window's last timestamp, so the paths decode different numbers of windows for the same audio: the table
+gives seconds per audio minute (what a user waits) and per window (equal work). One thread per engine
 on a CPU, as a CPU replica runs (INFERENCE_CPU_THREADS). Results, with the machine, go to
 bench/results/whisper_engines.json.
 """
@@ -41,6 +43,37 @@ RATE = 16000
 def speech_like(seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * RATE)) / RATE
     return (0.3 * np.sin(2 * np.pi * (300 + 100 * np.sin(2 * np.pi * 0.5 * t)) * t)).astype(np.float32)
+
+
+class CountingWhisper:
+    """A CTranslate2 Whisper that counts the windows and tokens its generate calls decode."""
+
+    def __init__(self, model):
+        self.model, self.windows, self.tokens = model, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, features, prompts, **options):
+        results = self.model.generate(features, prompts, **options)
+        if options.get("max_length", 448) > 2:  # not a language-detection step
+            self.windows += len(prompts)
+            self.tokens += sum(len(r.sequences_ids[0]) for r in results)
+        return results
+
+    def counted(self) -> tuple[int, int]:
+        windows, tokens, self.windows, self.tokens = self.windows, self.tokens, 0, 0
+        return windows, tokens
+
+
+def never_ending(model: Path) -> None:
+    """Suppress <|endoftext|> in the checkpoint's generation config: every window decodes max_new_tokens."""
+    import json
+
+    path = model / "generation_config.json"
+    config = json.loads(path.read_text())
+    config["suppress_tokens"] = sorted({*config.get("suppress_tokens", []), config["eos_token_id"]})
+    path.write_text(json.dumps(config))
 
 
 def median_run(run, repeats: int) -> tuple[float, int, int]:
@@ -87,10 +120,14 @@ def in_process(model: Path, audio: np.ndarray, args, device: str) -> dict[str, d
     results = {}
 
     def ours(engine, batch: int):
+        counter = None
+        if isinstance(engine, CTranslate2Whisper):
+            counter = engine.model = CountingWhisper(engine.model)
+
         def run() -> tuple[int, int]:
             done = [r for i in range(0, len(windows), batch)
                     for r in engine.transcribe(windows[i:i + batch], options, args.tokens)]
-            return len(done), sum(len(p.tokens) for r in done for p in r.pieces)
+            return counter.counted() if counter else (len(done), len(done) * args.tokens)
         return run
 
     for name, cls, batch in (("ours in-process, transformers, windows one by one", TransformersWhisper, 1),
@@ -100,6 +137,7 @@ def in_process(model: Path, audio: np.ndarray, args, device: str) -> dict[str, d
         results[name] = row(*median_run(ours(cls(entry, paths, device), batch), args.repeats), audio_s)
 
     fast = WhisperModel(converted, device=device, compute_type=quantization, cpu_threads=args.threads)
+    fast.model = counter = CountingWhisper(fast.model)
     chunks = [{"start": s, "end": min(s + 30.0, audio_s)} for s in np.arange(0, audio_s, 30.0)]
 
     def direct(batched: bool):
@@ -111,8 +149,8 @@ def in_process(model: Path, audio: np.ndarray, args, device: str) -> dict[str, d
                                                                         clip_timestamps=chunks, **common)
             else:
                 segments, _ = fast.transcribe(audio, vad_filter=False, **common)
-            segments = list(segments)
-            return len(chunks), sum(len(s.tokens) for s in segments)
+            list(segments)
+            return counter.counted()
         return run
 
     for name, batched in (("faster-whisper WhisperModel.transcribe", False),
@@ -137,11 +175,12 @@ def through_service(model: Path, audio: np.ndarray, args) -> dict:
                 reply = http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", clip)},
                                   data={"model": "whisper-base", "language": "en", "response_format": "verbose_json"})
                 reply.raise_for_status()
-                segments = reply.json()["segments"]
-                return len(segments), sum(len(s["tokens"]) for s in segments)
-            seconds, _, tokens = median_run(run, args.repeats)
-    windows = len(range(0, max(1, len(audio) - 5 * RATE), 25 * RATE))
-    return row(seconds, windows, tokens, len(audio) / RATE)
+                return 0, 0
+            seconds, _, _ = median_run(run, args.repeats)
+    from deployments.families.transcription.transcripts import window_starts
+
+    windows = len(window_starts(len(audio), 30 * RATE, 5 * RATE))  # each decodes --tokens (never_ending)
+    return row(seconds, windows, windows * args.tokens, len(audio) / RATE)
 
 
 def main() -> None:
@@ -163,6 +202,7 @@ def main() -> None:
         print("writing a random-weight Whisper (whisper-base's sizes)...", flush=True)
         subprocess.run([sys.executable, "-m", "tests.tiny_whisper", str(model), "--dims", "base"], cwd=REPO_ROOT,
                        check=True, capture_output=True)
+        never_ending(model)
         results = in_process(model, audio, args, device)
         if not args.skip_service:
             print("ours through the service (HTTP, ctranslate2)...", flush=True)
