@@ -185,11 +185,12 @@ def through_service(model: Path, audio: np.ndarray, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=120.0, help="Audio length.")
-    parser.add_argument("--tokens", type=int, default=100, help="Tokens decoded per 30 s window.")
-    parser.add_argument("--batch", type=int, default=8, help="Windows per model call (ours and the batched pipeline).")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per engine (a CPU replica's).")
-    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per path (the median is kept).")
+    for flag, default, text in (("--seconds", 120.0, "Audio length."),
+                                ("--tokens", 100, "Tokens decoded per 30 s window."),
+                                ("--batch", 8, "Windows per model call (ours and the batched pipeline)."),
+                                ("--threads", 1, "CPU threads per engine (a CPU replica's)."),
+                                ("--repeats", 3, "Timed runs per path (the median is kept).")):
+        parser.add_argument(flag, type=type(default), default=default, help=text)
     parser.add_argument("--gpu", action="store_true", help="float16 on the GPU.")
     parser.add_argument("--skip-service", action="store_true", help="In-process paths only.")
     parser.add_argument("--out", type=Path,
