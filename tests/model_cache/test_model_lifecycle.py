@@ -23,7 +23,7 @@ def cold(service):
     from registry import load_catalog
 
     profile = tiny_profile(models=[MODEL], runtime_pools=False,
-                           autoscaling={"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 6})
+                           autoscaling={"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 3})
     settings = ServiceSettings(idle_after_seconds=1)
     serve.run(compose_app(load_catalog(), settings, profile), name="cold", route_prefix="/cold")
     with httpx.Client(base_url=f"{service}/cold", timeout=120) as http:
