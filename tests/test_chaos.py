@@ -124,8 +124,12 @@ def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, cl
     failed = load.failures()
     print(f"ingress killed: {len(load.results)} requests, {len(failed)} failed "
           f"({sorted({s for *_, s in failed})}), served again after {load.served_again_after(killed_at):.2f}s")
-    # only the requests the dead replica held fail (one per client at most): the proxy queues the rest
-    assert len(failed) <= load.clients
+    # Only requests sent around the kill fail: the one each client had in the dead replica, and (in the Python
+    # proxy mode this app runs) at most one more sent in the instant before Serve's router saw the replica go,
+    # which the proxy answers 500 (seen once in CI: 3 + 2 of 262). The rest queue in the proxy until the new
+    # replica serves. The service's default HAProxy mode replays both kinds (the test below: none fail).
+    assert len(failed) <= 2 * load.clients, failed
+    assert sum(status == 500 for *_, status in failed) <= load.clients, failed
     assert load.served_again_after(killed_at) < 15.0
     job = client.get(f"/jobs/{queued.json()['job_id']}", params={"wait": 60}).json()
     assert job["status"] == "completed" and len(job["output"]["embeddings"][0]) == 384, job
