@@ -81,8 +81,7 @@ class ImageToVideo(TextToVideo):
     def __init__(self, entry: ModelEntry, paths: dict[str, str], device: str):
         import diffusers
 
-        self.device = device
-        self.pipeline = load_pipeline(paths["weights"], device, "DiffusionPipeline")
+        super().__init__(entry, paths, device)
         if "image" not in call_parameters(self.pipeline):
             twin = IMAGE_TO_VIDEO_PIPELINES.get(type(self.pipeline).__name__)
             if twin is None:
