@@ -135,7 +135,7 @@ def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, cl
     assert job["status"] == "completed" and len(job["output"]["embeddings"][0]) == 384, job
 
 
-def test_in_haproxy_mode_an_ingress_killed_under_load_costs_no_request(hub, tmp_path):
+def test_in_haproxy_mode_an_ingress_killed_under_load_fails_no_request_sent_after_it(hub, tmp_path):
     """INFERENCE_SERVE_MODE=haproxy with two ingress replicas: HAProxy replays the requests the killed one
     held on the other (tests/ingress_chaos.py, on a Ray of its own since the mode is set before Ray starts)."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
@@ -153,8 +153,12 @@ def test_in_haproxy_mode_an_ingress_killed_under_load_costs_no_request(hub, tmp_
     assert result["ingress_replicas"] == 2 and result["after_kill"] >= 20, result
     assert result["haproxy_retry_on"] == "conn-failure empty-response junk-response", result
     assert result["haproxy_retries"] == "10", result
-    # every request the dead replica held was replayed on the other one
-    assert result["failed_after_kill_s"] == [], result["errors"]
+    # Every request sent after the kill was served. One the dying replica was already running may get its
+    # HTTP server's plain 500 as Ray cancels its handlers (seen once in CI: started 48 ms before the kill);
+    # a request it held unanswered is replayed on the other replica.
+    failed = result["failed_after_kill_s"]
+    assert [f for f in failed if f[0] >= 0] == [], result["errors"]
+    assert len(failed) <= 1 and all(status == 500 for *_, status in failed), result["errors"]
     assert result["served_again_s"] < 2.0
     # a request sent again because its kept-alive connection closed unanswered: one per client at most
     assert len(result["client_replays"]) <= 4, result
