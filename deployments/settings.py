@@ -138,6 +138,15 @@ class ServiceSettings(BaseSettings):
         description="How long an inference request may run on its model (after any cold start) before it is "
         "cancelled with a 504 TIMEOUT_ERROR; REQUEST_TIMEOUT is seed 003's name. Jobs are not bound by it.")
     idle_after_seconds: float = Field(60.0, gt=0, description="A loaded model unused this long shows as idle.")
+    realtime_max_sessions: int = Field(8, gt=0, description="Realtime WebSocket sessions (/v1/realtime) one "
+                                       "ingress replica holds at once; one more is told to retry (close 1013).")
+    realtime_session_seconds: int = Field(1800, gt=0, description="Longest a realtime session stays open.")
+    realtime_idle_seconds: float = Field(120.0, gt=0, description="A realtime session whose client sends no "
+                                         "event this long is closed.")
+    realtime_buffer_seconds: float = Field(120.0, gt=0, description="Uncommitted audio a realtime session "
+                                           "buffers at most; an append past it is refused.")
+    realtime_event_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest client event of a realtime "
+                                      "session (an append of 24 kHz PCM: 64 KiB per second of audio).")
     pool_max_models: int = Field(
         2, gt=0, description="Models one replica of a family pool (models added at run time) holds; the "
         "least recently used is unloaded to load another.")

@@ -19,9 +19,10 @@ pip install torch==2.13.0
 pip install -r "$lock"
 pip install --no-deps -e .
 # The console's browser tests drive Debian's chromium through Playwright (its own browser download
-# cannot reach the internet here).
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+# cannot reach the internet here); the realtime tests speak with Debian's espeak-ng.
+if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v espeak-ng; } >/dev/null; then
   as_root=(); [ "$(id -u)" = 0 ] || as_root=(sudo)
   "${as_root[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends chromium \
+    espeak-ng >/dev/null
 fi

@@ -16,15 +16,30 @@ from dataclasses import dataclass
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from deployments.errors import AdminKeyRequired, InvalidApiKey, Unauthorized
 
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
 # load balancers and probes ask without a key; /ui only redirects to the console's static files
 OPEN_ROUTES = {("GET", "/health"), ("HEAD", "/health"), ("GET", "/ui")}
+# A browser cannot set headers on a WebSocket: it offers the key as a subprotocol, as OpenAI's Realtime API reads it.
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
+
+
+class _Bearer(HTTPBearer):
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:  # type: ignore[override]
+        return await super().__call__(request)  # type: ignore[arg-type]  # reads only the headers: WebSockets too
+
+
+class _HeaderKey(APIKeyHeader):
+    async def __call__(self, request: HTTPConnection) -> str | None:  # type: ignore[override]
+        return await super().__call__(request)  # type: ignore[arg-type]
+
+
 # Shown as security schemes in /openapi.json (so /docs has an Authorize button); neither refuses by itself.
-BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <key> (what the OpenAI client sends)")
-HEADER_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <key>")
+BEARER = _Bearer(auto_error=False, description="Authorization: Bearer <key> (what the OpenAI client sends)")
+HEADER_KEY = _HeaderKey(name="X-API-Key", auto_error=False, description="X-API-Key: <key>")
 
 
 @dataclass(frozen=True)
@@ -61,9 +76,10 @@ def _known(key: str, keys: list[str]) -> bool:
     return any(secrets.compare_digest(key.encode(), known.encode()) for known in keys)
 
 
-async def authenticate(request: Request, bearer: HTTPAuthorizationCredentials | None = Security(BEARER),
+async def authenticate(request: HTTPConnection, bearer: HTTPAuthorizationCredentials | None = Security(BEARER),
                        header_key: str | None = Security(HEADER_KEY)) -> None:
-    """App dependency: with keys configured, the request's key names the caller, or the request is refused."""
+    """App dependency (HTTP and WebSocket routes): with keys configured, the request's key names the caller,
+    or the request is refused."""
     key_header = request.headers.get("idempotency-key", "").strip()
     IDEMPOTENCY_KEY.set(key_header[:200] or None)
     settings = request.app.state.services.settings
@@ -71,17 +87,28 @@ async def authenticate(request: Request, bearer: HTTPAuthorizationCredentials | 
     if not users and not admins:
         CALLER.set(TRUSTED)
         return
+    method = request.scope.get("method", "WEBSOCKET")
     route = request.scope.get("route")
-    if (request.method, getattr(route, "path", None)) in OPEN_ROUTES:
+    if (method, getattr(route, "path", None)) in OPEN_ROUTES:
         return
-    key = (bearer.credentials.strip() if bearer and bearer.credentials.strip() else None) or header_key
-    where = f"{request.method} {request.url.path}"
+    key = (bearer.credentials.strip() if bearer and bearer.credentials.strip() else None) or header_key or \
+        _subprotocol_key(request)
+    where = f"{method} {request.url.path}"
     if not key:
-        raise Unauthorized(f"{where} needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        raise Unauthorized(f"{where} needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+                           + (f" (a browser: the subprotocol '{KEY_SUBPROTOCOL}<key>')" if method == "WEBSOCKET"
+                              else ""))
     admin = _known(key, admins)
     if not admin and not _known(key, users):
         raise InvalidApiKey(f"The API key sent is not valid for {where}")
     CALLER.set(Caller(owner=owner_of(key), admin=admin))
+
+
+def _subprotocol_key(connection: HTTPConnection) -> str | None:
+    if connection.scope["type"] != "websocket":
+        return None
+    offered = (p.strip() for p in connection.headers.get("sec-websocket-protocol", "").split(","))
+    return next((p.removeprefix(KEY_SUBPROTOCOL) for p in offered if p.startswith(KEY_SUBPROTOCOL)), None) or None
 
 
 async def require_admin(request: Request) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
+from fastapi.routing import APIWebSocketRoute
 from fastapi.staticfiles import StaticFiles
 
 from deployments.ingress import (
@@ -23,6 +24,7 @@ from deployments.ingress.auth import authenticate, require_admin
 from deployments.ingress.body_limits import BodyCaps
 from deployments.ingress.http_errors import install_error_handlers
 from deployments.ingress.observability import RequestObserver
+from deployments.ingress.realtime import routes as realtime_routes
 from deployments.ingress.request_checks import state_catalog
 from deployments.ingress.services import Services
 
@@ -35,6 +37,7 @@ ROUTERS = (
     upload_routes.router,
     job_routes.router,
     runpod_routes.router,
+    realtime_routes.router,
     *(area.router for area in TASK_AREAS),
 )
 # Routers whose POST/PUT/DELETE routes manage models: with keys configured, only admin keys may call them.
@@ -74,4 +77,7 @@ def _spec(app: FastAPI, services: Services) -> dict[str, Any]:
     """The app's OpenAPI, built at the first call, with what the catalog it serves says (the task enums)."""
     if app.openapi_schema is None:
         state_catalog(FastAPI.openapi(app), services.catalog.tasks)
+        # OpenAPI has no WebSockets: listed beside it, so the key matrix walks them as it walks the paths
+        app.openapi_schema["x-websocket-routes"] = sorted(route.path for route in app.routes
+                                                          if isinstance(route, APIWebSocketRoute))
     return app.openapi_schema  # type: ignore[return-value]

@@ -96,6 +96,6 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.scope.get("method", "WEBSOCKET"), request.url.path)
     return error_response(request, 500, f"Internal error while handling {request.url.path}: {type(exc).__name__}",
                           "Internal error", "INTERNAL_ERROR")

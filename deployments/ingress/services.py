@@ -127,18 +127,26 @@ class Services:
         return first, self._rest(entry, generator)
 
     async def _rest(self, entry: ModelEntry, generator: Any) -> AsyncIterator[Any]:
+        """The stream's other items; closed early (a client gone, an answer cancelled), the model stops too."""
         timeout = self.settings.request_timeout_seconds
-        while True:
-            try:
-                yield await asyncio.wait_for(generator.__anext__(), timeout)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
+        finished = False
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(generator.__anext__(), timeout)
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                except TimeoutError:
+                    raise RequestTimeout(f"Model '{entry.id}' sent nothing for {timeout:g}s (REQUEST_TIMEOUT)") \
+                        from None
+                except RayActorError as died:
+                    finished = True
+                    raise ModelUnavailable(f"Model '{entry.id}' lost its replica while streaming; retry shortly",
+                                           headers={"Retry-After": "2"}) from died
+        finally:
+            if not finished:
                 generator.cancel()
-                raise RequestTimeout(f"Model '{entry.id}' sent nothing for {timeout:g}s (REQUEST_TIMEOUT)") from None
-            except RayActorError as died:
-                raise ModelUnavailable(f"Model '{entry.id}' lost its replica while streaming; retry shortly",
-                                       headers={"Retry-After": "2"}) from died
 
     async def _with_policy(self, entry: ModelEntry, method: str, send: Callable[[], Any],
                            answer: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -1,0 +1,158 @@
+"""A realtime session's configuration in the GA protocol's shape: what session.update may set, checked as a
+whole after each update is merged in (a refused update changes nothing), and what this service supports."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deployments.ingress.realtime.audio import FORMATS, AudioFormat
+from deployments.ingress.realtime.events import RealtimeError
+
+# OpenAI's voice names: a client written for OpenAI sends one; each speaks as the speech model's first voice.
+OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
+MAX_INSTRUCTIONS = 20_000  # characters
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Format(_Strict):
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"] = "audio/pcm"
+    rate: int | None = None
+
+    @model_validator(mode="after")
+    def _rate(self) -> Format:
+        rate = FORMATS[self.type].rate
+        if self.rate not in (None, rate):
+            raise ValueError(f"{self.type} audio is {rate} Hz, not {self.rate}")
+        self.rate = rate if self.type == "audio/pcm" else None
+        return self
+
+    @property
+    def audio(self) -> AudioFormat:
+        return FORMATS[self.type]
+
+
+class ServerVad(_Strict):
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float = Field(0.5, ge=0.01, le=1)
+    prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    silence_duration_ms: int = Field(500, ge=32, le=10_000)
+    idle_timeout_ms: None = Field(None, description="Not supported: no timeout_triggered events are sent.")
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _semantic(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") == "semantic_vad":
+            raise ValueError("semantic_vad is not supported here; use server_vad (Silero VAD) or null")
+        return data
+
+
+class Transcription(_Strict):
+    model: str = "whisper-1"
+    language: str | None = None
+    prompt: str | None = None
+
+
+class AudioInput(_Strict):
+    format: Format = Field(default_factory=Format)
+    transcription: Transcription | None = None
+    turn_detection: ServerVad | None = Field(default_factory=ServerVad)
+    noise_reduction: None = Field(None, description="Not supported.")
+
+
+class AudioOutput(_Strict):
+    format: Format = Field(default_factory=Format)
+    voice: str = "alloy"
+    speed: float = Field(1.0, ge=0.25, le=1.5)
+
+
+class Audio(_Strict):
+    input: AudioInput = Field(default_factory=AudioInput)
+    output: AudioOutput | None = None
+
+
+class SessionConfig(_Strict):
+    type: Literal["realtime", "transcription"]
+    id: str
+    object: str
+    model: str | None = None
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS)
+    output_modalities: list[Literal["audio", "text"]] | None = None
+    audio: Audio = Field(default_factory=Audio)
+    max_output_tokens: int | Literal["inf"] | None = None
+    tools: list[Any] = Field(default_factory=list)
+    tool_choice: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    include: list[str] | None = None
+    tracing: Any = None
+    truncation: Any = None
+    prompt: Any = None
+    expires_at: int | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[Any]) -> list[Any]:
+        if value:
+            raise ValueError("tools are not supported in realtime sessions yet")
+        return value
+
+    @field_validator("output_modalities")
+    @classmethod
+    def _one_modality(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(value) != 1:
+            raise ValueError("output_modalities is ['audio'] (audio with its transcript) or ['text']")
+        return value
+
+    @property
+    def speaks(self) -> bool:
+        return self.type == "realtime" and self.output_modalities != ["text"]
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=self.type == "transcription", exclude={"expires_at"} if
+                               self.expires_at is None else set())
+
+
+def initial_session(kind: str, session_id: str, model: str | None, transcription: str, voice: str,
+                    expires_at: int) -> SessionConfig:
+    """A session as session.created shows it: server VAD on, PCM 24 kHz both ways."""
+    if kind == "transcription":
+        return SessionConfig(type="transcription", id=session_id, object="realtime.transcription_session",
+                             audio=Audio(input=AudioInput(transcription=Transcription(model=transcription))))
+    return SessionConfig(type="realtime", id=session_id, object="realtime.session", model=model, instructions="",
+                         output_modalities=["audio"], max_output_tokens="inf", tool_choice="auto",
+                         truncation="auto", expires_at=expires_at,
+                         audio=Audio(input=AudioInput(transcription=Transcription(model=transcription)),
+                                     output=AudioOutput(voice=voice)))
+
+
+def updated(current: SessionConfig, update: Any) -> SessionConfig:
+    """`current` with session.update's `session` merged in, checked whole; a RealtimeError names the field."""
+    if not isinstance(update, dict):
+        raise RealtimeError("session.update needs a 'session' object", "invalid_value", param="session")
+    if update.get("type", current.type) != current.type:
+        raise RealtimeError(f"This is a {current.type} session; its type cannot change to {update.get('type')!r} "
+                            "(connect with ?intent=transcription or ?model=<chat model>)", "invalid_value",
+                            param="session.type")
+    try:
+        return SessionConfig.model_validate(_merged(current.model_dump(), update))
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        where = ".".join(str(part) for part in ("session", *first["loc"]))
+        code = "unknown_parameter" if first["type"] == "extra_forbidden" else "invalid_value"
+        raise RealtimeError(f"{where}: {first['msg']}", code, param=where) from None
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "turn_detection":
+            merged[key] = _merged(base[key], value)
+        else:
+            merged[key] = value
+    return merged

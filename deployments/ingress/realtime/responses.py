@@ -1,0 +1,195 @@
+"""One answer in a conversation: the chat model's streamed text, cut into sentences, each spoken by the
+text-to-speech deployment while the next is still being written, and sent as the protocol's response
+events. Cancelled (barge-in, response.cancel) or failed (a model lost), it still ends with response.done."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deployments.errors import ServiceError
+from deployments.families.chat.protocol import Step
+from deployments.families.speech.protocol import SpeechRequest
+from deployments.ingress.realtime.audio import from_samples
+from deployments.ingress.realtime.config import AudioOutput
+from deployments.ingress.realtime.events import RealtimeError, event, message_item, new_id, public_item, usage
+
+if TYPE_CHECKING:
+    from deployments.ingress.realtime.session import Session
+
+SENTENCE_END = re.compile(r"[.!?。！？]+[\"')\]]*\s+|\n+")
+LONGEST_SENTENCE = 160  # characters spoken at once when the text has no sentence end
+AUDIO_DELTA_SECONDS = 0.5
+
+
+class Response:
+    def __init__(self, session: Session, overrides: dict[str, Any], transcribed: asyncio.Task | None):
+        self.session, self.transcribed = session, transcribed
+        config = session.config
+        self.id, self.item_id = new_id("resp"), new_id("item")
+        self.instructions = overrides.get("instructions", config.instructions)
+        self.modalities = overrides.get("output_modalities") or config.output_modalities or ["audio"]
+        self.max_tokens = overrides.get("max_output_tokens", config.max_output_tokens)
+        if not isinstance(self.instructions, str | None) or self.modalities not in (["audio"], ["text"]) or not (
+                self.max_tokens in (None, "inf") or isinstance(self.max_tokens, int) and self.max_tokens > 0):
+            raise RealtimeError("response.create takes instructions (text), output_modalities (['audio'] or "
+                                "['text']) and max_output_tokens (a positive integer or 'inf')", "invalid_value",
+                                param="response")
+        if self.modalities == ["audio"] and session.speaker is None:
+            session.speaker = session._speaker(config)
+        self.done = False
+        self._cancelled: str | None = None
+        self._text = ""
+        self._spoken: list[tuple[int, int, str]] = []  # (start_ms, end_ms, sentence) of the audio sent
+        self._audio_ms = 0
+        self._tokens = (0, 0)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def cancel(self, reason: str, quiet: bool = False) -> None:
+        """Stop the answer; unless `quiet` (the socket is closing), the client hears of it in response.done."""
+        if self.done or self._task is None:
+            return
+        self._cancelled = "quiet" if quiet else reason
+        self._task.cancel()
+        await asyncio.wait([self._task])
+
+    async def _run(self) -> None:
+        status, details = "completed", None
+        item = message_item(self.item_id, "assistant", [], "in_progress")
+        try:
+            await self._send("response.created", response=self._shape("in_progress", None, []))
+            if self.transcribed is not None:
+                await asyncio.wait([self.transcribed])  # the turn's transcript is part of the conversation
+            messages = self.session.messages(self.instructions)
+            if self.modalities == ["audio"]:
+                item["_spoken"] = self._spoken
+            await self.session.add_item(item)
+            await self._send("response.output_item.added", response_id=self.id, output_index=0, item=public_item(item))
+            await self._send("response.content_part.added", **self._part_at(), part=self._part())
+            chat = self.session.chat
+            options = {"max_tokens": None if self.max_tokens in (None, "inf") else self.max_tokens}
+            if self.session.config.temperature is not None:
+                options["temperature"] = self.session.config.temperature
+            first, steps = await self.session.services.stream(chat, "chat_stream", messages, options, model=chat.id)
+            self._tokens = (first.prompt_tokens, 0)
+            await (self._speak(steps) if self.modalities == ["audio"] else self._write(steps))
+        except asyncio.CancelledError:
+            if self._cancelled == "quiet":
+                raise
+            status, details = "cancelled", {"type": "cancelled", "reason": self._cancelled or "client_cancelled"}
+        except ServiceError as failed:
+            status = "failed"
+            details = {"type": "failed", "error": {"type": "server_error", "code": failed.error_code}}
+            await self.session.send(RealtimeError(failed.message, failed.error_code.lower(),
+                                                  kind="server_error").event(None))
+        finally:
+            self.done = True
+        item["status"] = "completed" if status == "completed" else "incomplete"
+        item["content"] = [self._part(in_item=True)]
+        if self._text or status == "completed":
+            if self.modalities == ["audio"]:
+                await self._send("response.output_audio.done", **self._part_at())
+                await self._send("response.output_audio_transcript.done", **self._part_at(), transcript=self._text)
+            else:
+                await self._send("response.output_text.done", **self._part_at(), text=self._text)
+            await self._send("response.content_part.done", **self._part_at(), part=self._part())
+        if item["id"] in self.session.items:
+            await self._send("response.output_item.done", response_id=self.id, output_index=0, item=public_item(item))
+            await self.session.send(event("conversation.item.done", item=public_item(item),
+                                          previous_item_id=self.session._previous(item)))
+        output = [public_item(item)] if item["id"] in self.session.items else []
+        await self._send("response.done", response=self._shape(status, details, output))
+
+    async def _write(self, steps: AsyncIterator[Step]) -> None:
+        async for step in steps:
+            self._tokens = (self._tokens[0], step.completion_tokens)
+            if step.text:
+                self._text += step.text
+                await self._send("response.output_text.delta", **self._part_at(), delta=step.text)
+
+    async def _speak(self, steps: AsyncIterator[Step]) -> None:
+        """Sentences are spoken as they complete, while the chat model writes the next."""
+        sentences: asyncio.Queue[str | Exception | None] = asyncio.Queue()
+        writer = asyncio.create_task(self._sentences(steps, sentences))
+        try:
+            while (sentence := await sentences.get()) is not None:
+                if isinstance(sentence, Exception):
+                    raise sentence
+                await self._say(sentence)
+        finally:
+            writer.cancel()
+
+    async def _sentences(self, steps: AsyncIterator[Step], out: asyncio.Queue) -> None:
+        pending = ""
+        try:
+            async for step in steps:
+                self._tokens = (self._tokens[0], step.completion_tokens)
+                pending += step.text
+                while (cut := _sentence_end(pending)) is not None:
+                    await out.put(pending[:cut])
+                    pending = pending[cut:]
+            if pending:
+                await out.put(pending)
+            await out.put(None)
+        except Exception as failed:  # noqa: BLE001 - handed to the speaking side, which raises it
+            await out.put(failed)
+
+    async def _say(self, sentence: str) -> None:
+        entry, voice, speed = self.session.speaker
+        fmt = (self.session.config.audio.output or AudioOutput()).format.audio
+        audio = b""
+        if any(character.isalnum() for character in sentence):
+            speech = await self.session.services.call(entry, "synthesize", SpeechRequest(
+                text=sentence.strip(), model=entry.id, voice=voice, speed=speed, format="pcm"))
+            samples = np.frombuffer(speech.audio, dtype="<i2").astype(np.float32) / 32768
+            audio = from_samples(samples, speech.sample_rate, fmt)
+        start_ms = self._audio_ms
+        self._audio_ms += len(audio) // fmt.bytes_per_sample * 1000 // fmt.rate
+        self._text += sentence
+        await self._send("response.output_audio_transcript.delta", **self._part_at(), delta=sentence)
+        step = int(fmt.rate * AUDIO_DELTA_SECONDS) * fmt.bytes_per_sample
+        for at in range(0, len(audio), step):
+            await self._send("response.output_audio.delta", **self._part_at(),
+                             delta=base64.b64encode(audio[at:at + step]).decode())
+        self._spoken.append((start_ms, self._audio_ms, sentence))
+
+    def _part(self, in_item: bool = False) -> dict[str, Any]:
+        """The answer's content: the item's part ('output_audio') or as part events show it ('audio')."""
+        prefix = "output_" if in_item else ""
+        if self.modalities == ["audio"]:
+            return {"type": f"{prefix}audio", "transcript": self._text}
+        return {"type": f"{prefix}text", "text": self._text}
+
+    def _part_at(self) -> dict[str, Any]:
+        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+
+    def _shape(self, status: str, details: dict | None, output: list[dict[str, Any]]) -> dict[str, Any]:
+        output_config = self.session.config.audio.output or AudioOutput()
+        return {"id": self.id, "object": "realtime.response", "status": status, "status_details": details,
+                "output": output, "output_modalities": self.modalities,
+                "conversation_id": self.session.conversation_id, "metadata": None,
+                "max_output_tokens": self.max_tokens if self.max_tokens is not None else "inf",
+                "audio": {"output": {"format": output_config.format.model_dump(), "voice": output_config.voice}},
+                "usage": usage(*self._tokens) if status != "in_progress" else None}
+
+    async def _send(self, type_: str, **fields: Any) -> None:
+        await self.session.send(event(type_, **fields))
+
+
+def _sentence_end(text: str) -> int | None:
+    """Where the first whole sentence of `text` ends, or a cut before LONGEST_SENTENCE characters."""
+    found = SENTENCE_END.search(text)
+    if found:
+        return found.end()
+    if len(text) > LONGEST_SENTENCE:
+        space = text.rfind(" ", 0, LONGEST_SENTENCE)
+        return space + 1 if space > 0 else LONGEST_SENTENCE
+    return None
