@@ -78,6 +78,6 @@ def _spec(app: FastAPI, services: Services) -> dict[str, Any]:
     if app.openapi_schema is None:
         state_catalog(FastAPI.openapi(app), services.catalog.tasks)
         # OpenAPI has no WebSockets: listed beside it, so the key matrix walks them as it walks the paths
-        app.openapi_schema["x-websocket-routes"] = sorted(route.path for route in app.routes
+        app.openapi_schema["x-websocket-routes"] = sorted(route.path for router in ROUTERS for route in router.routes
                                                           if isinstance(route, APIWebSocketRoute))
     return app.openapi_schema  # type: ignore[return-value]

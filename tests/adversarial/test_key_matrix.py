@@ -6,11 +6,14 @@ too, so none ships unguarded."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import httpx
 import openai
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from tests.families.test_separation_jobs import make_clip
 
@@ -183,3 +186,26 @@ def test_a_replayed_job_request_with_an_idempotency_key_creates_one_job(secured)
     assert run(BOB) != first
     mine = [j["job_id"] for j in secured.get("/jobs", headers=key(ALICE)).json()["jobs"]]
     assert mine.count(first) == 1
+
+
+def test_every_websocket_times_every_kind_of_key(secured, service):
+    """The WebSocket routes (listed beside the spec) refuse a missing or wrong key before the upgrade and take
+    a good one as a header or, as browsers send it, as the subprotocol OpenAI's Realtime API reads."""
+    routes = secured.get("/openapi.json", headers=key(ALICE)).json()["x-websocket-routes"]
+    assert "/v1/realtime" in routes
+    base = f"{service.replace('http', 'ws', 1)}/secured"
+    for path in routes:
+        url = f"{base}{path}?intent=transcription"
+        for headers, status, code in (({}, 401, "UNAUTHORIZED"), (key("not-a-key"), 403, "INVALID_API_KEY")):
+            with pytest.raises(InvalidStatus) as denied:
+                ws_connect(url, additional_headers=headers, open_timeout=30)
+            assert denied.value.response.status_code == status, path
+            assert json.loads(denied.value.response.body)["error_code"] == code
+        for who in (ALICE, BOB, ADMIN):
+            with ws_connect(url, additional_headers=key(who), open_timeout=30) as socket:
+                first = json.loads(socket.recv(timeout=30))
+            # this copy deploys no Whisper: past the key, the session says so
+            assert first["type"] == "error" and first["error"]["code"] == "model_unavailable", first
+        with ws_connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{ALICE}"], open_timeout=30) as socket:
+            assert socket.subprotocol == "realtime"
+            assert json.loads(socket.recv(timeout=30))["error"]["code"] == "model_unavailable"

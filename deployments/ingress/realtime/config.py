@@ -13,6 +13,7 @@ from deployments.ingress.realtime.events import RealtimeError
 # OpenAI's voice names: a client written for OpenAI sends one; each speaks as the speech model's first voice.
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
 MAX_INSTRUCTIONS = 20_000  # characters
+WHOLE = {"format", "turn_detection"}  # what session.update replaces rather than merges into
 
 
 class _Strict(BaseModel):
@@ -151,7 +152,7 @@ def updated(current: SessionConfig, update: Any) -> SessionConfig:
 def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "turn_detection":
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in WHOLE:
             merged[key] = _merged(base[key], value)
         else:
             merged[key] = value
