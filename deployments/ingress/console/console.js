@@ -414,6 +414,7 @@ function start() {
     }],
     "record-toggle": ["transcribe-status", toggleRecording], "speak-start": ["speak-status", speak],
     "chat-send": ["chat-status", sendChat], "embed-start": ["embed-status", embed], "image-start": ["image-status", generateImage],
+    "talk-toggle": ["talk-status", toggleTalk], // talk.js
   };
   for (const [id, [status, work]] of Object.entries(buttons)) $(id).onclick = (e) => busy(e.target, $(status), work);
   $("speak-model").onchange = fillVoices;
