@@ -190,3 +190,27 @@ def test_the_model_manager_killed_mid_download_resumes_with_no_partial_file(clie
     assert not list(blobs.glob("*.incomplete"))
     served = client.post("/api/embedding", json={"text": "after the crash", "model": "chaos-encoder"})
     assert served.status_code == 200, served.text
+
+
+def test_a_chat_replica_killed_mid_answer_ends_the_answer_and_the_next_turn_is_answered(service):
+    """A realtime conversation whose chat model's replica dies while it speaks: the answer ends with an
+    error event and response.done (failed); the socket stays open and the next turn is answered once Serve has started a new replica."""
+    from tests.realtime.test_realtime_protocol import Socket
+    from tests.realtime.test_realtime_sessions import CHAT
+
+    with Socket(service, f"model={CHAT}") as socket:
+        socket.until("session.created")
+        socket.send(type="conversation.item.create", item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Tell a long story."}]})
+        # text answers: each delta is sent as the chat model writes it, so at the first one it is mid-answer
+        socket.send(type="response.create", response={"max_output_tokens": 400, "output_modalities": ["text"]})
+        socket.until("response.output_text.delta")
+        ray.kill(ray.get_actor(replicas_of(CHAT)[0], namespace="serve"), no_restart=True)
+        seen = socket.until("response.done")
+        status = seen[-1]["response"]["status"]
+        errors = [e["error"] for e in seen if e["type"] == "error"]
+        assert status == "failed" and errors and errors[0]["type"] == "server_error", (status, errors)
+        assert "lost its replica" in errors[0]["message"]
+        socket.send(type="response.create", response={"max_output_tokens": 6, "output_modalities": ["text"]})
+        again = socket.until("response.done", timeout_s=180)[-1]["response"]
+        assert again["status"] == "completed", again

@@ -33,7 +33,10 @@ class Socket:
         seen = []
         deadline = time.monotonic() + timeout_s
         while True:
-            raw = checked(json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.1))))
+            try:
+                raw = checked(json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.1))))
+            except TimeoutError:
+                raise AssertionError(f"no {last_type} within {timeout_s} s; saw {[e['type'] for e in seen]}") from None
             seen.append(raw)
             if raw["type"] == last_type:
                 return seen

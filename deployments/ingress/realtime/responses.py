@@ -87,9 +87,9 @@ class Response:
             status, details = "cancelled", {"type": "cancelled", "reason": self._cancelled or "client_cancelled"}
         except ServiceError as failed:
             status = "failed"
-            details = {"type": "failed", "error": {"type": "server_error", "code": failed.error_code}}
-            await self.session.send(RealtimeError(failed.message, failed.error_code.lower(),
-                                                  kind="server_error").event(None))
+            kind = "invalid_request_error" if failed.status_code < 500 else "server_error"
+            details = {"type": "failed", "error": {"type": kind, "code": failed.error_code.lower()}}
+            await self.session.send(RealtimeError(failed.message, failed.error_code.lower(), kind=kind).event(None))
         finally:
             self.done = True
         item["status"] = "completed" if status == "completed" else "incomplete"
