@@ -159,6 +159,7 @@ def test_cluster_profile_serves_with_postgresql_and_its_s3_bucket(cluster, s3):
         chat = http.post("/v1/chat/completions", json={"model": "qwen2.5-0.5b-instruct", "max_tokens": 4,
                                                        "messages": [{"role": "user", "content": "hi"}]})
         assert chat.status_code == 200, chat.text
+        realtime_text_turn(cluster["url"])
         upload = http.post("/upload", files={"file": ("song.wav", make_clip(1.0))})
         assert upload.status_code == 201, upload.text
         job = http.post(f"/separate/{upload.json()['file_id']}", params={"wait": 240}).json()
@@ -176,3 +177,15 @@ def test_cluster_profile_serves_with_postgresql_and_its_s3_bucket(cluster, s3):
     assert statuses == ["completed"]
     listed = s3.client().list_objects_v2(Bucket=cluster["bucket"], Prefix=f"jobs/results/{job['job_id']}/")
     assert sorted(item["Key"].rsplit("/", 1)[1] for item in listed["Contents"]) == STEMS
+
+
+def realtime_text_turn(url: str) -> None:
+    """A realtime conversation's text turn over WebSocket through Serve's Python proxy (this Ray's mode)."""
+    from tests.realtime.test_realtime_protocol import Socket
+
+    with Socket(url, "model=qwen2.5-0.5b-instruct") as socket:
+        socket.until("session.created")
+        socket.send(type="conversation.item.create", item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "hi"}]})
+        socket.send(type="response.create", response={"max_output_tokens": 4, "output_modalities": ["text"]})
+        assert socket.until("response.done")[-1]["response"]["status"] == "completed"
