@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from deployments.ingress.realtime.session import Session
 
 SENTENCE_END = re.compile(r"[.!?。！？]+[\"')\]]*\s+|\n+")
+CLAUSE_END = re.compile(r"[,;:]\s+")
 LONGEST_SENTENCE = 160  # characters spoken at once when the text has no sentence end
+FIRST_PIECE_MIN, FIRST_PIECE_MAX = 20, 60  # the first piece's clause and word cuts
 AUDIO_DELTA_SECONDS = 0.5
 
 
@@ -128,14 +130,14 @@ class Response:
             writer.cancel()
 
     async def _sentences(self, steps: AsyncIterator[Step], out: asyncio.Queue) -> None:
-        pending = ""
+        pending, first = "", True
         try:
             async for step in steps:
                 self._tokens = (self._tokens[0], step.completion_tokens)
                 pending += step.text
-                while (cut := _sentence_end(pending)) is not None:
+                while (cut := _sentence_end(pending, first)) is not None:
                     await out.put(pending[:cut])
-                    pending = pending[cut:]
+                    pending, first = pending[cut:], False
             if pending:
                 await out.put(pending)
             await out.put(None)
@@ -184,12 +186,19 @@ class Response:
         await self.session.send(event(type_, **fields))
 
 
-def _sentence_end(text: str) -> int | None:
-    """Where the first whole sentence of `text` ends, or a cut before LONGEST_SENTENCE characters."""
+def _sentence_end(text: str, first: bool) -> int | None:
+    """Where the next piece to speak ends: a sentence, or a cut at a word before LONGEST_SENTENCE characters.
+    The answer's first piece may end at a clause (a comma after FIRST_PIECE_MIN characters) or a word past
+    FIRST_PIECE_MAX: the sooner the first words are spoken, the sooner the user hears an answer."""
     found = SENTENCE_END.search(text)
     if found:
         return found.end()
-    if len(text) > LONGEST_SENTENCE:
-        space = text.rfind(" ", 0, LONGEST_SENTENCE)
-        return space + 1 if space > 0 else LONGEST_SENTENCE
+    if first:
+        clause = CLAUSE_END.search(text, FIRST_PIECE_MIN)
+        if clause:
+            return clause.end()
+    longest = FIRST_PIECE_MAX if first else LONGEST_SENTENCE
+    if len(text) > longest:
+        space = text.rfind(" ", 0, longest)
+        return space + 1 if space > 0 else longest
     return None
