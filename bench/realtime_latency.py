@@ -6,10 +6,9 @@ sessions at once this box holds before the first-audio latency doubles.
     .venv/bin/python bench/realtime_latency.py                    # tiny random models (overhead only)
     .venv/bin/python bench/realtime_latency.py --dims base        # whisper-base, Qwen2.5-0.5B, SpeechT5 sizes
 
-Random weights (tests/tiny_*): Whisper decodes the same tokens for the same audio both ways (greedy), the
-chat model samples --tokens tokens (temperature 1: greedy random weights write only newlines; the median
-answer length is reported, as random weights may end early), and SpeechT5 speaks 20 frames per token, so
-both ways do the same work. The question is spoken by espeak-ng and streamed in real time
+Random weights (tests/tiny_*), the same work both ways: the chat model is asked what the realtime turn heard,
+with the same seed (temperature 1: greedy random weights write only newlines), so it writes the same
+--tokens tokens (the bench counts the answers that match), and SpeechT5 speaks 20 frames per character. The question is spoken by espeak-ng and streamed in real time
 in 100 ms pieces; the realtime side waits for the server's VAD (silence_duration_ms) like any live client,
 the three-call client is handed the recording the moment speech ends (push-to-talk). Results, with the
 machine, go to bench/results/realtime_latency.json.
@@ -42,6 +41,7 @@ from bench.results import write_result  # noqa: E402
 from tests.realtime.speech import RATE, pcm16, spoken  # noqa: E402
 
 CHAT, WHISPER, SPEECH = "qwen2.5-0.5b-instruct", "whisper-base", "speecht5-tts"
+SEED = 7  # the chat model's, both ways (the session's `seed`, ours)
 QUESTION = "What is the weather like in Paris today?"
 PIECE_S = 0.1
 SILENCE_MS = 500  # server_vad's default silence_duration_ms
@@ -54,9 +54,11 @@ def realtime_turn(base_url: str, speech: np.ndarray, voiced_s: float, tokens: in
     from websockets.sync.client import connect
 
     arrived: dict[str, float] = {}
+    texts: dict[str, str] = {}
     with connect(f"{base_url.replace('http', 'ws', 1)}/v1/realtime?model={CHAT}", max_size=None) as socket:
         socket.send(json.dumps({"type": "session.update", "session": {
-            "type": "realtime", "max_output_tokens": tokens, "temperature": 1, "instructions": instructions,
+            "type": "realtime", "max_output_tokens": tokens, "temperature": 1, "seed": SEED,
+            "instructions": instructions,
             "audio": {"input": {"transcription": {"model": WHISPER, "language": "en"},
                                 "turn_detection": {"type": "server_vad", "silence_duration_ms": SILENCE_MS}}}}}))
         done = threading.Event()
@@ -68,6 +70,10 @@ def realtime_turn(base_url: str, speech: np.ndarray, voiced_s: float, tokens: in
                 arrived.setdefault(kind, time.perf_counter())
                 if kind == "error":
                     raise RuntimeError(f"realtime error: {server_event['error']}")
+                if kind == "conversation.item.input_audio_transcription.completed":
+                    texts["heard"] = server_event["transcript"]
+                if kind == "response.output_audio_transcript.delta":
+                    texts["answer"] = texts.get("answer", "") + server_event["delta"]
                 if kind == "response.done":
                     arrived["tokens"] = server_event["response"]["usage"]["output_tokens"]
                     done.set()
@@ -87,24 +93,29 @@ def realtime_turn(base_url: str, speech: np.ndarray, voiced_s: float, tokens: in
     speech_ended = started + voiced_s
     return {"first_transcript_s": arrived["conversation.item.input_audio_transcription.delta"] - speech_ended,
             "first_audio_s": arrived["response.output_audio.delta"] - speech_ended,
-            "done_s": arrived["response.done"] - speech_ended, "answer_tokens": arrived["tokens"]}
+            "done_s": arrived["response.done"] - speech_ended, "answer_tokens": arrived["tokens"],
+            "heard": texts["heard"], "answer": texts.get("answer", "")}
 
 
-def three_calls(http: httpx.Client, recording: bytes, tokens: int, instructions: str) -> dict[str, float]:
-    """The client's pipeline from the moment it has the recording: transcribe, chat, speak (streamed)."""
+def three_calls(http: httpx.Client, recording: bytes, tokens: int, instructions: str, heard: str) -> dict:
+    """The client's pipeline from the moment it has the recording: transcribe, chat, speak (streamed). The
+    chat is asked what the realtime turn heard (`heard`), with the same seed: the same answer, the same work
+    (the random Whisper may hear the two recordings' silences differently)."""
     started = time.perf_counter()
-    heard = http.post("/v1/audio/transcriptions", files={"file": ("turn.wav", recording)},
-                      data={"model": WHISPER, "language": "en"})
-    heard.raise_for_status()
+    transcribed = http.post("/v1/audio/transcriptions", files={"file": ("turn.wav", recording)},
+                            data={"model": WHISPER, "language": "en"})
+    transcribed.raise_for_status()
     transcript_at = time.perf_counter()
     answer = http.post("/v1/chat/completions", json={"model": CHAT, "max_tokens": tokens, "temperature": 1,
+                                                     "seed": SEED,
                                                      "messages": [{"role": "system", "content": instructions},
-                                                                  {"role": "user", "content": heard.json()["text"]}]})
+                                                                  {"role": "user", "content": heard}]})
     answer.raise_for_status()
     tokens_written = answer.json()["usage"]["completion_tokens"]
+    said = answer.json()["choices"][0]["message"]["content"]
     first = None
     with http.stream("POST", "/v1/audio/speech", json={
-            "model": SPEECH, "voice": "slt", "input": answer.json()["choices"][0]["message"]["content"] or ".",
+            "model": SPEECH, "voice": "slt", "input": said or ".",
             "response_format": "pcm", "stream_format": "audio"}) as spoken_reply:
         if spoken_reply.status_code != 200:
             raise RuntimeError(f"speech: {spoken_reply.status_code} {spoken_reply.read()[:300]!r}")
@@ -112,11 +123,12 @@ def three_calls(http: httpx.Client, recording: bytes, tokens: int, instructions:
             if chunk and first is None:
                 first = time.perf_counter()
     return {"first_transcript_s": transcript_at - started, "first_audio_s": (first or time.perf_counter()) - started,
-            "done_s": time.perf_counter() - started, "answer_tokens": tokens_written}
+            "done_s": time.perf_counter() - started, "answer_tokens": tokens_written, "answer": said}
 
 
-def medians(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: round(statistics.median(run[key] for run in runs), 3) for key in runs[0]}
+def medians(runs: list[dict]) -> dict[str, float]:
+    return {key: round(statistics.median(run[key] for run in runs), 3) for key in runs[0]
+            if isinstance(runs[0][key], int | float)}
 
 
 def concurrent_turns(base_url: str, speech: np.ndarray, voiced_s: float, tokens: int, instructions: str,
@@ -167,14 +179,16 @@ def main() -> None:
                           engines={"transcription": "ctranslate2"})  # as the CPU profile runs Whisper
             with httpx.Client(base_url=base_url, timeout=900) as http:
                 said = "You are a helpful voice assistant. Answer briefly."
-                three_calls(http, recording.getvalue(), args.tokens, said)  # warm every replica
-                realtime_turn(base_url, speech, voiced_s, args.tokens, said)
-                print(f"three HTTP calls x{args.repeats}...", flush=True)
-                pipeline = medians([three_calls(http, recording.getvalue(), args.tokens, said)
-                                    for _ in range(args.repeats)])
-                print(f"realtime x{args.repeats}...", flush=True)
-                live = medians([realtime_turn(base_url, speech, voiced_s, args.tokens, said)
-                                for _ in range(args.repeats)])
+                warm = realtime_turn(base_url, speech, voiced_s, args.tokens, said)  # warm every replica
+                three_calls(http, recording.getvalue(), args.tokens, said, warm["heard"])
+                live_runs, pipeline_runs = [], []
+                for _ in range(args.repeats):  # turn by turn: the realtime one, then the same as three calls
+                    live_runs.append(realtime_turn(base_url, speech, voiced_s, args.tokens, said))
+                    pipeline_runs.append(three_calls(http, recording.getvalue(), args.tokens, said,
+                                                     live_runs[-1]["heard"]))
+                same = sum(a["answer"].strip() == b["answer"].strip() for a, b in zip(live_runs, pipeline_runs))
+                print(f"{same} of {args.repeats} answers the same both ways", flush=True)
+                live, pipeline = medians(live_runs), medians(pipeline_runs)
                 held = {}
                 for count in (int(n) for n in args.sessions.split(",")):
                     print(f"{count} sessions at once...", flush=True)
@@ -194,7 +208,8 @@ def main() -> None:
     write_result(args.out, {"dims": args.dims, "tokens": args.tokens, "repeats": args.repeats, "question": QUESTION,
                             "vad_silence_ms": SILENCE_MS, "machine": machine("cpu"), "realtime": live,
                             "three_calls": pipeline, "sessions_at_once": held, "ratios": ratios,
-                            "sessions_within_double_latency": within_double})
+                            "sessions_within_double_latency": within_double, "same_answers": same,
+                            "answer_chars": len(live_runs[-1]["answer"])})
 
 
 if __name__ == "__main__":

@@ -165,3 +165,29 @@ def test_voice_adapter_job_and_file_names_stay_lookups(client, canaries):
         ):
             _sane(reply, name)
             assert reply.status_code >= 400, (name, reply.request.url, reply.text[:200])
+
+
+def test_realtime_model_and_voice_names_stay_lookups(service, canaries):
+    """/v1/realtime's model (query and session.update), transcription model and voice: an error event each."""
+    import json
+
+    from websockets.sync.client import connect
+
+    url = f"{service.replace('http', 'ws', 1)}/v1/realtime"
+    with connect(f"{url}?intent=transcription", open_timeout=30) as session:
+        assert json.loads(session.recv(timeout=30))["type"] == "session.created"
+        for name in corpus(canaries):
+            with connect(f"{url}?model={quote(name, safe='')}", open_timeout=30) as refused:
+                first = json.loads(refused.recv(timeout=30))
+            assert first["type"] == "error" and first["error"]["code"] == "model_not_found", (name, first)
+            session.send(json.dumps({"type": "session.update", "session": {
+                "type": "transcription", "audio": {"input": {"transcription": {"model": name}}}}}))
+            error = json.loads(session.recv(timeout=30))
+            assert error["type"] == "error" and error["error"]["code"] == "model_not_found", (name, error)
+    with connect(f"{url}?model=qwen2.5-0.5b-instruct", open_timeout=30) as conversation:
+        assert json.loads(conversation.recv(timeout=30))["type"] == "session.created"
+        for name in corpus(canaries):
+            conversation.send(json.dumps({"type": "session.update", "session": {
+                "type": "realtime", "audio": {"output": {"voice": name}}}}))
+            error = json.loads(conversation.recv(timeout=30))
+            assert error["type"] == "error" and "Unknown voice" in error["error"]["message"], (name, error)

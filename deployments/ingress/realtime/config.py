@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deployments.families.protocol import MAX_SEED
 from deployments.ingress.realtime.audio import FORMATS, AudioFormat
 from deployments.ingress.realtime.events import RealtimeError
 
@@ -90,6 +91,8 @@ class SessionConfig(_Strict):
     tools: list[Any] = Field(default_factory=list)
     tool_choice: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Ours, not OpenAI's: the chat model's seed, so "
+                             "the same conversation gets the same answers (as /v1/chat/completions' seed).")
     include: list[str] | None = None
     tracing: Any = None
     truncation: Any = None
@@ -115,8 +118,9 @@ class SessionConfig(_Strict):
         return self.type == "realtime" and self.output_modalities != ["text"]
 
     def wire(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=self.type == "transcription", exclude={"expires_at"} if
-                               self.expires_at is None else set())
+        """The session as session.created/updated show it (our extensions only when set)."""
+        unset = {name for name in ("expires_at", "seed", "temperature") if getattr(self, name) is None}
+        return self.model_dump(exclude_none=self.type == "transcription", exclude=unset)
 
 
 def initial_session(kind: str, session_id: str, model: str | None, transcription: str, voice: str,

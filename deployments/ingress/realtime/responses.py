@@ -78,8 +78,9 @@ class Response:
             await self._send("response.content_part.added", **self._part_at(), part=self._part())
             chat = self.session.chat
             options = {"max_tokens": None if self.max_tokens in (None, "inf") else self.max_tokens}
-            if self.session.config.temperature is not None:
-                options["temperature"] = self.session.config.temperature
+            for name in ("temperature", "seed"):
+                if getattr(self.session.config, name) is not None:
+                    options[name] = getattr(self.session.config, name)
             first, steps = await self.session.services.stream(chat, "chat_stream", messages, options, model=chat.id)
             self._tokens = (first.prompt_tokens, 0)
             await (self._speak(steps) if self.modalities == ["audio"] else self._write(steps))
