@@ -8,9 +8,10 @@ sessions at once this box holds before the first-audio latency doubles.
 
 Random weights (tests/tiny_*), the same work both ways: the chat model is asked what the realtime turn heard,
 with the same seed (temperature 1: greedy random weights write only newlines), so it writes the same
---tokens tokens (the bench counts the answers that match), and SpeechT5 speaks 20 frames per character. The question is spoken by espeak-ng and streamed in real time
-in 100 ms pieces; the realtime side waits for the server's VAD (silence_duration_ms) like any live client,
-the three-call client is handed the recording the moment speech ends (push-to-talk). Results, with the
+--tokens tokens (the bench counts the answers that match), and SpeechT5 speaks 20 frames per character.
+The question is spoken by espeak-ng and streamed in real time in 100 ms pieces; the realtime side waits
+for the server's VAD (silence_duration_ms) like any live client, the three-call client is handed the
+recording the moment speech ends (push-to-talk). Results, with the
 machine, go to bench/results/realtime_latency.json.
 """
 

@@ -194,7 +194,8 @@ def test_the_model_manager_killed_mid_download_resumes_with_no_partial_file(clie
 
 def test_a_chat_replica_killed_mid_answer_ends_the_answer_and_the_next_turn_is_answered(service):
     """A realtime conversation whose chat model's replica dies while it speaks: the answer ends with an
-    error event and response.done (failed); the socket stays open and the next turn is answered once Serve has started a new replica."""
+    error event and response.done (failed); the socket stays open and the next turn is answered once Serve
+    has started a new replica."""
     from tests.realtime.test_realtime_protocol import Socket
     from tests.realtime.test_realtime_sessions import CHAT
 

@@ -28,13 +28,13 @@ KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
 
 class _Bearer(HTTPBearer):
-    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:  # type: ignore[override]
-        return await super().__call__(request)  # type: ignore[arg-type]  # reads only the headers: WebSockets too
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        return await super().__call__(request)  # reads only the headers: WebSockets too
 
 
 class _HeaderKey(APIKeyHeader):
-    async def __call__(self, request: HTTPConnection) -> str | None:  # type: ignore[override]
-        return await super().__call__(request)  # type: ignore[arg-type]
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        return await super().__call__(request)
 
 
 # Shown as security schemes in /openapi.json (so /docs has an Authorize button); neither refuses by itself.

@@ -76,8 +76,9 @@ def build_http_app(services: Services) -> FastAPI:
 def _spec(app: FastAPI, services: Services) -> dict[str, Any]:
     """The app's OpenAPI, built at the first call, with what the catalog it serves says (the task enums)."""
     if app.openapi_schema is None:
-        state_catalog(FastAPI.openapi(app), services.catalog.tasks)
+        schema = FastAPI.openapi(app)
+        state_catalog(schema, services.catalog.tasks)
         # OpenAPI has no WebSockets: listed beside it, so the key matrix walks them as it walks the paths
-        app.openapi_schema["x-websocket-routes"] = sorted(route.path for router in ROUTERS for route in router.routes
+        schema["x-websocket-routes"] = sorted(route.path for router in ROUTERS for route in router.routes
                                                           if isinstance(route, APIWebSocketRoute))
     return app.openapi_schema  # type: ignore[return-value]

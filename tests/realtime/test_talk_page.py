@@ -35,7 +35,7 @@ def test_the_talk_page_hears_a_question_and_plays_the_answer(service, tmp_path):
             page.goto(f"{service}/ui/#talk")
             page.wait_for_selector("body[data-ready=talk] section[data-page=talk]:not([hidden])")
             assert page.input_value("#talk-model") == "qwen2.5-0.5b-instruct"  # the default chat model
-            page.fill("#talk-max-tokens", "12")
+            page.fill("#talk-max-tokens", "4")
             page.click("#talk-toggle")
             page.wait_for_selector("#talk-log li.user")
             page.wait_for_function("document.querySelector('#talk-status').textContent.includes('answers played')")

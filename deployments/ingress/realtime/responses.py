@@ -8,7 +8,7 @@ import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Response:
                                 "['text']) and max_output_tokens (a positive integer or 'inf')", "invalid_value",
                                 param="response")
         if self.modalities == ["audio"] and session.speaker is None:
-            session.speaker = session._speaker(config)
+            session.speaker = session.speaker_for(config)
         self.done = False
         self._cancelled: str | None = None
         self._text = ""
@@ -64,7 +64,7 @@ class Response:
         await asyncio.wait([self._task])
 
     async def _run(self) -> None:
-        status, details = "completed", None
+        status, details = "completed", cast(dict[str, Any] | None, None)
         item = message_item(self.item_id, "assistant", [], "in_progress")
         try:
             await self._send("response.created", response=self._shape("in_progress", None, []))
@@ -77,6 +77,7 @@ class Response:
             await self._send("response.output_item.added", response_id=self.id, output_index=0, item=public_item(item))
             await self._send("response.content_part.added", **self._part_at(), part=self._part())
             chat = self.session.chat
+            assert chat is not None  # a conversation's (response.create refuses in a transcription session)
             options = {"max_tokens": None if self.max_tokens in (None, "inf") else self.max_tokens}
             for name in ("temperature", "seed"):
                 if getattr(self.session.config, name) is not None:
@@ -107,7 +108,7 @@ class Response:
         if item["id"] in self.session.items:
             await self._send("response.output_item.done", response_id=self.id, output_index=0, item=public_item(item))
             await self.session.send(event("conversation.item.done", item=public_item(item),
-                                          previous_item_id=self.session._previous(item)))
+                                          previous_item_id=self.session.previous_id(item)))
         output = [public_item(item)] if item["id"] in self.session.items else []
         await self._send("response.done", response=self._shape(status, details, output))
 
@@ -146,6 +147,7 @@ class Response:
             await out.put(failed)
 
     async def _say(self, sentence: str) -> None:
+        assert self.session.speaker is not None  # set when the response was created
         entry, voice, speed = self.session.speaker
         fmt = (self.session.config.audio.output or AudioOutput()).format.audio
         audio = b""

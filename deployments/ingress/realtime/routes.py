@@ -88,7 +88,7 @@ async def _receive_all(websocket: WebSocket, session: Session, outgoing: asyncio
             return
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
-        data = message.get("text") if message.get("text") is not None else message.get("bytes") or b""
+        data: str | bytes = message.get("text") or message.get("bytes") or b""
         client_event: dict[str, Any] = {}
         try:
             if len(data) > event_bytes:

@@ -45,7 +45,7 @@ class Session:
                  chat: ModelEntry | None):
         self.services, self.send, self.config, self.chat = services, send, config, chat
         self.transcriber = self._transcriber(config)
-        self.speaker = self._speaker(config) if config.speaks else None
+        self.speaker = self.speaker_for(config) if config.speaks else None
         self.items: dict[str, dict[str, Any]] = {}
         self.conversation_id = new_id("conv")
         self.response: Response | None = None
@@ -68,7 +68,7 @@ class Session:
 
     async def session_update(self, message: dict[str, Any]) -> None:
         new = session_config.updated(self.config, message.get("session"))
-        transcriber, speaker = self._transcriber(new), self._speaker(new) if new.speaks else None
+        transcriber, speaker = self._transcriber(new), self.speaker_for(new) if new.speaks else None
         chat = self.chat
         if new.type == "realtime" and new.model != self.config.model:
             chat = self.services.model_for("chat", new.model)
@@ -100,7 +100,7 @@ class Session:
             for change, at_ms in self._detector.feed(samples):
                 await (self._speech_started(at_ms) if change == "started" else self._speech_stopped(at_ms))
             if not self._detector.speaking:
-                self._keep_last(self.config.audio.input.turn_detection.prefix_padding_ms + 64)
+                self._keep_last(self._vad().prefix_padding_ms + 64)
 
     async def commit(self, message: dict[str, Any]) -> None:
         await self._commit(self._speech_item or new_id("item"), create_response=False)
@@ -131,7 +131,7 @@ class Session:
         added = message_item(str(item.get("id") or new_id("item"))[:64], item["role"],
                              [{"type": text_type, "text": p["text"]} for p in parts])
         await self.add_item(added)
-        await self.send(event("conversation.item.done", item=added, previous_item_id=self._previous(added)))
+        await self.send(event("conversation.item.done", item=added, previous_item_id=self.previous_id(added)))
 
     async def item_delete(self, message: dict[str, Any]) -> None:
         item_id = self._item_id(message)
@@ -199,17 +199,16 @@ class Session:
 
     async def _speech_started(self, at_ms: int) -> None:
         self._speech_item = new_id("item")
-        padding = self.config.audio.input.turn_detection.prefix_padding_ms
+        padding = self._vad().prefix_padding_ms
         self._keep_last(self._heard_ms - max(at_ms - padding, 0))
         await self.send(event("input_audio_buffer.speech_started", audio_start_ms=at_ms, item_id=self._speech_item))
-        vad = self.config.audio.input.turn_detection
-        if self.response is not None and not self.response.done and vad.interrupt_response:
+        if self.response is not None and not self.response.done and self._vad().interrupt_response:
             await self.response.cancel("turn_detected")
 
     async def _speech_stopped(self, at_ms: int) -> None:
         item_id = self._speech_item or new_id("item")
         await self.send(event("input_audio_buffer.speech_stopped", audio_end_ms=at_ms, item_id=item_id))
-        await self._commit(item_id, create_response=self.config.audio.input.turn_detection.create_response)
+        await self._commit(item_id, create_response=self._vad().create_response)
 
     async def _commit(self, item_id: str, create_response: bool) -> None:
         heard_ms = self._buffered * 1000 // MODEL_RATE
@@ -254,7 +253,8 @@ class Session:
         await self.send(event("conversation.item.input_audio_transcription.completed", item_id=item["id"],
                               content_index=0, transcript=transcript,
                               usage={"type": "duration", "seconds": round(result.duration, 3)}))
-        await self.send(event("conversation.item.done", item=public_item(item), previous_item_id=self._previous(item)))
+        await self.send(event("conversation.item.done", item=public_item(item),
+                              previous_item_id=self.previous_id(item)))
 
     # --- helpers ---
 
@@ -271,12 +271,18 @@ class Session:
                                 param="session.audio.input.transcription.language") from None
         return entry, {"language": options.language}
 
-    def _speaker(self, new: session_config.SessionConfig) -> tuple[ModelEntry, str, float]:
+    def speaker_for(self, new: session_config.SessionConfig) -> tuple[ModelEntry, str, float]:
         output = new.audio.output or session_config.AudioOutput()
         entry = self.services.model_for(SPEECH_TASK, None)
         voice = None if output.voice.lower() in session_config.OPENAI_VOICES else output.voice
         check_speed(self.services.catalog, entry, output.speed)
         return entry, resolve_voice(entry, voice), output.speed
+
+    def _vad(self) -> session_config.ServerVad:
+        """The session's server_vad settings (called only while a detector runs)."""
+        vad = self.config.audio.input.turn_detection
+        assert vad is not None
+        return vad
 
     def _new_detector(self) -> VoiceDetector | None:
         vad = self.config.audio.input.turn_detection
@@ -297,7 +303,7 @@ class Session:
             raise RealtimeError(f"No item {item_id!r} in this conversation", "item_not_found", param="item_id")
         return item_id
 
-    def _previous(self, item: dict[str, Any]) -> str | None:
+    def previous_id(self, item: dict[str, Any]) -> str | None:
         ids = list(self.items)
         at = ids.index(item["id"]) if item["id"] in ids else 0
         return ids[at - 1] if at else None
