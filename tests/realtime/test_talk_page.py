@@ -35,15 +35,17 @@ def test_the_talk_page_hears_a_question_and_plays_the_answer(service, tmp_path):
             page.goto(f"{service}/ui/#talk")
             page.wait_for_selector("body[data-ready=talk] section[data-page=talk]:not([hidden])")
             assert page.input_value("#talk-model") == "qwen2.5-0.5b-instruct"  # the default chat model
-            page.fill("#talk-max-tokens", "4")
+            page.fill("#talk-max-tokens", "8")  # short random answers: fast
             page.click("#talk-toggle")
             page.wait_for_selector("#talk-log li.user")
-            page.wait_for_function("document.querySelector('#talk-status').textContent.includes('answers played')")
-            page.wait_for_function("document.querySelector('#talk-log li.assistant').textContent.length > 0")
+            page.wait_for_selector("#talk-log[data-answers='1']")
+            answer = page.text_content("#talk-log li.assistant")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "talk.png"), full_page=True)
-            played = float(page.text_content("#talk-status").split(": ")[1].split(" s")[0])
-            assert played > 0.05
+            assert answer, "the answer's words are shown"
+            if any(character.isalnum() for character in answer):  # random weights may answer only newlines
+                played = float(page.text_content("#talk-status").split(": ")[1].split(" s")[0])
+                assert played > 0.05
             assert page.is_hidden("#error"), page.text_content("#error")
             page.click("#talk-toggle")
             assert page.text_content("#talk-status") == "Stopped"

@@ -82,6 +82,8 @@ function onEvent(message) {
         play(samples);
       }
       break;
+    case "response.done": // how many answers ended (scripts and tests wait on it)
+      $("talk-log").dataset.answers = String(Number($("talk-log").dataset.answers || 0) + 1); break;
     case "error": showError(new ServiceError(event.error.message)); break;
     default: break;
   }
