@@ -81,6 +81,20 @@ def test_bad_events_get_error_events_and_the_session_goes_on(service):
         assert 2.0 < completed["usage"]["seconds"] < 4.0, completed
 
 
+def test_turn_detection_settings_take_effect_when_updated(service):
+    """A threshold of 1.0 is one Silero never reaches: the turn is not detected, and the client commits it."""
+    with Socket(service, "intent=transcription") as socket:
+        socket.until("session.created")
+        socket.send(type="session.update", session={"type": "transcription", "audio": {"input": {
+            "turn_detection": {"type": "server_vad", "threshold": 1.0}}}})
+        assert socket.until("session.updated")[-1]["session"]["audio"]["input"]["turn_detection"]["threshold"] == 1
+        for append in appends(spoken("Nobody hears this.")):
+            socket.ws.send(append)
+        socket.send(type="input_audio_buffer.commit")
+        seen = socket.until("input_audio_buffer.committed")
+    assert "input_audio_buffer.speech_started" not in [e["type"] for e in seen]
+
+
 def test_an_oversized_event_is_refused_and_the_socket_stays_open(service):
     with Socket(service, "intent=transcription") as socket:
         socket.until("session.created")

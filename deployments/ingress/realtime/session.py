@@ -73,8 +73,9 @@ class Session:
         if new.type == "realtime" and new.model != self.config.model:
             chat = self.services.model_for("chat", new.model)
             new = new.model_copy(update={"model": chat.id})
+        vad_changed = new.audio.input.turn_detection != self.config.audio.input.turn_detection
         self.config, self.transcriber, self.speaker, self.chat = new, transcriber, speaker, chat
-        if (new.audio.input.turn_detection is None) != (self._detector is None):
+        if vad_changed:  # a detector with the new threshold and silence (or none)
             self._detector = self._new_detector()
         await self.send(event("session.updated", session=new.wire()))
 
