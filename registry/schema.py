@@ -72,6 +72,10 @@ class ModelSpecs(StrictModel):
     max_images: int | None = Field(None, gt=0, description="Images one request may ask for.")
     max_frames: int | None = Field(None, gt=0, description="Most video frames (duration x fps) per request.")
     default_fps: int | None = Field(None, gt=0, description="Video frames per second when a request sets none.")
+    tool_calls: Literal["hermes", "mistral"] | None = Field(None, description="How a chat model writes tool "
+                                                             "calls: hermes (<tool_call> JSON </tool_call>, "
+                                                             "Qwen2.5) or mistral ([TOOL_CALLS] [JSON]); none: "
+                                                             "it takes no tools.")
 
 
 class TaskConfig(StrictModel):

@@ -1,10 +1,9 @@
-"""Seed 004's product-description service: what a listing must hold, the prompts that ask a chat
-model for one, and the parsing of its answer. `ChatDeployment.describe_product` runs them."""
+"""Seed 004's product-description service: what a listing must hold, the schema the model writes it under,
+the prompt that asks for one, and the parsing of its answer. `ChatDeployment.describe_product` runs them."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,11 +40,10 @@ class ProductRequest(BaseModel):
 
     image_description: str = Field(min_length=1, max_length=4000, description="What the product image shows.")
     prompt: str | None = Field(None, max_length=2000, description="Extra instruction for the writer.")
-    mode: Literal["guided", "json"] = Field("guided", description="guided: the model writes each field's text "
-                                            "and the service builds the JSON; json: the model writes the JSON, "
-                                            "which is parsed and validated (retried with new seeds).")
+    mode: Literal["guided", "json"] = Field("guided", description="Kept for older clients: both write the JSON "
+                                            "under the listing's schema, enforced while decoding.")
     temperature: float | None = Field(None, ge=0, le=2)
-    seed: int | None = Field(None, ge=0, le=2**62)  # retries use seed + attempt
+    seed: int | None = Field(None, ge=0, le=2**62)
 
     @field_validator("image_description")
     @classmethod
@@ -56,15 +54,24 @@ class ProductRequest(BaseModel):
 
 
 SHOP_WRITER = "You write listings for an online shop: accurate, concise, no invented facts."
-# guided mode: per field, the instruction, the most tokens, where its text ends
-FIELDS = {
-    "title": ("Write only a product title of at most 10 words.", 24, ["\n"]),
-    "description": ("Write only a product description of two or three sentences.", 120, ["\n\n"]),
-    "keywords": ("Write only 3 to 8 search keywords, separated by commas.", 40, ["\n"]),
-    "suggested_categories": ("Write only 1 to 3 shop categories, separated by commas.", 30, ["\n"]),
-}
 JSON_INSTRUCTION = ('Answer with one JSON object and nothing else: {"title": string, "description": string, '
                     '"keywords": [strings], "suggested_categories": [strings]}.')
+# One line of text that starts and ends with a non-space (so it survives ProductListing's normalising).
+_LINE = r"^\S([^\n]*\S)?$"
+# What the model is held to while it writes (constraints.py): ProductListing's shape, with bounds that keep
+# the whole answer within a few hundred tokens even when a model never closes a string on its own.
+LISTING_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "required": ["title", "description", "keywords", "suggested_categories"],
+    "properties": {
+        "title": {"type": "string", "maxLength": 60, "pattern": _LINE},
+        "description": {"type": "string", "maxLength": 240, "pattern": _LINE},
+        "keywords": {"type": "array", "minItems": 1, "maxItems": 6,
+                     "items": {"type": "string", "maxLength": 24, "pattern": _LINE}},
+        "suggested_categories": {"type": "array", "minItems": 1, "maxItems": 3,
+                                 "items": {"type": "string", "maxLength": 24, "pattern": _LINE}},
+    },
+}
 
 
 def product_messages(request: ProductRequest, instruction: str) -> list[dict[str, str]]:
@@ -89,5 +96,3 @@ def parse_listing(answer: str) -> ProductListing:
         raise ValueError(f"the answer's JSON is not a product description ({problems})") from None
 
 
-def split_list(text: str) -> list[str]:
-    return [item for item in (" ".join(part.split()) for part in re.split(r"[,;\n]", text)) if item]

@@ -6,21 +6,81 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.families.chat.product import ProductListing
 from deployments.families.chat.product import ProductRequest as ProductRequest
 from deployments.families.protocol import MAX_SEED
 
 TASK = "chat"
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object in a string, as OpenAI sends them.")
+
+
+class ToolCall(BaseModel):
+    """A call the assistant made (in a reply, or sent back in the history)."""
+
+    id: str = Field(max_length=64)
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
-    content: str
+    content: str = ""
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant turn's calls.")
+    tool_call_id: str | None = Field(None, max_length=64, description="A tool turn: the call it answers.")
+
+
+class Function(BaseModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments object.")
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: Function
+
+
+class FunctionName(BaseModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema", description="The answer's JSON schema.")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format: plain text, any JSON object, or JSON valid against a schema, enforced
+    while decoding."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema: {name, schema, strict}")
+        return self
 
 
 class SamplingOptions(BaseModel):
@@ -44,7 +104,23 @@ class SamplingOptions(BaseModel):
         return value
 
 
-class ChatJobInput(SamplingOptions):
+class ChatOptions(SamplingOptions):
+    """Sampling, plus what shapes the answer: tools the model may call, a format it must follow."""
+
+    tools: list[Tool] = Field(default_factory=list, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = Field(
+        None, description="auto (the default with tools), none, required, or one named function.")
+    parallel_tool_calls: bool = Field(True, description="Several calls in one answer.")
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _tools_to_choose(self) -> ChatOptions:
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice needs tools to choose from")
+        return self
+
+
+class ChatJobInput(ChatOptions):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
@@ -73,6 +149,7 @@ class Step:
     finish_reason: str | None
     completion_tokens: int
     batch_size: int
+    tool_calls: list[dict[str, Any]] | None = None  # on the last step when the answer is tool calls
 
 
 @dataclass
@@ -93,10 +170,12 @@ class Completion:
     completion_tokens: int
     seed: int
     batch_size: int
+    tool_calls: list[dict[str, Any]] | None = None
 
     def output(self) -> dict[str, Any]:
         """The JSON-able form jobs store."""
         usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                  "total_tokens": self.prompt_tokens + self.completion_tokens}
         return {"model": self.model, "content": self.content, "finish_reason": self.finish_reason,
-                "truncated": self.finish_reason == "length", "usage": usage, "seed": self.seed}
+                "truncated": self.finish_reason == "length", "usage": usage, "seed": self.seed} | (
+                    {"tool_calls": self.tool_calls} if self.tool_calls else {})

@@ -1,0 +1,118 @@
+"""The replica's one decoding loop: continuous batching across requests.
+
+Requests wait in a queue; between two decoding steps the loop lets waiting rows join their model's
+running batch (up to `max_batch_size` rows in all), so a short answer never waits for a long one, and
+a finished or abandoned row leaves at once. `scheduling: static` is the older policy, kept to measure
+against: a batch forms (waiting up to `batch_wait_timeout_s` to fill), then admits nobody until all its
+rows are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from deployments.errors import ServiceError
+from deployments.families.chat.decoding import Batch, ChatModel, Row
+from deployments.families.chat.protocol import Step
+
+logger = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, load: Callable[[str], Awaitable[ChatModel]], device: str, config: Callable[[], Any]):
+        """`load(model_id)`: the loaded model; `config()`: the deployment's current ChatConfig."""
+        self._load, self._device, self._config = load, device, config
+        self._waiting: list[Row] = []
+        self._batches: dict[str, Batch] = {}
+        self._loop: asyncio.Task | None = None
+
+    async def run(self, row: Row) -> AsyncIterator[Step]:
+        """The row's steps as the loop decodes them; when the caller stops listening (a client closed its
+        stream, Serve cancelled the request), the row is marked so the loop drops it."""
+        self._waiting.append(row)
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.get_running_loop().create_task(self._decode())
+        try:
+            while True:
+                step = await row.outbox.get()
+                if isinstance(step, BaseException):
+                    raise step
+                yield step
+                if step.finish_reason is not None:
+                    return
+        finally:
+            row.abandoned = True
+
+    async def _decode(self) -> None:
+        while self._waiting or self._batches:
+            await self._admit()
+            for model_id, batch in list(self._batches.items()):
+                if batch.states:
+                    self._deliver(batch, await self._guarded(batch, batch.step))
+                    batch.leave()
+                if not batch.states:
+                    del self._batches[model_id]
+            await asyncio.sleep(0)  # let new requests reach the queue
+
+    async def _admit(self) -> None:
+        config = self._config()
+        running = sum(len(batch.states) for batch in self._batches.values())
+        if config.scheduling == "static" and running:
+            return
+        if not running and self._waiting and len(self._waiting) < config.max_batch_size:
+            await self._gather(config)  # idle: let a batch fill for a moment, so its prompts prefill together
+        room = config.max_batch_size - running
+        taken = [row for row in self._waiting if not row.abandoned][:room]
+        joining: dict[str, list[Row]] = {}
+        for row in taken:
+            batch = self._batches.get(row.model)
+            if batch is None or batch.can_join() or not batch.states:
+                joining.setdefault(row.model, []).append(row)
+        admitted = {id(row) for rows in joining.values() for row in rows}
+        self._waiting = [row for row in self._waiting if not row.abandoned and id(row) not in admitted]
+        for model_id, rows in joining.items():
+            try:
+                chat_model = await self._load(model_id)
+            except Exception as error:  # noqa: BLE001 - handed to the rows of that model only
+                self._fail(rows, error)
+                continue
+            batch = self._batches.setdefault(model_id, Batch(chat_model, self._device))
+            steps = await self._guarded(batch, lambda: batch.join(rows), rows)
+            self._deliver(batch, steps, rows)
+            batch.leave()
+
+    async def _gather(self, config) -> None:
+        deadline = time.monotonic() + config.batch_wait_timeout_s
+        while len(self._waiting) < config.max_batch_size and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.005, config.batch_wait_timeout_s))
+
+    async def _guarded(self, batch: Batch, work: Callable[[], list[Step]], rows: list[Row] | None = None) -> list:
+        """`work()` in a thread; if it fails, its rows (all the batch's by default) get the error and leave."""
+        try:
+            return await asyncio.to_thread(work)
+        except Exception as error:  # noqa: BLE001 - handed to the callers
+            if not isinstance(error, ServiceError):
+                logger.exception("chat decoding failed for %d requests", len(rows or batch.states))
+            failed = rows or batch.rows
+            self._fail(failed, error)
+            for state in batch.states:
+                if state.row in failed:
+                    state.done = True
+            if rows is None:
+                batch.states = []
+            return []
+
+    @staticmethod
+    def _deliver(batch: Batch, steps: list[Step], rows: list[Row] | None = None) -> None:
+        for row, step in zip(rows or batch.rows, steps):
+            if step.finish_reason != "abandoned":
+                row.outbox.put_nowait(step)
+
+    @staticmethod
+    def _fail(rows: list[Row], error: BaseException) -> None:
+        for row in rows:
+            row.outbox.put_nowait(error)
