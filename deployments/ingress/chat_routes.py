@@ -12,11 +12,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from deployments.errors import ServiceError
 from deployments.families.chat.protocol import (
-    MAX_SEED,
     TASK,
     ChatJobInput,
     Completion,
@@ -25,8 +24,16 @@ from deployments.families.chat.protocol import (
     Started,
     Step,
     TokenUsage,
+    ToolCall,
 )
 from deployments.families.protocol import new_seed
+from deployments.ingress.chat_requests import (
+    ChatFields,
+    ChatJob,
+    LLMRequest,
+    OpenAIChatRequest,
+    ProductDescriptionRequest,
+)
 from deployments.ingress.http_errors import ERROR_RESPONSES
 from deployments.ingress.replies import json_reply
 from deployments.ingress.request_checks import JobInput, parse
@@ -36,166 +43,15 @@ from registry import ModelEntry
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 BATCH_HEADER = "X-Batch-Size"  # requests decoded together with this one
-ROLES = ("system", "user", "assistant")
-MAX_STOPS = 4
-
-
-def _content_schema(schema: dict[str, Any]) -> None:
-    """json_schema_extra of Message.content: beside text and null (read as ""), the list of text parts
-    _text_parts joins."""
-    schema["anyOf"].insert(1, {"type": "array", "items": {"type": "object", "required": ["type", "text"],
-                                                          "properties": {"type": {"const": "text"},
-                                                                         "text": {"type": "string"}}}})
-
-
-def _stop_schema(schema: dict[str, Any]) -> None:
-    """json_schema_extra of `stop`: what _stops takes (one text or up to MAX_STOPS, none empty)."""
-    for branch in schema["anyOf"]:
-        if branch.get("type") == "string":
-            branch["minLength"] = 1
-        elif branch.get("type") == "array":
-            branch.update(maxItems=MAX_STOPS)
-            branch["items"]["minLength"] = 1
-
-
-class Message(BaseModel):
-    """A chat turn; OpenAI's `developer` role reads as `system`, a list of text parts as their text.
-    Fields the openai client writes back with an earlier answer (refusal, tool_calls: null) are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    # an enum in the spec, checked by _known_role so that a refusal names the roles
-    role: str = Field(json_schema_extra={"enum": [*ROLES, "developer"]},
-                      description="system, user or assistant (developer reads as system).")
-    content: str | None = Field(json_schema_extra=_content_schema,
-                                description="Text, or a list of {'type': 'text', 'text': ...} parts.")
-    name: str | None = Field(None, description="Accepted and ignored.")
-
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, value: str) -> str:
-        if value == "developer":
-            return "system"
-        if value not in ROLES:
-            raise ValueError(f"role '{value}' is not supported; use system, user or assistant")
-        return value
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_parts(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        kinds = [part.get("type") if isinstance(part, dict) else type(part).__name__ for part in value]
-        if any(kind != "text" or not isinstance(part.get("text"), str) for kind, part in zip(kinds, value)):
-            raise ValueError(f"only text content parts ({{'type': 'text', 'text': ...}}) are supported; got {kinds}")
-        return "".join(part["text"] for part in value)
-
-    def plain(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content or ""}
-
-
-class ChatFields(BaseModel):
-    """What /api/llm, /v1/chat/completions and chat jobs share."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[Message] = Field(json_schema_extra={"minItems": 1},  # checked by _some_messages
-                                    description="The conversation so far, oldest first; at least one message.")
-    temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy; default the model's own.")
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Same seed and request: same answer.")
-    stop: str | list[str] | None = Field(None, json_schema_extra=_stop_schema,  # checked by _stops
-                                         description=f"Up to {MAX_STOPS} non-empty texts that end the answer "
-                                         "(cut off).")
-
-    @field_validator("messages")
-    @classmethod
-    def _some_messages(cls, value: list[Message]) -> list[Message]:
-        if not value:
-            raise ValueError("messages must hold at least one message")
-        return value
-
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> list[str]:
-        stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > MAX_STOPS or any(not s for s in stops):
-            raise ValueError(f"stop must be up to {MAX_STOPS} non-empty strings")
-        return stops
-
-    def plain_messages(self) -> list[dict[str, str]]:
-        return [m.plain() for m in self.messages]
-
-    def options(self, max_tokens: int | None) -> dict[str, Any]:
-        return {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "seed": self.seed, "stop": self.stop or []}
-
-
-class LLMRequest(ChatFields):
-    model: str | None = Field(None, description="Catalog id, alias or hub repo id; default the task's current "
-                                 "model (GET /models/current).")
-    max_tokens: int | None = Field(None, gt=0, description="Most tokens to generate.")
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class TextFormat(BaseModel):
-    """OpenAI's response_format, of the one type this service writes: plain text."""
-
-    type: Literal["text"]
-
-
-# OpenAI parameters this service does not implement: accepted only at their no-op value.
-UNSUPPORTED = {"tools": None, "tool_choice": None, "functions": None, "function_call": None, "logprobs": False,
-               "top_logprobs": None, "logit_bias": None, "audio": None, "prediction": None,
-               "frequency_penalty": 0, "presence_penalty": 0, "web_search_options": None}
-
-
-class OpenAIChatRequest(ChatFields):
-    model: str
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0, description="Takes precedence over max_tokens.")
-    n: int = Field(1, ge=1, json_schema_extra={"maximum": 1}, description="Only 1.")  # checked by _one_choice
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    response_format: TextFormat | None = Field(None, description="Only {'type': 'text'}.")
-    modalities: list[Literal["text"]] | None = Field(None, min_length=1, max_length=1, description="Only ['text'].")
-    user: str | None = None
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
-    service_tier: str | None = None
-    parallel_tool_calls: bool | None = None
-    reasoning_effort: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unsupported(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            used = [key for key, idle in UNSUPPORTED.items() if data.get(key) not in (None, idle)]
-            if used:
-                raise ValueError(f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} not supported by this service")
-            data = {key: value for key, value in data.items() if key not in UNSUPPORTED}
-        return data
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError(f"n={value} is not supported; this service returns one choice (n=1)")
-        return value
-
-
-class ProductDescriptionRequest(ProductRequest):
-    model: str | None = Field(None, description="Catalog id or alias of a chat model; default the chat default.")
 
 
 class LLMReply(BaseModel):
     success: bool
     response: str = Field(description="The answer.")
+    tool_calls: list[ToolCall] | None = Field(None, description="The calls, when the model answered with tools.")
     model: str
-    finish_reason: str = Field(description="stop (the model ended it or a stop text did) or length (max_tokens).")
+    finish_reason: str = Field(description="stop (the model ended it or a stop text did), length (max_tokens) "
+                               "or tool_calls.")
     truncated: bool = Field(description="Cut by max_tokens: raise it for the rest.")
     usage: TokenUsage
     seed: int = Field(description="The seed it was sampled with: send it again for the same answer.")
@@ -204,14 +60,15 @@ class LLMReply(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="The answer's text; null when it is only tool calls.")
     refusal: None
+    tool_calls: list[ToolCall] | None = Field(None, description="Present when the model called tools.")
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: str = Field(description="stop or length.")
+    finish_reason: str = Field(description="stop, length or tool_calls.")
     logprobs: None
 
 
@@ -254,6 +111,7 @@ async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> J
     return JSONResponse({
         "success": True,
         "response": done.content,
+        **({"tool_calls": done.tool_calls} if done.tool_calls else {}),
         "model": done.model,
         "finish_reason": done.finish_reason,
         "truncated": done.finish_reason == "length",  # cut by max_tokens: raise it for the rest
@@ -275,8 +133,9 @@ async def openai_chat(body: OpenAIChatRequest,
              "system_fingerprint": None}
     if not body.stream:
         done = await _complete(services, entry, body, max_tokens)
-        choice = {"index": 0, "message": {"role": "assistant", "content": done.content, "refusal": None},
-                  "finish_reason": done.finish_reason, "logprobs": None}
+        message = {"role": "assistant", "content": done.content or (None if done.tool_calls else ""),
+                   "refusal": None} | ({"tool_calls": done.tool_calls} if done.tool_calls else {})
+        choice = {"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}
         return JSONResponse({**reply, "object": "chat.completion", "choices": [choice],
                              "usage": _usage(done.prompt_tokens, done.completion_tokens)},
                             headers={BATCH_HEADER: str(done.batch_size)})
@@ -302,6 +161,8 @@ async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], inclu
         async for last in steps:
             if last.text:
                 yield event({"content": last.text})
+            for index, call in enumerate(last.tool_calls or ()):  # whole calls, each as soon as it is complete
+                yield event({"tool_calls": [{"index": index, **call}]})
     except ServiceError as error:  # after the headers were sent, an error can only be an event
         yield error_event(error)
         yield sse("[DONE]")
@@ -322,10 +183,6 @@ async def product_description(body: ProductDescriptionRequest,
     entry = services.model_for(TASK, body.model)
     result = await services.call(entry, "describe_product", body.model_dump(exclude={"model"}), model=entry.id)
     return {"success": True, **result, "processing_time": round(time.perf_counter() - started, 4)}
-
-
-class ChatJob(ChatFields):
-    max_tokens: int | None = Field(None, gt=0)
 
 
 async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, Any]) -> dict[str, Any]:

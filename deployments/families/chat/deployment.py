@@ -32,7 +32,6 @@ from deployments.families.chat.protocol import (
     ChatOptions,
     Completion,
     NamedToolChoice,
-    SamplingOptions,
     Started,
     Step,
 )

@@ -10,6 +10,7 @@ rows are done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,7 +82,7 @@ class Scheduler:
                 self._fail(rows, error)
                 continue
             batch = self._batches.setdefault(model_id, Batch(chat_model, self._device))
-            steps = await self._guarded(batch, lambda: batch.join(rows), rows)
+            steps = await self._guarded(batch, functools.partial(batch.join, rows), rows)
             self._deliver(batch, steps, rows)
             batch.leave()
 
