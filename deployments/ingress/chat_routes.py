@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from deployments.errors import ServiceError
+from deployments.errors import InvalidRequest, ServiceError
 from deployments.families.chat.protocol import (
     TASK,
     ChatJobInput,
@@ -27,6 +27,7 @@ from deployments.families.chat.protocol import (
     ToolCall,
 )
 from deployments.families.protocol import new_seed
+from deployments.ingress.chat_images import chat_entry, takes_images, vision_complete
 from deployments.ingress.chat_requests import (
     ChatFields,
     ChatJob,
@@ -99,14 +100,21 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 async def _complete(services: Services, entry: ModelEntry, body: ChatFields, max_tokens: int | None) -> Completion:
+    if takes_images(entry):
+        return await vision_complete(services, entry, body, max_tokens)
     return await services.call(entry, "chat", body.plain_messages(), body.options(max_tokens), model=entry.id)
+
+
+async def _whole(done: Completion) -> AsyncIterator[Step]:
+    """A finished completion as a stream of one step (vision-language models answer whole)."""
+    yield Step(done.content, done.finish_reason, done.completion_tokens, done.batch_size)
 
 
 @router.post("/api/llm", responses=json_reply(LLMReply, "The answer.", headers={
     BATCH_HEADER: "Requests decoded together with this one."}))
 async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> JSONResponse:
     started = time.perf_counter()
-    entry = services.model_for(TASK, body.model)
+    entry = chat_entry(services, body, body.model)
     done = await _complete(services, entry, body, body.max_tokens)
     return JSONResponse({
         "success": True,
@@ -127,7 +135,7 @@ async def llm(body: LLMRequest, services: Services = Depends(get_services)) -> J
     also={"text/event-stream": CHAT_STREAM}))
 async def openai_chat(body: OpenAIChatRequest,
                       services: Services = Depends(get_services)) -> JSONResponse | StreamingResponse:
-    entry = services.model_for(TASK, body.model)
+    entry = chat_entry(services, body, body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens
     reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": entry.id,
              "system_fingerprint": None}
@@ -139,9 +147,12 @@ async def openai_chat(body: OpenAIChatRequest,
         return JSONResponse({**reply, "object": "chat.completion", "choices": [choice],
                              "usage": _usage(done.prompt_tokens, done.completion_tokens)},
                             headers={BATCH_HEADER: str(done.batch_size)})
-    # a bad request raises on the first item, while a 4xx can still be sent
-    first, stream = await services.stream(entry, "chat_stream", body.plain_messages(), body.options(max_tokens),
-                                          model=entry.id)
+    if takes_images(entry):
+        done = await _complete(services, entry, body, max_tokens)
+        first, stream = Started(done.model, done.prompt_tokens, done.seed), _whole(done)
+    else:  # a bad request raises on the first item, while a 4xx can still be sent
+        first, stream = await services.stream(entry, "chat_stream", body.plain_messages(),
+                                              body.options(max_tokens), model=entry.id)
     usage = body.stream_options is not None and body.stream_options.include_usage
     return StreamingResponse(_events(reply, first, stream, usage), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
@@ -195,6 +206,8 @@ async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, 
         params = parse(ProductRequest, data)
         return params.model_dump() | {"seed": new_seed() if seed is None else params.seed}
     body = parse(ChatJob, data)
+    if body.images():
+        raise InvalidRequest("A chat job takes text only; send images to /v1/chat/completions")
     options = body.options(body.max_tokens) | {"seed": new_seed() if seed is None else body.seed}
     await services.call(entry, "check", body.plain_messages(), options, model=entry.id)
     return ChatJobInput.model_validate({"messages": body.plain_messages(), **options}).model_dump()

@@ -16,6 +16,8 @@ from tests.tiny_chat import MAX_POSITIONS, MISTRAL_REPO, QWEN_REPO
 
 QWEN = "qwen2.5-0.5b-instruct"
 MISTRAL = "mistral-7b-instruct"
+PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+         "AAAABJRU5ErkJggg==")
 CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
     {"role": "user", "content": "What is the capital of France?"},
@@ -172,17 +174,24 @@ def test_bad_chat_requests_name_the_problem(client, tokenizers):
     cases = [
         ({**ok, "messages": []}, 400, "Invalid request: messages: messages must hold at least one message"),
         ({"model": QWEN}, 400, "Invalid request: messages: Field required"),
+        ({**ok, "messages": [{"role": "robot", "content": "x"}]}, 400,
+         "Invalid request: messages.0.role: role 'robot' is not supported; use system, user, assistant or tool"),
         ({**ok, "messages": [{"role": "tool", "content": "x"}]}, 400,
-         "Invalid request: messages.0.role: role 'tool' is not supported; use system, user or assistant"),
-        ({**ok, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-         400, "Invalid request: messages.0.content: only text content parts ({'type': 'text', 'text': ...}) are "
-         "supported; got ['image_url']"),
+         "a tool message needs the tool_call_id of the call it answers"),
+        ({**ok, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": PIXEL}}]}]},
+         400, f"Model '{QWEN}' takes no images; chat models that do: qwen2-vl-2b-instruct"),
         ({**ok, "n": 2}, 400, "Invalid request: n: n=2 is not supported; this service returns one choice (n=1)"),
         ({**ok, "temperature": 2.5}, 400, "Invalid request: temperature: Input should be less than or equal to 2"),
         ({**ok, "max_tokens": 0}, 400, "Invalid request: max_tokens: Input should be greater than 0"),
         ({**ok, "stop": ["a", "b", "c", "d", "e"]}, 400,
          "Invalid request: stop: stop must be up to 4 non-empty strings"),
-        ({**ok, "tools": [{"type": "function"}]}, 400, "tools is not supported by this service"),
+        ({**ok, "functions": [{"name": "f"}]}, 400,
+         "functions is not supported by this service (use tools and tool_choice)"),
+        ({**ok, "tools": [{"type": "function"}]}, 400, "Invalid request: tools.0.function: Field required"),
+        ({**ok, "tool_choice": "required"}, 400, "tool_choice needs tools to choose from"),
+        ({**ok, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "not": {"required": ["a"]}}}}}, 400,
+         "response_format's schema cannot be enforced while decoding: Unimplemented keys: [\"not\"]"),
         ({**ok, "max_tokens": room + 1}, 400,
          f"max_tokens {room + 1} is too large: the prompt is {prompt} tokens and model '{QWEN}' has a context of "
          f"{MAX_POSITIONS} tokens, so at most {room} can be generated"),
@@ -217,32 +226,26 @@ def test_openai_client_sees_errors_as_its_own_exceptions(service):
         client.chat.completions.create(model=QWEN, messages=CONVERSATION, n=3)
 
 
-def test_product_description_guided_is_always_valid_json(client):
+def test_product_description_is_valid_json_whatever_the_weights(client):
+    """The listing is written under its JSON schema while decoding: random weights still give one that
+    validates, in one go, for each seed and model (the retry loop and 502 of free JSON are gone)."""
     from deployments.families.chat.product import ProductListing
 
-    ask = {"image_description": "A brown leather wallet with six card slots on a wooden table.", "seed": 5}
-    reply = client.post("/api/product-description", json=ask)
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    assert body["success"] is True and body["model"] == QWEN and body["mode"] == "guided" and body["attempts"] == 1
-    product = ProductListing.model_validate(body["product"])
-    assert product.title and "\n" not in product.title and product.description
-    assert product.keywords and all(k.strip() for k in product.keywords) and product.suggested_categories
-    assert body["usage"]["completion_tokens"] >= 4  # four fields, each at least one token
+    for seed in range(3):
+        for mode in ("guided", "json"):
+            ask = {"image_description": "A brown leather wallet with six card slots.", "seed": seed, "mode": mode}
+            reply = client.post("/api/product-description", json=ask)
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["success"] is True and body["model"] == QWEN and body["mode"] == mode
+            assert body["attempts"] == 1 and body["seed"] == seed
+            product = ProductListing.model_validate(body["product"])
+            assert product.title and "\n" not in product.title and product.description
+            assert 1 <= len(product.keywords) <= 6 and 1 <= len(product.suggested_categories) <= 3
+            assert body["usage"]["completion_tokens"] >= 20  # the JSON's keys alone take more
     again = client.post("/api/product-description", json={**ask, "model": MISTRAL_REPO}).json()
     assert again["model"] == MISTRAL and ProductListing.model_validate(again["product"])
     assert client.post("/api/product-description", json=ask).json()["product"] == body["product"]
-
-
-def test_product_description_free_json_retries_then_502(client):
-    reply = client.post("/api/product-description", json={"image_description": "A steel water bottle.",
-                                                           "mode": "json", "seed": 40})
-    assert reply.status_code == 502, reply.text
-    body = reply.json()
-    assert body["error_code"] == "BAD_MODEL_OUTPUT" and body["success"] is False
-    assert body["message"].startswith(f"Model '{QWEN}' gave no usable product description in 3 attempts "
-                                      "(seeds 40...42): the answer")
-    assert "Last answer: '" in body["message"]
     bad = client.post("/api/product-description", json={"image_description": "  ", "mode": "essay"})
     assert bad.status_code == 400
     assert bad.json()["message"] == ("Invalid request: image_description: image_description must not "
@@ -290,4 +293,4 @@ def test_a_vanishing_temperature_answers_as_greedy_decoding_does(client):
     assert content(tiny) == greedy
     product = client.post("/api/product-description", json={"image_description": "a red mug",
                                                             "temperature": 1e-197, "seed": 2835})
-    assert product.status_code in (200, 502), product.text  # 502 BAD_MODEL_OUTPUT: a random model's text
+    assert product.status_code == 200, product.text

@@ -16,7 +16,7 @@ from typing import Any
 from deployments.errors import InvalidRequest
 
 # Compact JSON: no free whitespace between tokens, so a model (a random one included) cannot pad forever.
-JSON_OPTIONS = {"whitespace_flexible": False}
+JSON_OPTIONS: Any = {"whitespace_flexible": False}  # llguidance's JsonCompileOptions
 
 
 class GrammarTokenizer:

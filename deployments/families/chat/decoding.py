@@ -145,12 +145,14 @@ class RowState:
                 finish = "length"
             if finish is not None:
                 delta += text.flush()
-        if finish is not None and text.calls_from is not None:
-            calls = self.chat_model.tool_style.parse(text.calls_text()) if finish == "stop" else None
+        calls_text = text.calls_text() if finish is not None else None
+        if calls_text is not None:
+            style = self.chat_model.tool_style
+            calls = style.parse(calls_text) if finish == "stop" and style is not None else None
             if calls:
                 finish = "tool_calls"
-            elif finish == "length":  # cut inside a call: its text is all there is to show
-                delta += text.calls_text()
+            else:  # cut inside a call: its text is all there is to show
+                delta += calls_text
         self.done = finish is not None
         return Step(delta, finish, self.count, batch_size, calls)
 

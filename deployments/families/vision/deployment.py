@@ -17,6 +17,8 @@ from pydantic import Field
 from ray import serve
 
 from deployments.errors import InvalidRequest
+from deployments.families.chat.protocol import Completion, SamplingOptions
+from deployments.families.protocol import new_seed
 from deployments.families.vision import protocol
 from deployments.families.vision.engines import load_engine
 from deployments.families.vision.protocol import (
@@ -104,6 +106,25 @@ class VisionDeployment(FamilyDeployment):
         text, tokens, truncated, batch_size = raise_failed(await self._describe_batch(item))
         return Description(model=entry.id, description=text, prompt=prompt, generated_tokens=tokens,
                            truncated=truncated, image=info, batch_size=batch_size)
+
+    async def chat(self, messages: list[dict], images: list[bytes], options: dict[str, Any], *,
+                   model: str | None = None) -> Completion:
+        """A chat completion from a vision-language model: `messages` whose content is a list of text and
+        {'type': 'image'} parts, `images` in the order of those parts; `options` as the chat family's
+        (sampling only: tools and response formats are the chat family's)."""
+        entry = self._entry(model, DESCRIBE)
+        params = SamplingOptions.model_validate(options)
+        decoded = [(await asyncio.to_thread(open_image, image, f"image {i + 1}"))[0] for i, image in enumerate(images)]
+        engine = await self._models.get(entry)
+        if not hasattr(engine, "chat"):
+            raise InvalidRequest(f"Model '{entry.id}' describes images but does not chat")
+        seed = new_seed() if params.seed is None else params.seed
+        max_tokens = params.max_tokens or self._config.default_max_tokens
+        text, tokens, truncated, prompt_tokens = await asyncio.to_thread(
+            engine.chat, messages, decoded, max_tokens, params.temperature or 0.0, params.top_p or 1.0, seed)
+        for stop in params.stop:  # cut at the first stop text, as the chat family does
+            text = text.split(stop)[0]
+        return Completion(entry.id, text, "length" if truncated else "stop", prompt_tokens, tokens, seed, 1)
 
     async def run_job(self, job_id: str) -> str:
         """Classification or description as a queued job (seed 004's /api/v1/run): the result is its output."""

@@ -116,6 +116,24 @@ class ChatDescriber:
                 for row, limit in zip(output, max_tokens)]
 
 
+    def chat(self, messages: list[dict], images: list, max_tokens: int, temperature: float, top_p: float,
+             seed: int) -> tuple[str, int, bool, int]:
+        """A chat turn over `messages` (content parts {'type': 'text'} / {'type': 'image'}, images in order):
+        (text, generated tokens, cut by max_tokens, prompt tokens); sampled from `seed` unless temperature 0."""
+        import torch
+
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = self.processor(images=images or None, text=[text], return_tensors="pt")
+        inputs = inputs.to(self.device).to(self.dtype)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+            "do_sample": False}
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(seed)
+            output = self.model.generate(**inputs, max_new_tokens=max_tokens, **sampling)
+        start = inputs["input_ids"].shape[1]
+        return (*_decode(self.processor.tokenizer, output[0], start, max_tokens, self.stop), start)
+
+
 def _decode(tokenizer, row, start: int, limit: int, stop: set[int],
             keep: int | None = None) -> tuple[str, int, bool]:
     """Text of the tokens generated from `start` on, cut at `limit` and at the first stop token
