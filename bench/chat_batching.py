@@ -1,8 +1,16 @@
-"""Chat batching: N concurrent POST /v1/chat/completions with @serve.batch (max_batch_size 8) and
-without (max_batch_size 1), switched live through the chat deployment's user_config.
+"""Chat batching, two workloads, each compared side by side in one run through the chat deployment's
+user_config (switched live):
 
-    .venv/bin/python bench/chat_batching.py                        # tiny random Qwen2, 32 requests, 8 clients
-    .venv/bin/python bench/chat_batching.py --size 0.5b --requests 16 --max-tokens 32 --gpu
+- `--workload mixed` (default): 16 clients, half asking 8 tokens, half 256, continuous batching (a request
+  joins the running batch at the next step) vs static batching (a batch admits nobody until all its rows
+  are done): tokens/s and the short requests' p50. Greedy decoding, so each request's answer (and work) is
+  the same in both runs; the long clients each send `--rounds` requests, the short ones loop until then.
+  Then the per-token cost of constrained decoding (a JSON schema's grammar) next to a decoding step.
+- `--workload uniform`: N requests of `--max-tokens` from `--concurrency` clients, max_batch_size 8 vs 1.
+
+    .venv/bin/python bench/chat_batching.py                        # tiny random Qwen2
+    .venv/bin/python bench/chat_batching.py --size 0.5b            # Qwen2.5-0.5B's layer sizes
+    .venv/bin/python bench/chat_batching.py --workload uniform --size 0.5b --requests 16 --max-tokens 32 --gpu
 
 The model is a random-weight Qwen2 written by `python -m tests.tiny_chat` (`--size 0.5b`: Qwen2.5-0.5B's
 real layer sizes with a 400-token vocabulary), served by a local test hub subprocess, so no network is
@@ -33,10 +41,98 @@ PROMPTS = ["What is the capital of France?", "Describe a leather wallet.", "Tell
            "Why is the sky blue?", "Write a haiku about machine learning.", "Hello!"]
 
 
-def deploy(max_batch_size: int, gpu: bool) -> None:
+def deploy(max_batch_size: int, gpu: bool, scheduling: str = "continuous") -> None:
     """(Re)deploy the ingress and qwen2.5-0.5b-instruct; a second call only reconfigures the replica."""
-    deploy_models(["qwen2.5-0.5b-instruct"], {"chat": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02}},
+    deploy_models(["qwen2.5-0.5b-instruct"], {"chat": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02,
+                                                        "scheduling": scheduling}},
                   {"num_gpus": 1} if gpu else None)
+
+
+async def run_mixed(base_url: str, clients: int, rounds: int, short: int, long: int) -> tuple[dict, dict]:
+    """Half the clients ask `long` tokens `rounds` times; the other half ask `short` tokens until they are done.
+    Every request is greedy, so its answer is the same whichever way it is batched."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=1800) as http:
+        async def post(i: int, max_tokens: int) -> tuple[str, int]:
+            reply = await http.post("/v1/chat/completions", json={
+                "model": REPO, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                "max_tokens": max_tokens, "temperature": 0})
+            reply.raise_for_status()
+            body = reply.json()
+            return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"]
+
+        await asyncio.gather(*(post(i, short) for i in range(4)))  # warm-up
+        latencies: dict[str, list[float]] = {"short": [], "long": []}
+        tokens, answers, longs_left = [0], {}, [clients // 2]
+
+        async def client(c: int) -> None:
+            kind, n = ("long", long) if c % 2 else ("short", short)
+            for r in range(10_000):
+                if kind == "short" and not longs_left[0] or kind == "long" and r == rounds:
+                    break
+                started = time.perf_counter()
+                answers[(c, r)], count = await post(c + r, n)
+                latencies[kind].append(time.perf_counter() - started)
+                tokens[0] += count
+            if kind == "long":
+                longs_left[0] -= 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        wall = time.perf_counter() - started
+    ms = {kind: np.asarray(values) * 1000 for kind, values in latencies.items()}
+    return ({"wall_s": round(wall, 2), "tokens_per_second": round(tokens[0] / wall, 1), "completion_tokens": tokens[0],
+             "short_requests": len(ms["short"]), "short_p50_ms": round(float(np.percentile(ms["short"], 50)), 1),
+             "short_p99_ms": round(float(np.percentile(ms["short"], 99)), 1),
+             "long_requests": len(ms["long"]), "long_p50_ms": round(float(np.percentile(ms["long"], 50)), 1)},
+            answers)
+
+
+def grammar_overhead(folder: Path, tokens: int) -> dict:
+    """Per-token cost of a JSON schema's grammar (mask the logits, take the token) beside the model's decoding
+    step, in this process, on the bench's model decoding one row under the product-listing schema."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from deployments.families.chat.constraints import json_grammar
+    from deployments.families.chat.decoding import Batch, ChatModel, Row
+    from deployments.families.chat.product import LISTING_SCHEMA
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    eos = model.generation_config.eos_token_id
+    chat_model = ChatModel(tokenizer, model, set(eos if isinstance(eos, list) else [eos]), tokenizer.pad_token_id,
+                           4096, None)
+    grammar = json_grammar(LISTING_SCHEMA, chat_model.grammar_tokenizer, "bench")
+    matcher, logits = grammar.matcher(), torch.randn(model.config.vocab_size)
+    masks, takes = [], []
+    for _ in range(tokens):  # the grammar alone, on random logits, until the schema is complete
+        started = time.perf_counter()
+        scores = logits.clone()
+        matcher.mask(scores)
+        token = int(scores.argmax()) if torch.rand(()) < 0.05 else int(torch.multinomial(scores.softmax(-1), 1))
+        masks.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        matcher.take(token)
+        takes.append(time.perf_counter() - started)
+        if matcher.finished():
+            matcher = grammar.matcher()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True,
+                                           tokenize=False)
+    row = Row(model="bench", prompt_ids=tokenizer(prompt)["input_ids"], max_tokens=tokens, temperature=0.0,
+              top_p=1.0, top_k=0, seed=0, stop=[])
+    batch = Batch(chat_model, "cpu")
+    batch.join([row])
+    steps = []
+    for _ in range(min(tokens, 64)):
+        started = time.perf_counter()
+        batch.step()
+        steps.append(time.perf_counter() - started)
+    per_token_us = (np.median(masks) + np.median(takes)) * 1e6
+    step_ms = float(np.median(steps)) * 1000
+    return {"vocabulary": model.config.vocab_size, "mask_us_p50": round(float(np.median(masks)) * 1e6, 1),
+            "take_us_p50": round(float(np.median(takes)) * 1e6, 1), "per_token_us": round(per_token_us, 1),
+            "decoding_step_ms_p50": round(step_ms, 2),
+            "overhead_percent_of_a_step": round(per_token_us / 1000 / step_ms * 100, 2)}
 
 
 async def run_clients(base_url: str, requests: int, clients: int, max_tokens: int) -> tuple[dict, dict[int, str]]:
@@ -78,8 +174,16 @@ def main() -> None:
     serving_arguments(parser, "chat_batching", requests=32, concurrency=8,
                       gpu_help="Give the chat replica the GPU (bf16).")
     parser.add_argument("--size", choices=["tiny", "0.5b"], default="tiny", help="Random Qwen2's layer sizes.")
-    parser.add_argument("--max-tokens", type=int, default=48, help="max_tokens of every request.")
+    parser.add_argument("--workload", choices=["mixed", "uniform"], default="mixed")
+    parser.add_argument("--max-tokens", type=int, default=48, help="uniform: max_tokens of every request.")
+    parser.add_argument("--clients", type=int, default=16, help="mixed: clients, half short, half long.")
+    parser.add_argument("--rounds", type=int, default=2, help="mixed: requests each long client sends.")
+    parser.add_argument("--short", type=int, default=8, help="mixed: tokens a short request asks.")
+    parser.add_argument("--long", type=int, default=256, help="mixed: tokens a long request asks.")
     args = parser.parse_args()
+    if args.workload == "mixed":
+        mixed(args)
+        return
 
     with random_model_service(["tests.tiny_chat", "--size", args.size], lambda model: {REPO: model},
                               f"a random-weight Qwen2 ({args.size})", num_cpus=args.num_cpus,
@@ -107,6 +211,43 @@ def main() -> None:
               "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios,
               "answers_differing_between_runs": mismatches}
     write_result(args.out, result)
+
+
+def mixed(args) -> None:
+    holder: dict[str, Path] = {}
+
+    def repos(model: Path) -> dict[str, str | Path]:
+        holder["model"] = model
+        return {REPO: model}
+
+    with random_model_service(["tests.tiny_chat", "--size", args.size], repos, f"a random-weight Qwen2 ({args.size})",
+                              num_cpus=args.num_cpus, num_gpus=int(args.gpu)) as base_url:
+        results, answers = {}, {}
+        for scheduling in ("continuous", "static"):
+            deploy(args.clients, args.gpu, scheduling)
+            print(f"{scheduling}: {args.clients} clients, half {args.short} tokens, half {args.long} "
+                  f"({args.rounds} each)...", flush=True)
+            results[scheduling], answers[scheduling] = asyncio.run(
+                run_mixed(base_url, args.clients, args.rounds, args.short, args.long))
+        print("constrained decoding: the listing schema's grammar per token...", flush=True)
+        grammar = grammar_overhead(holder["model"], 300)
+
+    continuous, static = results["continuous"], results["static"]
+    shared = set(answers["continuous"]) & set(answers["static"])
+    mismatches = sum(answers["continuous"][key] != answers["static"][key] for key in shared)
+    ratios = {"tokens_per_second": round(continuous["tokens_per_second"] / static["tokens_per_second"], 2),
+              "short_p50": round(static["short_p50_ms"] / continuous["short_p50_ms"], 2)}
+    print_table(results, {"tok/s": "tokens_per_second", "short p50 ms": "short_p50_ms", "short reqs": "short_requests",
+                          "long p50 ms": "long_p50_ms", "wall s": "wall_s"}, width=14)
+    print(f"continuous / static: {ratios['tokens_per_second']}x tokens/s, short requests' p50 "
+          f"{ratios['short_p50']}x sooner; answers differing between the runs: {mismatches}/{len(shared)}")
+    print(f"constrained decoding: {grammar['per_token_us']} us per token (mask {grammar['mask_us_p50']}, take "
+          f"{grammar['take_us_p50']}) = {grammar['overhead_percent_of_a_step']}% of a "
+          f"{grammar['decoding_step_ms_p50']} ms decoding step (vocabulary {grammar['vocabulary']})")
+    write_result(args.out, {"workload": "mixed", "size": args.size, "clients": args.clients, "rounds": args.rounds,
+                            "short_tokens": args.short, "long_tokens": args.long,
+                            "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios,
+                            "answers_differing_between_runs": mismatches, "constrained_decoding": grammar})
 
 
 if __name__ == "__main__":

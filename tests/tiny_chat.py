@@ -2,7 +2,7 @@
 
 Two real architectures under the catalog's repo ids: `Qwen2ForCausalLM` (Qwen/Qwen2.5-0.5B-Instruct)
 and `MistralForCausalLM` (mistralai/Mistral-7B-Instruct-v0.3), each ~60k parameters with a small
-`max_position_embeddings` (512), so the deployment's context limit is the model's, not the catalog's
+`max_position_embeddings` (2048), so the deployment's context limit is the model's, not the catalog's
 32768. Tokenizers are real `tokenizers` byte-level BPEs trained here on a few sentences, wrapped in
 `PreTrainedTokenizerFast` with each family's special tokens and a chat template in its style
 (ChatML for Qwen, [INST] with strict role alternation for Mistral). Weights are random, so answers
@@ -15,7 +15,7 @@ from pathlib import Path
 
 QWEN_REPO = "Qwen/Qwen2.5-0.5B-Instruct"
 MISTRAL_REPO = "mistralai/Mistral-7B-Instruct-v0.3"
-MAX_POSITIONS = 512
+MAX_POSITIONS = 2048  # room for the tools a template writes into the prompt (a tiny vocabulary spells them long)
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Machine learning finds patterns in data and makes predictions.",

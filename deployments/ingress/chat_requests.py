@@ -123,6 +123,12 @@ class ChatFields(BaseModel):
             raise ValueError("messages must hold at least one message")
         return value
 
+    @model_validator(mode="after")
+    def _tools_to_choose(self) -> ChatFields:
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice needs tools to choose from")
+        return self
+
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> list[str]:

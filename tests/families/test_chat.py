@@ -196,7 +196,7 @@ def test_bad_chat_requests_name_the_problem(client, tokenizers):
          f"max_tokens {room + 1} is too large: the prompt is {prompt} tokens and model '{QWEN}' has a context of "
          f"{MAX_POSITIONS} tokens, so at most {room} can be generated"),
         ({**ok, "max_completion_tokens": 10_000}, 400, f"max_tokens 10000 is too large: the prompt is {prompt}"),
-        ({**ok, "messages": [{"role": "user", "content": "word " * 600}]}, 400,
+        ({**ok, "messages": [{"role": "user", "content": "word " * (MAX_POSITIONS + 100)}]}, 400,
          f"model '{QWEN}' reads at most {MAX_POSITIONS} tokens including the answer"),
         ({**ok, "model": "gpt-4o"}, 404, f"Model 'gpt-4o' not found for task 'chat'. Known models: {QWEN}, {MISTRAL}"),
         ({**ok, "model": "all-minilm-l6-v2"}, 400, "Model 'all-minilm-l6-v2' is a text-embedding model, not chat"),

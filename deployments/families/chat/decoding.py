@@ -139,12 +139,12 @@ class RowState:
             delta, finish = text.flush(), "stop"
         else:
             delta, stopped = text.add(token)
-            if stopped or (self.matcher is not None and self.matcher.finished()):
-                finish = "stop"
+            if stopped:
+                finish = "stop"  # the stop text and what follows it are cut
+            elif self.matcher is not None and self.matcher.finished():
+                delta, finish = delta + text.flush(), "stop"
             elif self.count >= self.row.max_tokens:
-                finish = "length"
-            if finish is not None:
-                delta += text.flush()
+                delta, finish = delta + text.flush(), "length"
         calls_text = text.calls_text() if finish is not None else None
         if calls_text is not None:
             style = self.chat_model.tool_style

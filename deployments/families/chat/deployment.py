@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from ray import serve
 
 from deployments.errors import BadModelOutput, InvalidRequest
@@ -44,6 +44,9 @@ from deployments.state.runner import JobContext
 from registry import ModelEntry
 
 MAX_BATCH_SIZE = 32  # upper bound of user_config's max_batch_size; max_ongoing_requests is twice this
+# A listing's tokens at most (within the model's context): LISTING_SCHEMA's bounds are ~600 characters of JSON,
+# and a model that writes odd characters byte by byte may spend more than one token on each.
+PRODUCT_MAX_TOKENS = 2048
 
 
 class ChatConfig(BatchConfig):
@@ -92,10 +95,11 @@ class ChatDeployment(FamilyDeployment):
         answer is cut by the model's context."""
         request = ProductRequest.model_validate(request)
         seed = new_seed() if request.seed is None else request.seed
-        done = await self.chat(product_messages(request, JSON_INSTRUCTION), {
+        started, row = await self._prepare(model, product_messages(request, JSON_INSTRUCTION), {
             "seed": seed, "temperature": request.temperature, "response_format": {
                 "type": "json_schema", "json_schema": {"name": "product_listing", "schema": LISTING_SCHEMA}}},
-            model=model)
+            default_max_tokens=PRODUCT_MAX_TOKENS)
+        done = await self._complete(started, row)
         try:
             listing = parse_listing(done.content)
         except ValueError as bad:
@@ -122,11 +126,15 @@ class ChatDeployment(FamilyDeployment):
 
     # ------------------------------------------------------------ requests -> rows
 
-    async def _prepare(self, model: str | None, messages: list[dict], options) -> tuple[Started, Row]:
+    async def _prepare(self, model: str | None, messages: list[dict], options,
+                       default_max_tokens: int | None = None) -> tuple[Started, Row]:
         """Check the request against the loaded model (template, context, tools, format) and make its row."""
         entry = self._entry(model, TASK)
-        options = ChatOptions.model_validate(options or {})
-        messages = [ChatMessage.model_validate(m).model_dump(exclude_none=True) for m in messages]
+        try:  # callers through a Python handle skip the ingress' checks
+            options = ChatOptions.model_validate(options or {})
+            messages = [ChatMessage.model_validate(m).model_dump(exclude_none=True) for m in messages]
+        except ValidationError as bad:
+            raise InvalidRequest(f"Invalid request: {_problems(bad)}") from None
         if not messages:
             raise InvalidRequest("messages must hold at least one message")
         # Loaded before joining a batch: a failed load fails only its own requests.
@@ -152,7 +160,7 @@ class ChatDeployment(FamilyDeployment):
             temperature = (getattr(defaults, "temperature", None) or 1.0) if sampled else 0.0
         seed = new_seed() if options.seed is None else options.seed
         row = Row(model=entry.id, prompt_ids=prompt_ids,
-                  max_tokens=options.max_tokens or min(room, self._config.default_max_tokens),
+                  max_tokens=options.max_tokens or min(room, default_max_tokens or self._config.default_max_tokens),
                   temperature=temperature,
                   top_p=options.top_p or (getattr(defaults, "top_p", None) or 1.0 if sampled else 1.0),
                   top_k=(getattr(defaults, "top_k", None) or 0) if sampled else 0,
@@ -185,6 +193,10 @@ class ChatDeployment(FamilyDeployment):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
         style = STYLES[entry.specs.tool_calls] if entry.specs.tool_calls else None
         return ChatModel(tokenizer, model, eos_ids, pad, min(limits) if limits else 4096, style)
+
+
+def _problems(bad: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in bad.errors())
 
 
 def _render(entry: ModelEntry, tokenizer, messages: list[dict], tools: list[dict]) -> list[int]:
