@@ -99,11 +99,34 @@ def checked(text: str, tokenizer: GrammarTokenizer, what: str, **kind: Any) -> G
     return Grammar(text, tokenizer, **kind)
 
 
+SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")  # name -> schema
+LITERALS = ("enum", "const", "default", "examples", "required")  # values, not schemas
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with every object that lists its `properties` closed to others unless it says otherwise (as
+    OpenAI's strict mode requires and xgrammar's strict mode assumes): a model is held to the keys it was
+    given, instead of free to add keys (a random one never stops adding)."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: closed(sub) for name, sub in value.items()}
+        else:
+            out[key] = value if key in LITERALS else closed(value)
+    if "properties" in schema and "additionalProperties" not in schema and "patternProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
 def json_grammar(schema: dict[str, Any] | None, tokenizer: GrammarTokenizer, what: str) -> Grammar:
     """Answers that are JSON valid against `schema` (None: any JSON object)."""
     from llguidance import LLMatcher
 
-    schema = {"type": "object"} if schema is None else schema
+    schema = {"type": "object"} if schema is None else closed(schema)
     try:
         text = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
     except ValueError as bad:
@@ -112,5 +135,5 @@ def json_grammar(schema: dict[str, Any] | None, tokenizer: GrammarTokenizer, wha
 
 
 def lark_json(schema: dict[str, Any]) -> str:
-    """A schema as a Lark grammar's `%json` rule body (compact JSON)."""
-    return "%json " + json.dumps({**schema, "x-guidance": JSON_OPTIONS})
+    """A schema (closed) as a Lark grammar's `%json` rule body (compact JSON)."""
+    return "%json " + json.dumps({**closed(schema), "x-guidance": JSON_OPTIONS})
