@@ -99,6 +99,11 @@ class SessionConfig(_Strict):
     prompt: Any = None
     expires_at: int | None = None
 
+    @property
+    def output(self) -> AudioOutput:
+        """The answer's audio settings, the defaults where the session set none."""
+        return self.audio.output or AudioOutput()
+
     @field_validator("tools")
     @classmethod
     def _no_tools(cls, value: list[Any]) -> list[Any]:

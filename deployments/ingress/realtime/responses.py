@@ -16,7 +16,6 @@ from deployments.errors import ServiceError
 from deployments.families.chat.protocol import Step
 from deployments.families.speech.protocol import SpeechRequest
 from deployments.ingress.realtime.audio import from_samples
-from deployments.ingress.realtime.config import AudioOutput
 from deployments.ingress.realtime.events import RealtimeError, event, message_item, new_id, public_item, usage
 
 if TYPE_CHECKING:
@@ -149,7 +148,7 @@ class Response:
     async def _say(self, sentence: str) -> None:
         assert self.session.speaker is not None  # set when the response was created
         entry, voice, speed = self.session.speaker
-        fmt = (self.session.config.audio.output or AudioOutput()).format.audio
+        fmt = self.session.config.output.format.audio
         audio = b""
         if any(character.isalnum() for character in sentence):
             speech = await self.session.services.call(entry, "synthesize", SpeechRequest(
@@ -177,7 +176,7 @@ class Response:
         return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
 
     def _shape(self, status: str, details: dict | None, output: list[dict[str, Any]]) -> dict[str, Any]:
-        output_config = self.session.config.audio.output or AudioOutput()
+        output_config = self.session.config.output
         return {"id": self.id, "object": "realtime.response", "status": status, "status_details": details,
                 "output": output, "output_modalities": self.modalities,
                 "conversation_id": self.session.conversation_id, "metadata": None,

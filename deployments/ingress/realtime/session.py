@@ -55,6 +55,7 @@ class Session:
         self._detector = self._new_detector()
         self._speech_item: str | None = None  # the id the turn being spoken will be committed as
         self._transcribed: asyncio.Task | None = None  # the latest turn's transcription (turns keep their order)
+        self._transcribing: set[asyncio.Task] = set()  # every transcription not yet done
 
     # --- client events ---
 
@@ -195,8 +196,8 @@ class Session:
     async def close(self) -> None:
         if self.response is not None:
             await self.response.cancel("client_cancelled", quiet=True)
-        if self._transcribed is not None:
-            self._transcribed.cancel()
+        for task in self._transcribing:  # each waits for the one before it, so all are cancelled, not the last
+            task.cancel()
 
     async def _speech_started(self, at_ms: int) -> None:
         self._speech_item = new_id("item")
@@ -224,6 +225,8 @@ class Session:
         await self.add_item(item)
         earlier = self._transcribed
         self._transcribed = asyncio.create_task(self._transcribe(item, audio, earlier))
+        self._transcribing.add(self._transcribed)
+        self._transcribed.add_done_callback(self._transcribing.discard)
         if create_response and self.config.type == "realtime":
             self._respond({})
 
@@ -273,7 +276,7 @@ class Session:
         return entry, {"language": options.language}
 
     def speaker_for(self, new: session_config.SessionConfig) -> tuple[ModelEntry, str, float]:
-        output = new.audio.output or session_config.AudioOutput()
+        output = new.output
         entry = self.services.model_for(SPEECH_TASK, None)
         voice = None if output.voice.lower() in session_config.OPENAI_VOICES else output.voice
         check_speed(self.services.catalog, entry, output.speed)
