@@ -1,0 +1,104 @@
+"""The chat family's running batch in this process, on the tiny random Qwen2: rows that join a batch mid-decode,
+or leave it early, give exactly the tokens they give alone, and grammars hold rows to their schema."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from tests.tiny_chat import build_tiny_qwen
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from deployments.families.chat.decoding import ChatModel
+    from deployments.families.chat.tools import STYLES
+
+    folder = build_tiny_qwen(tmp_path_factory.mktemp("qwen"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    return ChatModel(tokenizer, model, set(model.generation_config.eos_token_id), tokenizer.pad_token_id, 2048,
+                     STYLES["hermes"])
+
+
+def row(qwen, text: str, max_tokens: int, seed: int, **shape):
+    from deployments.families.chat.decoding import Row
+
+    prompt = qwen.tokenizer.apply_chat_template([{"role": "user", "content": text}], tools=shape.pop("tools", None),
+                                                add_generation_prompt=True, tokenize=False)
+    return Row(model="qwen", prompt_ids=qwen.tokenizer(prompt)["input_ids"], max_tokens=max_tokens, temperature=1.0,
+               top_p=1.0, top_k=20, seed=seed, stop=[], **shape)
+
+
+def decode(qwen, rows, join_every: int | None = None) -> list[tuple[str, str, list | None]]:
+    """Each row's (text, finish reason, tool calls): all joining at once, or (join_every) one more row joining
+    the running batch every `join_every` steps."""
+    from deployments.families.chat.decoding import Batch
+
+    batch, steps = Batch(qwen, "cpu"), {id(r): [] for r in rows}
+    waiting = list(rows)
+    first, waiting = (waiting[:1], waiting[1:]) if join_every else (waiting, [])
+    for r, s in zip(first, batch.join(first)):
+        steps[id(r)].append(s)
+    batch.leave()
+    count = 0
+    while batch.states or waiting:
+        count += 1
+        if waiting and count % join_every == 0:
+            joining = waiting.pop(0)
+            steps[id(joining)] += batch.join([joining])
+            batch.leave()
+        if batch.states:
+            for r, s in zip(batch.rows, batch.step()):
+                steps[id(r)].append(s)
+            batch.leave()
+    return [("".join(s.text for s in steps[id(r)]), steps[id(r)][-1].finish_reason, steps[id(r)][-1].tool_calls)
+            for r in rows]
+
+
+def test_rows_joining_mid_decode_answer_as_they_do_alone(qwen):
+    rows = lambda: [row(qwen, "hello " * (i + 1), 6 + 9 * i, 100 + i) for i in range(4)]  # noqa: E731
+    alone = [decode(qwen, [r])[0] for r in rows()]
+    assert decode(qwen, rows()) == alone
+    for every in (1, 3, 7):
+        assert decode(qwen, rows(), join_every=every) == alone
+    assert [text for text, _, _ in alone] != [alone[0][0]] * 4  # the rows' answers differ from one another
+
+
+def test_grammars_hold_rows_to_their_schemas_beside_free_rows(qwen):
+    from deployments.families.chat.constraints import json_grammar
+    from deployments.families.chat.product import LISTING_SCHEMA
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9},
+                                               "tag": {"enum": ["a", "b"]}}, "required": ["n", "tag"]}
+    grammar = json_grammar(schema, qwen.grammar_tokenizer, "test")
+    listing = json_grammar(LISTING_SCHEMA, qwen.grammar_tokenizer, "test")
+    rows = [row(qwen, "json", 200, seed, grammar=grammar) for seed in range(3)]
+    rows += [row(qwen, "free", 20, 9), row(qwen, "listing", 1500, 4, grammar=listing)]
+    answers = decode(qwen, rows, join_every=2)
+    for text, finish, _ in answers[:3]:
+        assert finish == "stop" and set(json.loads(text)) == {"n", "tag"}  # closed: no other keys
+        jsonschema.validate(json.loads(text), schema)
+    assert answers[3][1] in ("stop", "length")
+    jsonschema.validate(json.loads(answers[4][0]), LISTING_SCHEMA)
+
+
+def test_tool_calls_follow_the_schema_and_parse(qwen):
+    from deployments.families.chat.tools import STYLES
+
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a"]}}}]
+    calls = STYLES["hermes"].grammar(qwen.grammar_tokenizer, tools, None, parallel=True)
+    answers = decode(qwen, [row(qwen, "add", 300, seed, grammar=calls, tools=tools) for seed in range(3)])
+    for text, finish, found in answers:
+        assert finish == "tool_calls" and text == "" and found
+        for call in found:
+            assert call["function"]["name"] == "add" and call["id"].startswith("call_")
+            assert 0 <= json.loads(call["function"]["arguments"])["a"] <= 99
+    assert STYLES["mistral"].parse(' [{"name": "add", "arguments": {"a": 1}}]')[0]["function"] == {
+        "name": "add", "arguments": '{"a": 1}'}
+    assert STYLES["hermes"].parse("<tool_call>\n{not json}\n</tool_call>") is None
