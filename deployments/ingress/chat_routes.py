@@ -172,7 +172,7 @@ async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], inclu
         async for last in steps:
             if last.text:
                 yield event({"content": last.text})
-            for index, call in enumerate(last.tool_calls or ()):  # whole calls, each as soon as it is complete
+            for index, call in enumerate(last.tool_calls or ()):  # whole calls, when the answer ends
                 yield event({"tool_calls": [{"index": index, **call}]})
     except ServiceError as error:  # after the headers were sent, an error can only be an event
         yield error_event(error)
