@@ -167,13 +167,14 @@ async def _events(reply: dict, first: Started, steps: AsyncIterator[Step], inclu
         return sse({**chunk, "choices": [choice]})
 
     yield event({"role": "assistant", "content": ""})
-    last = None
+    last, calls = None, 0
     try:
         async for last in steps:
             if last.text:
                 yield event({"content": last.text})
-            for index, call in enumerate(last.tool_calls or ()):  # whole calls, when the answer ends
-                yield event({"tool_calls": [{"index": index, **call}]})
+            for call in last.tool_calls or ():  # each call whole, as soon as the model closes it
+                yield event({"tool_calls": [{"index": calls, **call}]})
+                calls += 1
     except ServiceError as error:  # after the headers were sent, an error can only be an event
         yield error_event(error)
         yield sse("[DONE]")

@@ -56,8 +56,8 @@ def decode(qwen, rows, join_every: int | None = None) -> list[tuple[str, str, li
             for r, s in zip(batch.rows, batch.step()):
                 steps[id(r)].append(s)
             batch.leave()
-    return [("".join(s.text for s in steps[id(r)]), steps[id(r)][-1].finish_reason, steps[id(r)][-1].tool_calls)
-            for r in rows]
+    return [("".join(s.text for s in steps[id(r)]), steps[id(r)][-1].finish_reason,
+             [call for s in steps[id(r)] for call in s.tool_calls or []] or None) for r in rows]
 
 
 def test_rows_joining_mid_decode_answer_as_they_do_alone(qwen):

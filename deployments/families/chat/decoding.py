@@ -115,6 +115,7 @@ class RowState:
         if row.grammar is not None and row.grammar.calls:
             self.text.calls_from = 0  # tool_choice required or named: the whole answer is calls
         self.count = 0
+        self.calls_sent = 0  # tool calls already handed out in Steps
         self.done = False
 
     def pick(self, logits) -> int:
@@ -145,14 +146,15 @@ class RowState:
                 delta, finish = delta + text.flush(), "stop"
             elif self.count >= self.row.max_tokens:
                 delta, finish = delta + text.flush(), "length"
-        calls_text = text.calls_text() if finish is not None else None
-        if calls_text is not None:
-            style = self.chat_model.tool_style
-            calls = style.parse(calls_text) if finish == "stop" and style is not None else None
-            if calls:
+        style, calls = self.chat_model.tool_style, None
+        if text.calls_from is not None and style is not None:
+            # calls complete so far (hermes closes each with </tool_call>; mistral's list closes at the end)
+            found = style.parse(text.calls_text() or "", finished=finish is not None) or []
+            calls, self.calls_sent = found[self.calls_sent:] or None, max(self.calls_sent, len(found))
+            if finish == "stop" and self.calls_sent:
                 finish = "tool_calls"
-            else:  # cut inside a call: its text is all there is to show
-                delta += calls_text
+            elif finish is not None:  # cut inside a call: its text is all there is to show
+                delta += text.calls_text() or ""
         self.done = finish is not None
         return Step(delta, finish, self.count, batch_size, calls)
 

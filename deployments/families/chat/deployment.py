@@ -168,11 +168,12 @@ class ChatDeployment(FamilyDeployment):
         return Started(entry.id, len(prompt_ids), seed), row
 
     async def _complete(self, started: Started, row: Row) -> Completion:
-        pieces, last = [], None
+        pieces, calls, last = [], [], None
         async for last in self._scheduler.run(row):
             pieces.append(last.text)
+            calls += last.tool_calls or []
         return Completion(started.model, "".join(pieces), last.finish_reason, started.prompt_tokens,
-                          last.completion_tokens, started.seed, last.batch_size, last.tool_calls)
+                          last.completion_tokens, started.seed, last.batch_size, calls or None)
 
     async def _loaded(self, model_id: str) -> ChatModel:
         return await self._models.get(self._catalog.models[model_id])

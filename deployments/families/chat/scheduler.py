@@ -49,6 +49,14 @@ class Scheduler:
             row.abandoned = True
 
     async def _decode(self) -> None:
+        try:
+            await self._steps()
+        except Exception as error:  # a bug here must not leave callers waiting for steps that never come
+            logger.exception("the chat decoding loop failed")
+            self._fail([*self._waiting, *(row for batch in self._batches.values() for row in batch.rows)], error)
+            self._waiting, self._batches = [], {}
+
+    async def _steps(self) -> None:
         while self._waiting or self._batches:
             await self._admit()
             for model_id, batch in list(self._batches.items()):

@@ -43,10 +43,11 @@ class ToolStyle:
         text = self._lark(trigger, lark_json(call_schema(tools, name)), parallel)
         return checked(text, tokenizer, "The tools' parameters", calls=True, trigger=trigger)
 
-    def parse(self, text: str) -> list[dict[str, Any]] | None:
-        """OpenAI tool calls from the model's calls text; None when it holds no complete, valid call."""
+    def parse(self, text: str, finished: bool = True) -> list[dict[str, Any]] | None:
+        """OpenAI tool calls from the model's calls text: all of them once the answer is `finished`, else those
+        complete so far; None when it holds no complete, valid call."""
         try:
-            calls = self._calls(text)
+            calls = self._calls(text, finished)
         except (json.JSONDecodeError, TypeError, AttributeError):
             return None
         if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
@@ -62,7 +63,7 @@ class ToolStyle:
     def _lark(self, trigger: int, call: str, parallel: bool) -> str:
         raise NotImplementedError
 
-    def _calls(self, text: str) -> list[Any]:
+    def _calls(self, text: str, finished: bool) -> list[Any]:
         raise NotImplementedError
 
 
@@ -73,7 +74,7 @@ class Hermes(ToolStyle):
         more = ' ("\\n" call)*' if parallel else ""
         return f'start: call{more}\ncall: <[{trigger}]> "\\n" body "\\n</tool_call>"\nbody: {call}\n'
 
-    def _calls(self, text: str) -> list[Any]:
+    def _calls(self, text: str, finished: bool) -> list[Any]:
         return [json.loads(body) for body in re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, re.S)]
 
 
@@ -84,7 +85,9 @@ class Mistral(ToolStyle):
         more = ' (", " call)*' if parallel else ""
         return f'start: <[{trigger}]> " [" call{more} "]"\ncall: {call}\n'
 
-    def _calls(self, text: str) -> list[Any]:
+    def _calls(self, text: str, finished: bool) -> list[Any]:
+        if not finished:  # the list is whole only at the end
+            return []
         calls = json.loads(text.strip())
         return calls if isinstance(calls, list) else []
 
