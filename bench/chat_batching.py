@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -61,23 +62,29 @@ async def run_mixed(base_url: str, clients: int, requests: int, short: int, long
             body = reply.json()
             return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"]
 
-        await asyncio.gather(*(post(i, short) for i in range(4)))  # warm-up
-        queue = list(range(requests))
-        latencies: dict[str, list[float]] = {"short": [], "long": []}
-        tokens, answers = [0], {}
+        return await clients_through(post, clients, requests, short, long)
 
-        async def client() -> None:
-            while queue:
-                i = queue.pop(0)
-                kind, n = ("long", long) if i % 2 else ("short", short)
-                started = time.perf_counter()
-                answers[i], count = await post(i, n)
-                latencies[kind].append(time.perf_counter() - started)
-                tokens[0] += count
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        wall = time.perf_counter() - started
+async def clients_through(post: Callable[[int, int], Awaitable[tuple[str, int]]], clients: int, requests: int,
+                          short: int, long: int) -> tuple[dict, dict]:
+    """The mixed workload's client loop over `post(i, max_tokens) -> (answer, tokens)`: the figures and answers."""
+    await asyncio.gather(*(post(i, short) for i in range(4)))  # warm-up
+    queue = list(range(requests))
+    latencies: dict[str, list[float]] = {"short": [], "long": []}
+    tokens, answers = [0], {}
+
+    async def client() -> None:
+        while queue:
+            i = queue.pop(0)
+            kind, n = ("long", long) if i % 2 else ("short", short)
+            started = time.perf_counter()
+            answers[i], count = await post(i, n)
+            latencies[kind].append(time.perf_counter() - started)
+            tokens[0] += count
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - started
     ms = {kind: np.asarray(values) * 1000 for kind, values in latencies.items()}
     return ({"wall_s": round(wall, 2), "tokens_per_second": round(tokens[0] / wall, 1), "completion_tokens": tokens[0],
              "short_p50_ms": round(float(np.percentile(ms["short"], 50)), 1),
@@ -86,21 +93,62 @@ async def run_mixed(base_url: str, clients: int, requests: int, short: int, long
             answers)
 
 
+def load_chat_model(folder: Path, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from deployments.families.chat.decoding import ChatModel
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    eos = model.generation_config.eos_token_id
+    return ChatModel(tokenizer, model, set(eos if isinstance(eos, list) else [eos]), tokenizer.pad_token_id, 4096,
+                     None)
+
+
+async def run_mixed_in_process(chat_model, device: str, scheduling: str, clients: int, requests: int, short: int,
+                               long: int) -> tuple[dict, dict]:
+    """run_mixed without Ray or HTTP: the clients call the deployment's own Scheduler directly (for a device
+    with no Ray, and to see the scheduling without the serving path's overhead)."""
+    from types import SimpleNamespace
+
+    from deployments.families.chat.decoding import Row
+    from deployments.families.chat.scheduler import Scheduler
+
+    config = SimpleNamespace(max_batch_size=clients, batch_wait_timeout_s=0.02, scheduling=scheduling)
+
+    async def load(_: str):
+        return chat_model
+
+    scheduler = Scheduler(load, device, lambda: config)
+    tokenizer = chat_model.tokenizer
+
+    async def post(i: int, max_tokens: int) -> tuple[str, int]:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                                               add_generation_prompt=True, tokenize=False)
+        row = Row(model="bench", prompt_ids=tokenizer(prompt)["input_ids"], max_tokens=max_tokens, temperature=0.0,
+                  top_p=1.0, top_k=0, seed=i, stop=[])
+        pieces, count = [], 0
+        async for step in scheduler.run(row):
+            pieces.append(step.text)
+            count = step.completion_tokens
+        return "".join(pieces), count
+
+    return await clients_through(post, clients, requests, short, long)
+
+
 def grammar_overhead(folder: Path, tokens: int) -> dict:
     """Per-token cost of a JSON schema's grammar (mask the logits, take the token) beside the model's decoding
     step, in this process, on the bench's model decoding one row under the product-listing schema."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from deployments.families.chat.constraints import json_grammar
-    from deployments.families.chat.decoding import Batch, ChatModel, Row
+    from deployments.families.chat.decoding import Batch, Row
     from deployments.families.chat.product import LISTING_SCHEMA
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    eos = model.generation_config.eos_token_id
-    chat_model = ChatModel(tokenizer, model, set(eos if isinstance(eos, list) else [eos]), tokenizer.pad_token_id,
-                           4096, None)
+    chat_model = load_chat_model(folder, "cpu")
+    tokenizer, model = chat_model.tokenizer, chat_model.model
     grammar = json_grammar(LISTING_SCHEMA, chat_model.grammar_tokenizer, "bench")
     matcher, logits = grammar.matcher(), torch.randn(model.config.vocab_size)
     masks, takes = [], []
@@ -178,6 +226,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="mixed: clients, half short, half long.")
     parser.add_argument("--short", type=int, default=8, help="mixed: tokens a short request asks.")
     parser.add_argument("--long", type=int, default=256, help="mixed: tokens a long request asks.")
+    parser.add_argument("--in-process", action="store_true", help="mixed: call the deployment's scheduler "
+                        "directly, without Ray or HTTP (a device with no Ray).")
     args = parser.parse_args()
     if args.workload == "mixed":
         mixed(args)
@@ -213,6 +263,9 @@ def main() -> None:
 
 def mixed(args) -> None:
     holder: dict[str, Path] = {}
+    if args.in_process:
+        mixed_in_process(args)
+        return
 
     def repos(model: Path) -> dict[str, str | Path]:
         holder["model"] = model
@@ -230,6 +283,10 @@ def mixed(args) -> None:
         print("constrained decoding: the listing schema's grammar per token...", flush=True)
         grammar = grammar_overhead(holder["model"], 300)
 
+    report_mixed(args, results, answers, grammar, "http")
+
+
+def report_mixed(args, results: dict, answers: dict, grammar: dict | None, path: str) -> None:
     continuous, static = results["continuous"], results["static"]
     mismatches = sum(answers["continuous"][i] != answers["static"][i] for i in answers["static"])
     ratios = {"tokens_per_second": round(continuous["tokens_per_second"] / static["tokens_per_second"], 2),
@@ -238,13 +295,38 @@ def mixed(args) -> None:
                           "long p50 ms": "long_p50_ms", "wall s": "wall_s"}, width=14)
     print(f"continuous / static: {ratios['tokens_per_second']}x tokens/s, short requests' p50 "
           f"{ratios['short_p50']}x sooner; answers differing between the runs: {mismatches}/{args.requests}")
-    print(f"constrained decoding: {grammar['per_token_us']} us per token (mask {grammar['mask_us_p50']}, take "
-          f"{grammar['take_us_p50']}) = {grammar['overhead_percent_of_a_step']}% of a "
-          f"{grammar['decoding_step_ms_p50']} ms decoding step (vocabulary {grammar['vocabulary']})")
-    write_result(args.out, {"workload": "mixed", "size": args.size, "clients": args.clients, "requests": args.requests,
-                            "short_tokens": args.short, "long_tokens": args.long,
+    if grammar:
+        print(f"constrained decoding: {grammar['per_token_us']} us per token (mask {grammar['mask_us_p50']}, take "
+              f"{grammar['take_us_p50']}) = {grammar['overhead_percent_of_a_step']}% of a "
+              f"{grammar['decoding_step_ms_p50']} ms decoding step (vocabulary {grammar['vocabulary']})")
+    write_result(args.out, {"workload": "mixed", "path": path, "size": args.size, "clients": args.clients,
+                            "requests": args.requests, "short_tokens": args.short, "long_tokens": args.long,
                             "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios,
                             "answers_differing_between_runs": mismatches, "constrained_decoding": grammar})
+
+
+def mixed_in_process(args) -> None:
+    import subprocess
+    import tempfile
+
+    device = "cuda" if args.gpu else "cpu"
+    with tempfile.TemporaryDirectory(prefix="bench-") as temp:
+        folder = Path(temp) / "model"
+        subprocess.run([sys.executable, "-m", "tests.tiny_chat", str(folder), "--size", args.size], cwd=REPO_ROOT,
+                       check=True, capture_output=True)
+        chat_model = load_chat_model(folder, device)
+        results, answers = {}, {}
+        for scheduling in ("continuous", "static"):
+            print(f"{scheduling} (in process, {device}): {args.requests} requests from {args.clients} clients, "
+                  f"half {args.short} tokens, half {args.long}...", flush=True)
+            results[scheduling], answers[scheduling] = asyncio.run(run_mixed_in_process(
+                chat_model, device, scheduling, args.clients, args.requests, args.short, args.long))
+        grammar = None
+        try:
+            grammar = grammar_overhead(folder, 300)
+        except ImportError as missing:  # a device without llguidance
+            print(f"constrained decoding not measured: {missing}")
+    report_mixed(args, results, answers, grammar, "in-process")
 
 
 if __name__ == "__main__":
