@@ -27,6 +27,7 @@ class GrammarTokenizer:
         self._tokenizer, self._vocab_size, self._eos = tokenizer, vocab_size, sorted(eos_ids)
         self._built: Any = None
         self._lock = threading.Lock()
+        self._ids: dict[str, int | None] = {}
 
     def get(self):
         with self._lock:
@@ -42,8 +43,11 @@ class GrammarTokenizer:
         return self._eos
 
     def token_id(self, text: str) -> int | None:
-        """The id of the one token spelled `text`, if the vocabulary has it."""
-        return self._tokenizer.get_vocab().get(text)
+        """The id of the one token spelled `text`, if the vocabulary has it (looked up once: a large
+        vocabulary's dict takes tens of milliseconds to build)."""
+        if text not in self._ids:
+            self._ids[text] = self._tokenizer.get_vocab().get(text)
+        return self._ids[text]
 
 
 @dataclass(frozen=True)
