@@ -211,7 +211,8 @@ async def chat_job_input(services: Services, entry: ModelEntry, data: dict[str, 
         raise InvalidRequest("A chat job takes text only; send images to /v1/chat/completions")
     options = body.options(body.max_tokens) | {"seed": new_seed() if seed is None else body.seed}
     await services.call(entry, "check", body.plain_messages(), options, model=entry.id)
-    return ChatJobInput.model_validate({"messages": body.plain_messages(), **options}).model_dump()
+    stored = ChatJobInput.model_validate({"messages": body.plain_messages(), **options})
+    return stored.model_dump() | {"messages": [m.model_dump(exclude_none=True) for m in stored.messages]}
 
 
 JOBS = {TASK: JobInput(chat_job_input, (ChatJob, ProductRequest))}

@@ -231,18 +231,17 @@ def test_product_description_is_valid_json_whatever_the_weights(client):
     validates, in one go, for each seed and model (the retry loop and 502 of free JSON are gone)."""
     from deployments.families.chat.product import ProductListing
 
-    for seed in range(3):
-        for mode in ("guided", "json"):
-            ask = {"image_description": "A brown leather wallet with six card slots.", "seed": seed, "mode": mode}
-            reply = client.post("/api/product-description", json=ask)
-            assert reply.status_code == 200, reply.text
-            body = reply.json()
-            assert body["success"] is True and body["model"] == QWEN and body["mode"] == mode
-            assert body["attempts"] == 1 and body["seed"] == seed
-            product = ProductListing.model_validate(body["product"])
-            assert product.title and "\n" not in product.title and product.description
-            assert 1 <= len(product.keywords) <= 6 and 1 <= len(product.suggested_categories) <= 3
-            assert body["usage"]["completion_tokens"] >= 20  # the JSON's keys alone take more
+    for seed, mode in ((0, "guided"), (1, "json"), (2, "guided")):
+        ask = {"image_description": "A brown leather wallet with six card slots.", "seed": seed, "mode": mode}
+        reply = client.post("/api/product-description", json=ask)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["success"] is True and body["model"] == QWEN and body["mode"] == mode
+        assert body["attempts"] == 1 and body["seed"] == seed
+        product = ProductListing.model_validate(body["product"])
+        assert product.title and "\n" not in product.title and product.description
+        assert 1 <= len(product.keywords) <= 6 and 1 <= len(product.suggested_categories) <= 3
+        assert body["usage"]["completion_tokens"] >= 20  # the JSON's keys alone take more
     again = client.post("/api/product-description", json={**ask, "model": MISTRAL_REPO}).json()
     assert again["model"] == MISTRAL and ProductListing.model_validate(again["product"])
     assert client.post("/api/product-description", json=ask).json()["product"] == body["product"]
