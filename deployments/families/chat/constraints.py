@@ -3,7 +3,8 @@
 A `Grammar` is checked once per request against the model's tokenizer (a schema llguidance cannot enforce
 is refused with its own words, e.g. `Unimplemented keys: ["not"]`); each row then gets a `Matcher` that
 masks the logits to the tokens the grammar allows and takes the token picked. llguidance was chosen over
-xgrammar and outlines for its measured per-token cost on this CPU and its schema coverage (bench/README.md).
+xgrammar for its schema coverage: it enforces what it accepts and names what it cannot, where xgrammar
+(faster per token) silently ignored some keywords; the measurements are in bench/README.md.
 """
 
 from __future__ import annotations
