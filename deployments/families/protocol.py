@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import secrets
 
+from pydantic import ValidationError
+
 from deployments.errors import InvalidRequest
 from registry import ModelEntry
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**53 - 1  # the largest integer every JSON client holds exactly (JavaScript's numbers are doubles)
 NONBLANK = r"\S"  # the schema's word for what nonblank_prompt (and the other blank checks) let through
+
+
+def validation_problems(bad: ValidationError, whole: str) -> str:
+    """A pydantic error as one line, `field.path: message; ...` (`whole` names a problem of the whole value)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in bad.errors())
 
 
 def new_seed() -> int:

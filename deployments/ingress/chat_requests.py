@@ -14,6 +14,7 @@ from deployments.families.chat.protocol import (
     ResponseFormat,
     Tool,
     ToolCall,
+    check_tool_choice,
 )
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -125,8 +126,7 @@ class ChatFields(BaseModel):
 
     @model_validator(mode="after")
     def _tools_to_choose(self) -> ChatFields:
-        if self.tool_choice not in (None, "none", "auto") and not self.tools:
-            raise ValueError("tool_choice needs tools to choose from")
+        check_tool_choice(self.tool_choice, self.tools)
         return self
 
     @field_validator("stop")

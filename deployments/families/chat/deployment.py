@@ -37,7 +37,7 @@ from deployments.families.chat.protocol import (
 )
 from deployments.families.chat.scheduler import Scheduler
 from deployments.families.chat.tools import STYLES, template_messages
-from deployments.families.protocol import new_seed
+from deployments.families.protocol import new_seed, validation_problems
 from deployments.serving.batching import BatchConfig
 from deployments.serving.model_loading import FamilyDeployment
 from deployments.state.runner import JobContext
@@ -134,7 +134,7 @@ class ChatDeployment(FamilyDeployment):
             options = ChatOptions.model_validate(options or {})
             messages = [ChatMessage.model_validate(m).model_dump(exclude_none=True) for m in messages]
         except ValidationError as bad:
-            raise InvalidRequest(f"Invalid request: {_problems(bad)}") from None
+            raise InvalidRequest(f"Invalid request: {validation_problems(bad, 'request')}") from None
         if not messages:
             raise InvalidRequest("messages must hold at least one message")
         # Loaded before joining a batch: a failed load fails only its own requests.
@@ -194,10 +194,6 @@ class ChatDeployment(FamilyDeployment):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
         style = STYLES[entry.specs.tool_calls] if entry.specs.tool_calls else None
         return ChatModel(tokenizer, model, eos_ids, pad, min(limits) if limits else 4096, style)
-
-
-def _problems(bad: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in bad.errors())
 
 
 def _render(entry: ModelEntry, tokenizer, messages: list[dict], tools: list[dict]) -> list[int]:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from deployments.families.protocol import validation_problems
+
 
 class ProductListing(BaseModel):
     """What a product description must hold; the model's answer is only returned once it validates."""
@@ -92,7 +94,7 @@ def parse_listing(answer: str) -> ProductListing:
     try:
         return ProductListing.model_validate(data)
     except ValidationError as bad:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in bad.errors())
+        problems = validation_problems(bad, "object")
         raise ValueError(f"the answer's JSON is not a product description ({problems})") from None
 
 

@@ -115,9 +115,14 @@ class ChatOptions(SamplingOptions):
 
     @model_validator(mode="after")
     def _tools_to_choose(self) -> ChatOptions:
-        if self.tool_choice not in (None, "none", "auto") and not self.tools:
-            raise ValueError("tool_choice needs tools to choose from")
+        check_tool_choice(self.tool_choice, self.tools)
         return self
+
+
+def check_tool_choice(choice: Any, tools: list[Tool] | None) -> None:
+    """ValueError when tool_choice asks for a call (required, or a named function) but there are no tools."""
+    if choice not in (None, "none", "auto") and not tools:
+        raise ValueError("tool_choice needs tools to choose from")
 
 
 class ChatJobInput(ChatOptions):

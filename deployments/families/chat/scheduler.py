@@ -89,7 +89,7 @@ class Scheduler:
             except Exception as error:  # noqa: BLE001 - handed to the rows of that model only
                 self._fail(rows, error)
                 continue
-            batch = self._batches.setdefault(model_id, Batch(chat_model, self._device))
+            batch = self._batches.get(model_id) or self._batches.setdefault(model_id, Batch(chat_model, self._device))
             steps = await self._guarded(batch, functools.partial(batch.join, rows), rows)
             self._deliver(batch, steps, rows)
             batch.leave()
