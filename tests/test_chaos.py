@@ -114,7 +114,9 @@ def test_a_model_replica_killed_under_load_costs_no_request(service, client):
     print(f"model replica killed: {len(load.results)} requests, {len(load.failures())} failed, served again "
           f"after {load.served_again_after(killed_at):.2f}s, longest request {load.longest_wait():.2f}s")
     assert load.failures() == []  # in-flight requests were retried on the other replica
-    assert load.served_again_after(killed_at) < 2.0
+    # The dead replica is dropped as soon as a call to it fails, not at Serve's next health check (10 s
+    # period): about 1-2 s here (2.03 s once, at the end of a loaded CI run), so 5 s tells the two apart.
+    assert load.served_again_after(killed_at) < 5.0
 
 
 def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, client):

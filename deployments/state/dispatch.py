@@ -5,7 +5,9 @@ Serve does not retry a request whose replica died, so a job is only ever "done" 
 committed it; everything else is found again here by the periodic sweep over the store. A pending job
 carries a dispatch lease (`dispatched_at`), renewed by the ingress replica that holds its request in
 flight: the sweep of any ingress replica dispatches the pending jobs whose lease ran out. A model whose
-queue is full (back-pressure) means "later", never "give up": the job waits with a growing pause.
+queue is full (back-pressure) means "later", never "give up": the job waits with a growing pause, and
+is woken sooner, in arrival order, when one of this replica's jobs for the same model ends (its place in
+the queue is then free), so a model does not idle between a full queue's tries.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class JobDispatcher:
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
         self._in_flight: dict[str, asyncio.Task] = {}  # job id -> its request, while this replica holds it
+        self._place_freed: dict[str, asyncio.Condition] = {}  # model -> jobs waiting for room in its queue
 
     def dispatch(self, job: Job) -> None:
         """Send the job to its deployment without waiting for it to finish (once per job at a time)."""
@@ -51,20 +54,39 @@ class JobDispatcher:
             try:
                 outcome = await handle.run_job.remote(job.id)
                 logger.info("job %s ended %s", job.id, outcome)
+                await self._free_a_place(job.model)
                 return
             except BackPressureError:  # the model's queue is full: try again later, for as long as it takes
-                logger.info("job %s: %s's queue is full; trying again in %.1fs", job.id, job.model, pause)
-                await asyncio.sleep(pause)
+                logger.info("job %s: %s's queue is full; trying again within %.1fs", job.id, job.model, pause)
+                await self._wait_for_a_place(job.model, pause)
                 pause = min(pause * 2, MAX_PAUSE_SECONDS)
             except Exception:  # the replica died or refused: retry a few times while the job is unclaimed
                 failures += 1
                 logger.exception("job %s: dispatch attempt %d failed", job.id, failures)
+                await self._free_a_place(job.model)
                 if failures >= self.max_attempts:
                     return  # still pending: its lease runs out and a sweep dispatches it again
                 await asyncio.sleep(self.retry_seconds)
             current = await asyncio.to_thread(self.store.get_job, job.id)
             if current is None or current.status != JobStatus.pending:
                 return
+
+    async def _wait_for_a_place(self, model: str, longest: float) -> None:
+        """Until a job of ours for `model` ends, or `longest` seconds (others, e.g. direct requests or
+        another ingress replica's jobs, may hold the queue too: their ends are not seen here)."""
+        freed = self._place_freed.setdefault(model, asyncio.Condition())
+        async with freed:
+            try:
+                await asyncio.wait_for(freed.wait(), longest)
+            except TimeoutError:
+                pass
+
+    async def _free_a_place(self, model: str) -> None:
+        """Wake the job that has waited longest for room in `model`'s queue: one ended, so one may go."""
+        freed = self._place_freed.get(model)
+        if freed is not None:
+            async with freed:
+                freed.notify(1)
 
     async def sweep_forever(self, period_seconds: float) -> None:
         """Every period: renew the dispatch lease of the jobs this replica holds in flight, dispatch the
