@@ -52,10 +52,9 @@ def pytest_runtest_setup(item):
 
 def pytest_collection_modifyitems(items):
     """The tests that start a Ray of their own (own_ray: the README's serve.sh, the profiles as shipped, the
-    launcher's failures, the two-node cluster, the documented toy family) first, on a box with nothing else
-    running (the session's application has not started yet); then the console's (its Settings page downloads a
-    model no other test has fetched yet); disruptive tests last, so what they kill or change never meets
-    another test."""
+    launcher's failures, the two-node cluster, the documented toy family, HAProxy's chaos) first, before the
+    session's application starts; then the console's (its Settings page downloads a model no other test has
+    fetched yet); disruptive tests last, so what they kill or change never meets another test."""
     def order(item) -> int:
         if item.get_closest_marker("own_ray") is not None:
             return 0

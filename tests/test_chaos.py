@@ -137,6 +137,7 @@ def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, cl
     assert job["status"] == "completed" and len(job["output"]["embeddings"][0]) == 384, job
 
 
+@pytest.mark.own_ray
 def test_in_haproxy_mode_an_ingress_killed_under_load_fails_no_request_sent_after_it(hub, tmp_path):
     """INFERENCE_SERVE_MODE=haproxy with two ingress replicas: HAProxy replays the requests the killed one
     held on the other (tests/ingress_chaos.py, on a Ray of its own since the mode is set before Ray starts)."""

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from deployments.errors import InvalidRequest, PayloadTooLarge
-from deployments.families.chat.protocol import TASK, Completion
+from deployments.families.chat.protocol import TASK
 from deployments.ingress.chat_requests import ChatFields, ImagePart, Message
 from deployments.ingress.services import Services
 from deployments.ingress.vision_routes import fetch_image
@@ -46,21 +46,21 @@ def takes_images(entry: ModelEntry) -> bool:
     return VISION_CHAT in entry.capabilities
 
 
-async def vision_complete(services: Services, entry: ModelEntry, body: ChatFields,
-                          max_tokens: int | None) -> Completion:
-    """The answer of vision-language model `entry` to the conversation, images and all."""
-    shaped = body.tools or (body.response_format is not None and body.response_format.type != "text")
-    if shaped:
-        raise InvalidRequest(f"Model '{entry.id}' answers in plain text: tools and response_format are for "
-                             "the chat models")
+async def vision_request(services: Services, entry: ModelEntry, body: ChatFields,
+                         max_tokens: int | None) -> tuple[list[dict], list[bytes], dict[str, Any]]:
+    """The arguments of vision-language model `entry`'s `chat` and `chat_stream`: the messages with image
+    placeholders, the images (fetched and measured), the options."""
+    if body.tools:
+        takers = sorted(e.id for e in services.catalog.models.values() if e.specs.tool_calls)
+        raise InvalidRequest(f"Model '{entry.id}' takes no tools; chat models that do: {', '.join(takers)}")
     urls = body.images()
     if len(urls) > MAX_IMAGES:
         raise InvalidRequest(f"{len(urls)} images in one request; at most {MAX_IMAGES}")
     images = [await _image(services, url, f"image {i + 1}") for i, url in enumerate(urls)]
     messages = [{"role": m.role, "content": _parts(m)} for m in body.messages]
     options = {k: v for k, v in body.options(max_tokens).items() if k in ("max_tokens", "temperature", "top_p",
-                                                                          "seed", "stop")}
-    return await services.call(entry, "chat", messages, images, options, model=entry.id)
+                                                                          "seed", "stop", "response_format")}
+    return messages, images, options
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:

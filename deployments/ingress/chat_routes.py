@@ -27,7 +27,7 @@ from deployments.families.chat.protocol import (
     ToolCall,
 )
 from deployments.families.protocol import new_seed
-from deployments.ingress.chat_images import chat_entry, takes_images, vision_complete
+from deployments.ingress.chat_images import chat_entry, takes_images, vision_request
 from deployments.ingress.chat_requests import (
     ChatFields,
     ChatJob,
@@ -100,14 +100,15 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 async def _complete(services: Services, entry: ModelEntry, body: ChatFields, max_tokens: int | None) -> Completion:
+    return await services.call(entry, "chat", *await _arguments(services, entry, body, max_tokens), model=entry.id)
+
+
+async def _arguments(services: Services, entry: ModelEntry, body: ChatFields, max_tokens: int | None) -> tuple:
+    """What `chat` and `chat_stream` take: (messages, options), or (messages, images, options) for a
+    vision-language model."""
     if takes_images(entry):
-        return await vision_complete(services, entry, body, max_tokens)
-    return await services.call(entry, "chat", body.plain_messages(), body.options(max_tokens), model=entry.id)
-
-
-async def _whole(done: Completion) -> AsyncIterator[Step]:
-    """A finished completion as a stream of one step (vision-language models answer whole)."""
-    yield Step(done.content, done.finish_reason, done.completion_tokens, done.batch_size)
+        return await vision_request(services, entry, body, max_tokens)
+    return body.plain_messages(), body.options(max_tokens)
 
 
 @router.post("/api/llm", responses=json_reply(LLMReply, "The answer.", headers={
@@ -147,12 +148,9 @@ async def openai_chat(body: OpenAIChatRequest,
         return JSONResponse({**reply, "object": "chat.completion", "choices": [choice],
                              "usage": _usage(done.prompt_tokens, done.completion_tokens)},
                             headers={BATCH_HEADER: str(done.batch_size)})
-    if takes_images(entry):
-        done = await _complete(services, entry, body, max_tokens)
-        first, stream = Started(done.model, done.prompt_tokens, done.seed), _whole(done)
-    else:  # a bad request raises on the first item, while a 4xx can still be sent
-        first, stream = await services.stream(entry, "chat_stream", body.plain_messages(),
-                                              body.options(max_tokens), model=entry.id)
+    # a bad request raises on the first item, while a 4xx can still be sent
+    first, stream = await services.stream(entry, "chat_stream", *await _arguments(services, entry, body, max_tokens),
+                                          model=entry.id)
     usage = body.stream_options is not None and body.stream_options.include_usage
     return StreamingResponse(_events(reply, first, stream, usage), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})

@@ -116,6 +116,20 @@ def test_tool_choice_auto_and_none(openai_client):
             assert "<tool_call>" not in done.message.content or choice == "auto"
 
 
+def test_auto_tools_with_a_response_format_answer_calls_or_the_formats_json(openai_client):
+    """Either may come: the model decides with its first token (tests/families/test_chat_decoding.py forces
+    each); whichever it is validates."""
+    form = {"type": "json_schema", "json_schema": {"name": "forecast", "schema": Forecast.model_json_schema()}}
+    for seed in range(3):
+        done = openai_client.chat.completions.create(model=QWEN, messages=ASK, tools=TOOLS, tool_choice="auto",
+                                                     response_format=form, seed=seed, max_tokens=200).choices[0]
+        if done.finish_reason == "tool_calls":
+            check_calls(done.message.tool_calls, QWEN)
+        else:
+            assert done.finish_reason == "stop" and done.message.tool_calls is None, done
+            Forecast.model_validate_json(done.message.content)
+
+
 def test_parse_returns_the_pydantic_model_for_both_models(openai_client):
     for model in (QWEN, MISTRAL):
         for seed in range(2):
@@ -184,9 +198,22 @@ def test_image_parts_go_to_the_vision_language_model(openai_client, client):
     again = openai_client.chat.completions.create(model=VISION, messages=[{"role": "user", "content": content}],
                                                   max_tokens=6, seed=1, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in again) == reply.choices[0].message.content
+    # streamed as it is decoded, token by token, not whole at the end
+    sampled = {"model": VISION, "messages": [{"role": "user", "content": content}], "max_tokens": 16,
+               "temperature": 1.0, "seed": 5}
+    pieces = [c.choices[0].delta.content for c in openai_client.chat.completions.create(**sampled, stream=True)
+              if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 3 and "".join(pieces) == openai_client.chat.completions.create(
+        **sampled).choices[0].message.content, pieces
+    # a response_format holds the vision-language model's answer to its schema too
+    for seed in range(2):
+        parsed = openai_client.chat.completions.parse(
+            model=VISION, messages=[{"role": "user", "content": content}], response_format=Forecast, seed=seed,
+            temperature=1.0, max_tokens=200).choices[0]
+        assert parsed.finish_reason == "stop" and isinstance(parsed.message.parsed, Forecast)
     for body, status, message in [
             ({"model": QWEN}, 400, f"Model '{QWEN}' takes no images; chat models that do: {VISION}"),
-            ({"model": VISION, "tools": [ADD]}, 400, f"Model '{VISION}' answers in plain text"),
+            ({"model": VISION, "tools": [ADD]}, 400, f"Model '{VISION}' takes no tools; chat models that do: "),
             ({"model": VISION, "url": "data:image/png;base64,@@@"}, 400, "the data URL's base64 is not valid"),
             ({"model": VISION, "url": "data:text/plain,hi"}, 400, "a data URL must be data:image/<type>;base64"),
             ({"model": VISION, "url": "data:image/png;base64," + base64.b64encode(b"not an image").decode()}, 400,

@@ -102,3 +102,36 @@ def test_tool_calls_follow_the_schema_and_parse(qwen):
     assert STYLES["mistral"].parse(' [{"name": "add", "arguments": {"a": 1}}]')[0]["function"] == {
         "name": "add", "arguments": '{"a": 1}'}
     assert STYLES["hermes"].parse("<tool_call>\n{not json}\n</tool_call>") is None
+
+
+def test_with_auto_tools_and_a_response_format_a_call_may_open_the_answer_and_nothing_else(qwen):
+    """tool_choice auto with a JSON response_format: the model's first token may open a call (then the calls'
+    grammar holds) or start the JSON; once the JSON has begun, the opener is masked like any other token."""
+    import dataclasses
+
+    import torch
+
+    from deployments.families.chat.constraints import json_grammar
+    from deployments.families.chat.decoding import RowState
+    from deployments.families.chat.tools import STYLES
+
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    calls = STYLES["hermes"].grammar(qwen.grammar_tokenizer, tools, None, parallel=False)
+    answer = json_grammar({"type": "object"}, qwen.grammar_tokenizer, "test")
+    brace = qwen.tokenizer.convert_tokens_to_ids("{")
+
+    def favouring(token: int):
+        logits = torch.zeros(qwen.model.config.vocab_size)
+        logits[token] = 50.0
+        return logits
+
+    def fresh() -> RowState:
+        return RowState(dataclasses.replace(row(qwen, "x", 50, 0, grammar=answer), tools=calls), qwen)
+
+    opened = fresh()
+    assert opened.pick(favouring(calls.trigger)) == calls.trigger and opened.text.calls_from == 0
+    assert opened.matcher is not None and not opened.matcher.finished()
+    began = fresh()
+    assert began.pick(favouring(brace)) == brace
+    began.advance(brace, 1)
+    assert began.pick(favouring(calls.trigger)) != calls.trigger and began.text.calls_from is None

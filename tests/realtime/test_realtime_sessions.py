@@ -122,3 +122,65 @@ def test_a_conversation_takes_text_turns_and_answers_in_text(client):
     assert done["status"] == "completed" and done["output"][0]["content"] == [{"type": "output_text", "text": text}]
     assert "response.output_audio.delta" not in types(seen)
     assert 0 < done["usage"]["output_tokens"] <= 8
+
+
+ADD = {"type": "function", "name": "add", "description": "Add two numbers.",
+       "parameters": {"type": "object", "required": ["a", "b"],
+                      "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 100},
+                                     "b": {"type": "integer", "minimum": 0, "maximum": 100}}}}
+
+
+def test_a_conversation_calls_a_function_and_answers_with_its_result(client):
+    """tool_choice required: the answer is a function_call item whose arguments validate (the grammar's doing,
+    on random weights); the client's function_call_output goes back into the conversation the model reads."""
+    import jsonschema
+
+    with client.realtime.connect(model=CHAT) as connection:
+        events_until(connection, "session.created")
+        connection.session.update(session={"type": "realtime", "tools": [ADD], "tool_choice": "required",
+                                           "output_modalities": ["text"], "seed": 3, "max_output_tokens": 200})
+        assert events_until(connection, "session.updated")[-1]["session"]["tools"][0]["name"] == "add"
+        connection.conversation.item.create(item={"type": "message", "role": "user",
+                                                  "content": [{"type": "input_text", "text": "What is 2 plus 3?"}]})
+        events_until(connection, "conversation.item.done")
+        connection.response.create()
+        seen = events_until(connection, "response.done")
+        done = seen[-1]["response"]
+        assert done["status"] == "completed", done
+        calls = [item for item in done["output"] if item["type"] == "function_call"]
+        assert calls and [item["type"] for item in done["output"]] == ["function_call"] * len(calls), done["output"]
+        argued = [e for e in seen if e["type"] == "response.function_call_arguments.done"]
+        assert [(e["call_id"], e["name"], e["arguments"]) for e in argued] == [
+            (c["call_id"], c["name"], c["arguments"]) for c in calls]
+        for call in calls:
+            assert call["name"] == "add" and call["status"] == "completed"
+            jsonschema.validate(json.loads(call["arguments"]), ADD["parameters"])
+        prompt = done["usage"]["input_tokens"]
+
+        # the result goes back; a result for a call that was never made is refused
+        connection.conversation.item.create(item={"type": "function_call_output", "call_id": "call_nobody_made",
+                                                  "output": "5"})
+        refused = json.loads(connection.recv_bytes())
+        assert refused["type"] == "error" and refused["error"]["code"] == "item_not_found", refused
+        for call in calls:
+            connection.conversation.item.create(item={"type": "function_call_output", "call_id": call["call_id"],
+                                                      "output": "5"})
+            assert events_until(connection, "conversation.item.done")[-1]["item"]["output"] == "5"
+        connection.session.update(session={"type": "realtime", "tool_choice": "none", "max_output_tokens": 6})
+        events_until(connection, "session.updated")
+        connection.response.create()
+        answer = events_until(connection, "response.done")[-1]["response"]
+    assert answer["status"] == "completed" and answer["output"][0]["type"] == "message", answer
+    assert answer["usage"]["input_tokens"] > prompt  # the calls and their results were read
+
+
+def test_tools_for_a_model_that_takes_none_are_refused(client):
+    with client.realtime.connect(model="mistral-7b-instruct-v0.1") as connection:
+        events_until(connection, "session.created")
+        connection.session.update(session={"type": "realtime", "tools": [ADD]})
+        refused = json.loads(connection.recv_bytes())
+        assert refused["type"] == "error" and refused["error"]["param"] == "session.tools", refused
+        assert "does not take tools; models that do: " in refused["error"]["message"]
+        connection.session.update(session={"type": "realtime", "tools": [{**ADD, "type": "mcp"}]})
+        refused = json.loads(connection.recv_bytes())
+        assert "'mcp' tools are not supported here" in refused["error"]["message"], refused

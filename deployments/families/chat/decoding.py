@@ -30,7 +30,8 @@ class ChatModel:
     grammar_tokenizer: GrammarTokenizer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.grammar_tokenizer = GrammarTokenizer(self.tokenizer, self.model.config.vocab_size, self.eos_ids)
+        vocab = self.model.get_output_embeddings().weight.shape[0]  # the logits' size (a VL config nests it)
+        self.grammar_tokenizer = GrammarTokenizer(self.tokenizer, vocab, self.eos_ids)
 
     def cache_merges(self, cache) -> bool:
         """Whether this model's KV cache is plain per-layer tensors, which rows can join; else a new row
@@ -122,11 +123,17 @@ class RowState:
         """The next token: masked to the grammar (if any), then greedy or sampled; the grammar takes it."""
         if self.row.banned:
             logits[self.row.banned] = float("-inf")
+        calls = self.row.tools  # tool_choice auto: the model may open a call where its answer may start one;
+        # with a response_format as well, only as its first token (after it, the answer is the format's JSON)
+        opener = calls.trigger if calls is not None and (self.matcher is None or not self.text.ids) else None
         if self.matcher is not None:
+            kept = logits[opener].item() if opener is not None else None
             self.matcher.mask(logits)
+            if kept is not None:
+                logits[opener] = kept
         token = _pick(logits, self.row, self.generator)
-        if self.matcher is None and self.row.tools is not None and token == self.row.tools.trigger:
-            self.matcher = self.row.tools.matcher()  # the model opened a tool call: the rest follows the tools
+        if calls is not None and token == opener:
+            self.matcher = calls.matcher()  # the model opened a tool call: the rest follows the tools
             self.text.calls_from = len(self.text.ids)
         if self.matcher is not None:
             self.matcher.take(token)

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from ray import serve
 
 from deployments.errors import InvalidRequest
-from deployments.families.chat.protocol import Completion, SamplingOptions
-from deployments.families.protocol import new_seed
+from deployments.families.chat.constraints import json_grammar
+from deployments.families.chat.decoding import Row, RowState
+from deployments.families.chat.protocol import ChatOptions, Completion, Started, Step
+from deployments.families.protocol import new_seed, validation_problems
 from deployments.families.vision import protocol
+from deployments.families.vision.chat_turn import decode_turn, turn_steps
 from deployments.families.vision.engines import load_engine
 from deployments.families.vision.protocol import (
     CLASSIFY,
@@ -111,20 +115,52 @@ class VisionDeployment(FamilyDeployment):
                    model: str | None = None) -> Completion:
         """A chat completion from a vision-language model: `messages` whose content is a list of text and
         {'type': 'image'} parts, `images` in the order of those parts; `options` as the chat family's
-        (sampling only: tools and response formats are the chat family's)."""
+        (sampling, stop, response_format; tools are the chat models')."""
+        pieces, last, started = [], None, None
+        async for item in self.chat_stream(messages, images, options, model=model):
+            if isinstance(item, Started):
+                started = item
+            else:
+                pieces.append(item.text)
+                last = item
+        assert started is not None and last is not None and last.finish_reason is not None
+        return Completion(started.model, "".join(pieces), last.finish_reason, started.prompt_tokens,
+                          last.completion_tokens, started.seed, 1)
+
+    async def chat_stream(self, messages: list[dict], images: list[bytes], options: dict[str, Any], *,
+                          model: str | None = None) -> AsyncIterator[Started | Step]:
+        """`Started`, then the answer's Steps as they are decoded; a bad request raises before anything is
+        yielded (the caller can still answer with a 4xx)."""
         entry = self._entry(model, DESCRIBE)
-        params = SamplingOptions.model_validate(options)
+        try:
+            params = ChatOptions.model_validate(options)
+        except ValidationError as bad:
+            raise InvalidRequest(f"Invalid request: {validation_problems(bad, 'request')}") from None
+        if params.tools:
+            raise InvalidRequest(f"Model '{entry.id}' takes no tools; tools are for the chat models")
         decoded = [(await asyncio.to_thread(open_image, image, f"image {i + 1}"))[0] for i, image in enumerate(images)]
         engine = await self._models.get(entry)
-        if not hasattr(engine, "chat"):
+        if not hasattr(engine, "chat_inputs"):
             raise InvalidRequest(f"Model '{entry.id}' describes images but does not chat")
+        inputs = await asyncio.to_thread(engine.chat_inputs, messages, decoded)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        room = engine.chat_model.context_length - prompt_tokens
+        if room <= 0 or (params.max_tokens or 0) > room:
+            raise InvalidRequest(f"The prompt is {prompt_tokens} tokens (images included); model '{entry.id}' reads "
+                                 f"at most {engine.chat_model.context_length} tokens including the answer")
+        grammar = None
+        if params.response_format is not None and params.response_format.type != "text":
+            form = params.response_format.json_schema
+            grammar = await asyncio.to_thread(json_grammar, form.schema_ if form is not None else None,
+                                              engine.chat_model.grammar_tokenizer, "response_format's schema")
         seed = new_seed() if params.seed is None else params.seed
-        max_tokens = params.max_tokens or self._config.default_max_tokens
-        text, tokens, truncated, prompt_tokens = await asyncio.to_thread(
-            engine.chat, messages, decoded, max_tokens, params.temperature or 0.0, params.top_p or 1.0, seed)
-        for stop in params.stop:  # cut at the first stop text, as the chat family does
-            text = text.split(stop)[0]
-        return Completion(entry.id, text, "length" if truncated else "stop", prompt_tokens, tokens, seed, 1)
+        row = Row(model=entry.id, prompt_ids=inputs["input_ids"][0].tolist(), seed=seed, stop=params.stop,
+                  max_tokens=min(params.max_tokens or self._config.default_max_tokens, room),
+                  temperature=params.temperature or 0.0, top_p=params.top_p or 1.0, top_k=0, grammar=grammar)
+        state = RowState(row, engine.chat_model)
+        yield Started(entry.id, prompt_tokens, seed)
+        async for step in turn_steps(lambda emit: decode_turn(engine.model, inputs, state, emit), state):
+            yield step
 
     async def run_job(self, job_id: str) -> str:
         """Classification or description as a queued job (seed 004's /api/v1/run): the result is its output."""

@@ -5,6 +5,7 @@ DESCRIBERS), so a catalog entry of another BLIP or Qwen2-VL checkpoint needs no 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from functools import cached_property
 from typing import Any, Protocol
 
 from deployments.errors import ModelUnavailable
@@ -116,22 +117,21 @@ class ChatDescriber:
                 for row, limit in zip(output, max_tokens)]
 
 
-    def chat(self, messages: list[dict], images: list, max_tokens: int, temperature: float, top_p: float,
-             seed: int) -> tuple[str, int, bool, int]:
-        """A chat turn over `messages` (content parts {'type': 'text'} / {'type': 'image'}, images in order):
-        (text, generated tokens, cut by max_tokens, prompt tokens); sampled from `seed` unless temperature 0."""
-        import torch
+    @cached_property
+    def chat_model(self):
+        """This model as the chat family's decoding reads it: tokenizer, end tokens, grammar vocabulary."""
+        from deployments.families.chat.decoding import ChatModel
 
+        text = getattr(self.model.config, "text_config", self.model.config)
+        return ChatModel(self.processor.tokenizer, self.model, set(self.stop), min(self.stop),
+                         getattr(text, "max_position_embeddings", None) or 32768, None)
+
+    def chat_inputs(self, messages: list[dict], images: list):
+        """The processor's tensors for a chat turn over `messages` (content parts {'type': 'text'} and
+        {'type': 'image'}, `images` in their order), ready for generate."""
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         inputs = self.processor(images=images or None, text=[text], return_tensors="pt")
-        inputs = inputs.to(self.device).to(self.dtype)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-            "do_sample": False}
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(seed)
-            output = self.model.generate(**inputs, max_new_tokens=max_tokens, **sampling)
-        start = inputs["input_ids"].shape[1]
-        return (*_decode(self.processor.tokenizer, output[0], start, max_tokens, self.stop), start)
+        return inputs.to(self.device).to(self.dtype)
 
 
 def _decode(tokenizer, row, start: int, limit: int, stop: set[int],

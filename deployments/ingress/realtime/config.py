@@ -14,6 +14,7 @@ from deployments.ingress.realtime.events import RealtimeError
 # OpenAI's voice names: a client written for OpenAI sends one; each speaks as the speech model's first voice.
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"})
 MAX_INSTRUCTIONS = 20_000  # characters
+MAX_TOOLS = 128  # functions in one session, as /v1/chat/completions takes
 WHOLE = {"format", "turn_detection"}  # what session.update replaces rather than merges into
 
 
@@ -79,6 +80,27 @@ class Audio(_Strict):
     output: AudioOutput | None = None
 
 
+class FunctionTool(_Strict):
+    """A function the chat model may call (the Realtime API's flat shape: name and parameters at the top)."""
+
+    type: Literal["function"] = "function"
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = Field(None, max_length=MAX_INSTRUCTIONS)
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _functions_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type", "function") != "function":
+            raise ValueError(f"{data.get('type')!r} tools are not supported here; function tools are")
+        return data
+
+
+class ToolChoiceFunction(_Strict):
+    type: Literal["function"]
+    name: str
+
+
 class SessionConfig(_Strict):
     type: Literal["realtime", "transcription"]
     id: str
@@ -88,8 +110,8 @@ class SessionConfig(_Strict):
     output_modalities: list[Literal["audio", "text"]] | None = None
     audio: Audio = Field(default_factory=Audio)
     max_output_tokens: int | Literal["inf"] | None = None
-    tools: list[Any] = Field(default_factory=list)
-    tool_choice: str | None = None
+    tools: list[FunctionTool] = Field(default_factory=list, max_length=MAX_TOOLS)
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Ours, not OpenAI's: the chat model's seed, so "
                              "the same conversation gets the same answers (as /v1/chat/completions' seed).")
@@ -104,12 +126,24 @@ class SessionConfig(_Strict):
         """The answer's audio settings, the defaults where the session set none."""
         return self.audio.output or AudioOutput()
 
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value: list[Any]) -> list[Any]:
-        if value:
-            raise ValueError("tools are not supported in realtime sessions yet")
-        return value
+    @model_validator(mode="after")
+    def _choice_among_tools(self) -> SessionConfig:
+        names = [tool.name for tool in self.tools]
+        if isinstance(self.tool_choice, ToolChoiceFunction) and self.tool_choice.name not in names:
+            raise ValueError(f"tool_choice names function {self.tool_choice.name!r}, which is not among the tools")
+        if len(set(names)) != len(names):
+            raise ValueError("two tools have the same name")
+        return self
+
+    def chat_tools(self) -> dict[str, Any]:
+        """The session's tools and tool_choice as the chat family takes them (nothing when it has none)."""
+        if not self.tools:
+            return {}
+        choice: Any = self.tool_choice or "auto"
+        if isinstance(choice, ToolChoiceFunction):
+            choice = {"type": "function", "function": {"name": choice.name}}
+        return {"tools": [{"type": "function", "function": tool.model_dump(exclude={"type"}, exclude_none=True)}
+                          for tool in self.tools], "tool_choice": choice}
 
     @field_validator("output_modalities")
     @classmethod

@@ -15,6 +15,7 @@ import numpy as np
 from deployments.errors import ServiceError
 from deployments.families.chat.protocol import Step
 from deployments.families.speech.protocol import SpeechRequest
+from deployments.ingress.realtime import function_calls
 from deployments.ingress.realtime.audio import from_samples
 from deployments.ingress.realtime.events import RealtimeError, event, message_item, new_id, public_item, usage
 
@@ -50,6 +51,9 @@ class Response:
         self._audio_ms = 0
         self._tokens = (0, 0)
         self._task: asyncio.Task | None = None
+        self._message: dict[str, Any] | None = None  # the answer's message item, once it has words
+        self._calls: list[dict[str, Any]] = []  # the tool calls the model made (the chat family's shape)
+        self._output: list[dict[str, Any]] = []  # the response's items in order: its message, its calls
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -64,23 +68,20 @@ class Response:
 
     async def _run(self) -> None:
         status, details = "completed", cast(dict[str, Any] | None, None)
-        item = message_item(self.item_id, "assistant", [], "in_progress")
         try:
             await self._send("response.created", response=self._shape("in_progress", None, []))
             if self.transcribed is not None:
                 await asyncio.wait([self.transcribed])  # the turn's transcript is part of the conversation
             messages = self.session.messages(self.instructions)
-            if self.modalities == ["audio"]:
-                item["_spoken"] = self._spoken
-            await self.session.add_item(item)
-            await self._send("response.output_item.added", response_id=self.id, output_index=0, item=public_item(item))
-            await self._send("response.content_part.added", **self._part_at(), part=self._part())
             chat = self.session.chat
             assert chat is not None  # a conversation's (response.create refuses in a transcription session)
-            options = {"max_tokens": None if self.max_tokens in (None, "inf") else self.max_tokens}
+            options = {"max_tokens": None if self.max_tokens in (None, "inf") else self.max_tokens,
+                       **self.session.config.chat_tools()}
             for name in ("temperature", "seed"):
                 if getattr(self.session.config, name) is not None:
                     options[name] = getattr(self.session.config, name)
+            if options.get("tool_choice", "none") == "none":
+                await self._open()  # an answer in words: its item from the start (one that may call waits)
             first, steps = await self.session.services.stream(chat, "chat_stream", messages, options, model=chat.id)
             self._tokens = (first.prompt_tokens, 0)
             await (self._speak(steps) if self.modalities == ["audio"] else self._write(steps))
@@ -95,26 +96,65 @@ class Response:
             await self.session.send(RealtimeError(failed.message, failed.error_code.lower(), kind=kind).event(None))
         finally:
             self.done = True
+        if self._message is None and not self._calls and status == "completed":
+            await self._open()  # an empty answer is still an answer
+        if self._message is not None:
+            await self._close_message(status)
+        if status == "completed":  # calls cut by a cancel or a failure are not made
+            for call in self._calls:
+                await self._call(call)
+        output = [public_item(item) for item in self._output if item["id"] in self.session.items]
+        await self._send("response.done", response=self._shape(status, details, output))
+
+    async def _open(self) -> None:
+        """The answer's message item, added when its first words (or audio) are ready to send."""
+        if self._message is not None:
+            return
+        item = self._message = message_item(self.item_id, "assistant", [], "in_progress")
+        if self.modalities == ["audio"]:
+            item["_spoken"] = self._spoken
+        self._output.append(item)
+        await self.session.add_item(item)
+        await self._send("response.output_item.added", response_id=self.id, output_index=0, item=public_item(item))
+        await self._send("response.content_part.added", **self._part_at(), part=self._part())
+
+    async def _close_message(self, status: str) -> None:
+        item = cast(dict[str, Any], self._message)
         item["status"] = "completed" if status == "completed" else "incomplete"
         item["content"] = [self._part(in_item=True)]
-        if self._text or status == "completed":
-            if self.modalities == ["audio"]:
-                await self._send("response.output_audio.done", **self._part_at())
-                await self._send("response.output_audio_transcript.done", **self._part_at(), transcript=self._text)
-            else:
-                await self._send("response.output_text.done", **self._part_at(), text=self._text)
-            await self._send("response.content_part.done", **self._part_at(), part=self._part())
+        if self.modalities == ["audio"]:
+            await self._send("response.output_audio.done", **self._part_at())
+            await self._send("response.output_audio_transcript.done", **self._part_at(), transcript=self._text)
+        else:
+            await self._send("response.output_text.done", **self._part_at(), text=self._text)
+        await self._send("response.content_part.done", **self._part_at(), part=self._part())
         if item["id"] in self.session.items:
             await self._send("response.output_item.done", response_id=self.id, output_index=0, item=public_item(item))
             await self.session.send(event("conversation.item.done", item=public_item(item),
                                           previous_item_id=self.session.previous_id(item)))
-        output = [public_item(item)] if item["id"] in self.session.items else []
-        await self._send("response.done", response=self._shape(status, details, output))
+
+    async def _call(self, call: dict[str, Any]) -> None:
+        """One tool call as a function_call item, with its arguments' events (whole: the grammar made them)."""
+        item = function_calls.call_item(new_id("item"), call, status="in_progress")
+        index, arguments = len(self._output), call["function"]["arguments"]
+        at = {"response_id": self.id, "item_id": item["id"], "output_index": index}
+        self._output.append(item)
+        await self.session.add_item(item)
+        await self._send("response.output_item.added", response_id=self.id, output_index=index, item=public_item(item))
+        await self._send("response.function_call_arguments.delta", **at, call_id=item["call_id"], delta=arguments)
+        await self._send("response.function_call_arguments.done", **at, call_id=item["call_id"], name=item["name"],
+                         arguments=arguments)
+        item.update(status="completed", arguments=arguments)
+        await self._send("response.output_item.done", response_id=self.id, output_index=index, item=public_item(item))
+        await self.session.send(event("conversation.item.done", item=public_item(item),
+                                      previous_item_id=self.session.previous_id(item)))
 
     async def _write(self, steps: AsyncIterator[Step]) -> None:
         async for step in steps:
             self._tokens = (self._tokens[0], step.completion_tokens)
+            self._calls += step.tool_calls or []
             if step.text:
+                await self._open()
                 self._text += step.text
                 await self._send("response.output_text.delta", **self._part_at(), delta=step.text)
 
@@ -135,6 +175,7 @@ class Response:
         try:
             async for step in steps:
                 self._tokens = (self._tokens[0], step.completion_tokens)
+                self._calls += step.tool_calls or []
                 pending += step.text
                 while (cut := _sentence_end(pending, first)) is not None:
                     await out.put(pending[:cut])
@@ -155,6 +196,7 @@ class Response:
                 text=sentence.strip(), model=entry.id, voice=voice, speed=speed, format="pcm"))
             samples = np.frombuffer(speech.audio, dtype="<i2").astype(np.float32) / 32768
             audio = from_samples(samples, speech.sample_rate, fmt)
+        await self._open()
         start_ms = self._audio_ms
         self._audio_ms += len(audio) // fmt.bytes_per_sample * 1000 // fmt.rate
         self._text += sentence

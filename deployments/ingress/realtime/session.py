@@ -19,11 +19,11 @@ from deployments.families.speech.protocol import check_speed, resolve_voice
 from deployments.families.transcription.protocol import TASK as TRANSCRIPTION_TASK
 from deployments.families.transcription.protocol import TranscriptionOptions
 from deployments.ingress.realtime import config as session_config
+from deployments.ingress.realtime import function_calls
 from deployments.ingress.realtime.audio import MODEL_RATE, BadAudio, decode_base64, to_model_rate
 from deployments.ingress.realtime.events import (
     RealtimeError,
     event,
-    item_text,
     message_item,
     new_id,
     public_item,
@@ -74,6 +74,10 @@ class Session:
         if new.type == "realtime" and new.model != self.config.model:
             chat = self.services.model_for("chat", new.model)
             new = new.model_copy(update={"model": chat.id})
+        if new.tools and chat is not None and not chat.specs.tool_calls:
+            takers = sorted(e.id for e in self.services.catalog.models.values() if e.specs.tool_calls)
+            raise RealtimeError(f"Model '{chat.id}' does not take tools; models that do: {', '.join(takers)}",
+                                "invalid_value", param="session.tools")
         vad_changed = new.audio.input.turn_detection != self.config.audio.input.turn_detection
         self.config, self.transcriber, self.speaker, self.chat = new, transcriber, speaker, chat
         if vad_changed:  # a detector with the new threshold and silence (or none)
@@ -114,10 +118,14 @@ class Session:
 
     async def item_create(self, message: dict[str, Any]) -> None:
         item = message.get("item")
+        if isinstance(item, dict) and item.get("type") in ("function_call", "function_call_output"):
+            await self._create(message, function_calls.client_item(item, self.items,
+                                                                    str(item.get("id") or new_id("item"))[:64]))
+            return
         if not isinstance(item, dict) or item.get("type") != "message" or item.get("role") not in (
                 "user", "assistant", "system"):
-            raise RealtimeError("conversation.item.create takes message items (role user, assistant or system) "
-                                "here; function calls are not supported", "invalid_value", param="item")
+            raise RealtimeError("conversation.item.create takes message items (role user, assistant or system), "
+                                "function_call and function_call_output items", "invalid_value", param="item")
         parts = item.get("content")
         if not isinstance(parts, list) or not parts or any(
                 not isinstance(p, dict) or p.get("type") not in TEXT_PARTS or not isinstance(p.get("text"), str)
@@ -125,13 +133,15 @@ class Session:
             raise RealtimeError("A message item's content is a list of text parts ({'type': 'input_text', "
                                 "'text': ...}); audio and image parts are not supported", "invalid_value",
                                 param="item.content")
+        text_type = "input_text" if item["role"] != "assistant" else "output_text"
+        await self._create(message, message_item(str(item.get("id") or new_id("item"))[:64], item["role"],
+                                                 [{"type": text_type, "text": p["text"]} for p in parts]))
+
+    async def _create(self, message: dict[str, Any], added: dict[str, Any]) -> None:
         previous = message.get("previous_item_id")
         if previous is not None and previous not in self.items:
             raise RealtimeError(f"No item {previous!r} in this conversation", "item_not_found",
                                 param="previous_item_id")
-        text_type = "input_text" if item["role"] != "assistant" else "output_text"
-        added = message_item(str(item.get("id") or new_id("item"))[:64], item["role"],
-                             [{"type": text_type, "text": p["text"]} for p in parts])
         await self.add_item(added)
         await self.send(event("conversation.item.done", item=added, previous_item_id=self.previous_id(added)))
 
@@ -184,14 +194,9 @@ class Session:
         self.items[item["id"]] = item
         await self.send(event("conversation.item.added", item=public_item(item), previous_item_id=previous))
 
-    def messages(self, instructions: str | None) -> list[dict[str, str]]:
+    def messages(self, instructions: str | None) -> list[dict[str, Any]]:
         """The conversation so far as chat messages, the session's instructions first."""
-        messages = [{"role": "system", "content": instructions}] if instructions else []
-        for item in self.items.values():
-            text = item_text(item)
-            if text and item.get("role") in ("user", "assistant", "system"):
-                messages.append({"role": item["role"], "content": text})
-        return messages
+        return function_calls.chat_messages(self.items, instructions)
 
     async def close(self) -> None:
         if self.response is not None:
