@@ -171,6 +171,7 @@ def parse_args(argv: list[str]) -> tuple[str, str]:
 def main(argv: list[str]) -> int:
     import yaml
 
+    from deployments.launch.app_check import AppCheck
     from deployments.launch.serve_startup import Descendants, StartFailed, running, start, stop
 
     try:
@@ -194,9 +195,10 @@ def main(argv: list[str]) -> int:
         print(f"[serve.sh] {line}", flush=True)
 
     started = Descendants()
+    check = AppCheck(config)  # builds each application beside Ray's start: a bad profile fails in seconds
     try:
         say(f"starting {config_path} on {'an embedded Ray' if address == 'local' else address}")
-        watch = start(config, address, schedule_bound_s, say)
+        watch = start(config, address, schedule_bound_s, say, before_apps=check.wait)
         say(f"serving on {url} (models still starting answer 503 + Retry-After)")
         watch.wait_until(lambda seen: all(map(running, seen.values())))
         say("ready: every deployment runs. Ctrl-C stops the service.")
@@ -208,7 +210,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         say("stopping")
         code = 0
-    stop(STOP_STEP_S, started, say)
+    check.stop()
+    # a start that failed on an embedded Ray serves nothing to drain: its processes just end
+    stop(0.0 if code == 1 and address == "local" else STOP_STEP_S, started, say)
     say("stopped")
     sys.stdout.flush()
     sys.stderr.flush()

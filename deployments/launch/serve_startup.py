@@ -122,10 +122,11 @@ def running(app: Any) -> bool:
 
 
 def start(config: dict[str, Any], address: str, schedule_bound_s: float,
-          say: Callable[[str], None] = print) -> StartWatch:
+          say: Callable[[str], None] = print, before_apps: Callable[[], None] = lambda: None) -> StartWatch:
     """Start Serve on the cluster at `address` ("local": an embedded Ray) and bring `config` up in stages.
     Returns once every application's ingress serves at its route (its models may still be starting: the
-    returned watch follows them); raises StartFailed."""
+    returned watch follows them); raises StartFailed (also from `before_apps`, called before the
+    applications are deployed)."""
     import ray
     from ray.serve._private import api as serve_api
     from ray.serve._private.constants import SERVE_NAMESPACE
@@ -144,6 +145,7 @@ def start(config: dict[str, Any], address: str, schedule_bound_s: float,
         client.deploy_apps(stage, _blocking=False)
         gates.wait_until(lambda seen: all(map(running, seen.values())))
     say("answering 503 + Retry-After until the service runs")
+    before_apps()
     client.deploy_apps(stages[2], _blocking=False)
     watch = StartWatch([app.name for app in final.applications], schedule_bound_s, say)
     watch.wait_until(lambda seen: all(map(ingress_runs, seen.values())))
@@ -218,10 +220,11 @@ def stop(timeout_s: float, started: Descendants, say: Callable[[str], None] = pr
     from ray import serve
 
     started.note()
-    worker = threading.Thread(target=serve.shutdown, daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    started.note()
+    if timeout_s > 0:  # 0: nothing to drain
+        worker = threading.Thread(target=serve.shutdown, daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        started.note()
     # Ray's control processes first, so that nothing restarts what is ended next (an actor that dies is
     # restarted on a new worker while its GCS and raylet live)
     control = [process for process in started.running() if _named(process, CONTROL_PROCESSES)]
