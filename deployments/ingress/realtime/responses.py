@@ -122,12 +122,13 @@ class Response:
         item = cast(dict[str, Any], self._message)
         item["status"] = "completed" if status == "completed" else "incomplete"
         item["content"] = [self._part(in_item=True)]
-        if self.modalities == ["audio"]:
-            await self._send("response.output_audio.done", **self._part_at())
-            await self._send("response.output_audio_transcript.done", **self._part_at(), transcript=self._text)
-        else:
-            await self._send("response.output_text.done", **self._part_at(), text=self._text)
-        await self._send("response.content_part.done", **self._part_at(), part=self._part())
+        if self._text or status == "completed":
+            if self.modalities == ["audio"]:
+                await self._send("response.output_audio.done", **self._part_at())
+                await self._send("response.output_audio_transcript.done", **self._part_at(), transcript=self._text)
+            else:
+                await self._send("response.output_text.done", **self._part_at(), text=self._text)
+            await self._send("response.content_part.done", **self._part_at(), part=self._part())
         if item["id"] in self.session.items:
             await self._send("response.output_item.done", response_id=self.id, output_index=0, item=public_item(item))
             await self.session.send(event("conversation.item.done", item=public_item(item),
