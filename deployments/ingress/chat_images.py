@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from deployments.errors import InvalidRequest, PayloadTooLarge
-from deployments.families.chat.protocol import TASK
+from deployments.families.chat.protocol import TASK, tool_models
 from deployments.ingress.chat_requests import ChatFields, ImagePart, Message
 from deployments.ingress.services import Services
 from deployments.ingress.vision_routes import fetch_image
@@ -51,8 +51,8 @@ async def vision_request(services: Services, entry: ModelEntry, body: ChatFields
     """The arguments of vision-language model `entry`'s `chat` and `chat_stream`: the messages with image
     placeholders, the images (fetched and measured), the options."""
     if body.tools:
-        takers = sorted(e.id for e in services.catalog.models.values() if e.specs.tool_calls)
-        raise InvalidRequest(f"Model '{entry.id}' takes no tools; chat models that do: {', '.join(takers)}")
+        raise InvalidRequest(f"Model '{entry.id}' takes no tools; chat models that do: "
+                             f"{tool_models(services.catalog)}")
     urls = body.images()
     if len(urls) > MAX_IMAGES:
         raise InvalidRequest(f"{len(urls)} images in one request; at most {MAX_IMAGES}")

@@ -34,6 +34,7 @@ from deployments.families.chat.protocol import (
     NamedToolChoice,
     Started,
     Step,
+    tool_models,
 )
 from deployments.families.chat.scheduler import Scheduler
 from deployments.families.chat.tools import STYLES, template_messages
@@ -140,8 +141,8 @@ class ChatDeployment(FamilyDeployment):
         # Loaded before joining a batch: a failed load fails only its own requests.
         chat_model = await self._models.get(entry)
         if options.tools and chat_model.tool_style is None:
-            takers = sorted(e.id for e in self._catalog.models.values() if e.specs.tool_calls)
-            raise InvalidRequest(f"Model '{entry.id}' does not take tools; models that do: {', '.join(takers)}")
+            raise InvalidRequest(f"Model '{entry.id}' does not take tools; models that do: "
+                                 f"{tool_models(self._catalog)}")
         tools = [tool.model_dump(exclude_none=True) for tool in options.tools]
         prompt_ids = _render(entry, chat_model.tokenizer, messages, tools)
         room = chat_model.context_length - len(prompt_ids)
@@ -168,12 +169,7 @@ class ChatDeployment(FamilyDeployment):
         return Started(entry.id, len(prompt_ids), seed), row
 
     async def _complete(self, started: Started, row: Row) -> Completion:
-        pieces, calls, last = [], [], None
-        async for last in self._scheduler.run(row):
-            pieces.append(last.text)
-            calls += last.tool_calls or []
-        return Completion(started.model, "".join(pieces), last.finish_reason, started.prompt_tokens,
-                          last.completion_tokens, started.seed, last.batch_size, calls or None)
+        return await Completion.collected(started, self._scheduler.run(row))
 
     async def _loaded(self, model_id: str) -> ChatModel:
         return await self._models.get(self._catalog.models[model_id])

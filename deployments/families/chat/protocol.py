@@ -3,6 +3,7 @@ finished completion, and seed 004's product request. Pydantic and dataclasses on
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -125,6 +126,11 @@ def check_tool_choice(choice: Any, tools: list[Tool] | None) -> None:
         raise ValueError("tool_choice needs tools to choose from")
 
 
+def tool_models(catalog: Any) -> str:
+    """The catalog's models that write tool calls (a `specs.tool_calls` style), for a refusal to name them."""
+    return ", ".join(sorted(entry.id for entry in catalog.models.values() if entry.specs.tool_calls))
+
+
 class ChatJobInput(ChatOptions):
     messages: list[ChatMessage] = Field(min_length=1)
 
@@ -176,6 +182,17 @@ class Completion:
     seed: int
     batch_size: int
     tool_calls: list[dict[str, Any]] | None = None
+
+    @classmethod
+    async def collected(cls, started: Started, steps: AsyncIterator[Step]) -> Completion:
+        """The whole answer of a stream's Steps (its text, its calls, the last step's finish and counts)."""
+        pieces, calls, last = [], [], None
+        async for last in steps:
+            pieces.append(last.text)
+            calls += last.tool_calls or []
+        assert last is not None and last.finish_reason is not None  # a row's last Step says why it ended
+        return cls(started.model, "".join(pieces), last.finish_reason, started.prompt_tokens,
+                   last.completion_tokens, started.seed, last.batch_size, calls or None)
 
     def output(self) -> dict[str, Any]:
         """The JSON-able form jobs store."""

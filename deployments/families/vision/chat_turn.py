@@ -55,7 +55,7 @@ async def turn_steps(run: Callable[[Callable[[Step], None]], None], state: RowSt
         finally:
             loop.call_soon_threadsafe(items.put_nowait, end)
 
-    worker = loop.run_in_executor(None, work)
+    loop.run_in_executor(None, work)  # not awaited: abandoned, the thread ends at its next token
     try:
         while (item := await items.get()) is not end:
             if isinstance(item, Exception):
@@ -63,4 +63,3 @@ async def turn_steps(run: Callable[[Callable[[Step], None]], None], state: RowSt
             yield item
     finally:
         state.row.abandoned = True
-        del worker  # the thread ends at its next token; nothing waits for it

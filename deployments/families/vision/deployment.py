@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field, ValidationError
 from ray import serve
@@ -20,7 +20,7 @@ from ray import serve
 from deployments.errors import InvalidRequest
 from deployments.families.chat.constraints import json_grammar
 from deployments.families.chat.decoding import Row, RowState
-from deployments.families.chat.protocol import ChatOptions, Completion, Started, Step
+from deployments.families.chat.protocol import ChatOptions, Completion, Started, Step, tool_models
 from deployments.families.protocol import new_seed, validation_problems
 from deployments.families.vision import protocol
 from deployments.families.vision.chat_turn import decode_turn, turn_steps
@@ -116,16 +116,10 @@ class VisionDeployment(FamilyDeployment):
         """A chat completion from a vision-language model: `messages` whose content is a list of text and
         {'type': 'image'} parts, `images` in the order of those parts; `options` as the chat family's
         (sampling, stop, response_format; tools are the chat models')."""
-        pieces, last, started = [], None, None
-        async for item in self.chat_stream(messages, images, options, model=model):
-            if isinstance(item, Started):
-                started = item
-            else:
-                pieces.append(item.text)
-                last = item
-        assert started is not None and last is not None and last.finish_reason is not None
-        return Completion(started.model, "".join(pieces), last.finish_reason, started.prompt_tokens,
-                          last.completion_tokens, started.seed, 1)
+        stream = self.chat_stream(messages, images, options, model=model)
+        started = await anext(stream)
+        assert isinstance(started, Started)
+        return await Completion.collected(started, cast(AsyncIterator[Step], stream))
 
     async def chat_stream(self, messages: list[dict], images: list[bytes], options: dict[str, Any], *,
                           model: str | None = None) -> AsyncIterator[Started | Step]:
@@ -137,7 +131,8 @@ class VisionDeployment(FamilyDeployment):
         except ValidationError as bad:
             raise InvalidRequest(f"Invalid request: {validation_problems(bad, 'request')}") from None
         if params.tools:
-            raise InvalidRequest(f"Model '{entry.id}' takes no tools; tools are for the chat models")
+            raise InvalidRequest(f"Model '{entry.id}' takes no tools; chat models that do: "
+                                 f"{tool_models(self._catalog)}")
         decoded = [(await asyncio.to_thread(open_image, image, f"image {i + 1}"))[0] for i, image in enumerate(images)]
         engine = await self._models.get(entry)
         if not hasattr(engine, "chat_inputs"):

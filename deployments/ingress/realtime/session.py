@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from deployments.errors import ServiceError
+from deployments.families.chat.protocol import tool_models
 from deployments.families.speech.protocol import TASK as SPEECH_TASK
 from deployments.families.speech.protocol import check_speed, resolve_voice
 from deployments.families.transcription.protocol import TASK as TRANSCRIPTION_TASK
@@ -75,9 +76,8 @@ class Session:
             chat = self.services.model_for("chat", new.model)
             new = new.model_copy(update={"model": chat.id})
         if new.tools and chat is not None and not chat.specs.tool_calls:
-            takers = sorted(e.id for e in self.services.catalog.models.values() if e.specs.tool_calls)
-            raise RealtimeError(f"Model '{chat.id}' does not take tools; models that do: {', '.join(takers)}",
-                                "invalid_value", param="session.tools")
+            raise RealtimeError(f"Model '{chat.id}' does not take tools; models that do: "
+                                f"{tool_models(self.services.catalog)}", "invalid_value", param="session.tools")
         vad_changed = new.audio.input.turn_detection != self.config.audio.input.turn_detection
         self.config, self.transcriber, self.speaker, self.chat = new, transcriber, speaker, chat
         if vad_changed:  # a detector with the new threshold and silence (or none)
