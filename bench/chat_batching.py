@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))  # for `deployments` and bench/, when run as 
 from bench.embedding_latency import machine, summary  # noqa: E402
 from bench.local_service import deploy_models, random_model_service  # noqa: E402
 from bench.results import print_table, serving_arguments, write_result  # noqa: E402
+from deployments.serving.torch_threads import inference_executor, run_once  # noqa: E402
 
 REPO = "Qwen/Qwen2.5-0.5B-Instruct"
 PROMPTS = ["What is the capital of France?", "Describe a leather wallet.", "Tell me about water bottles.",
@@ -88,19 +89,29 @@ async def clients_through(post: Callable[[int, int], Awaitable[tuple[str, int]]]
     ms = {kind: np.asarray(values) * 1000 for kind, values in latencies.items()}
     return ({"wall_s": round(wall, 2), "tokens_per_second": round(tokens[0] / wall, 1), "completion_tokens": tokens[0],
              "short_p50_ms": round(float(np.percentile(ms["short"], 50)), 1),
+             "short_mean_ms": round(float(ms["short"].mean()), 1),
              "short_p99_ms": round(float(np.percentile(ms["short"], 99)), 1),
              "long_p50_ms": round(float(np.percentile(ms["long"], 50)), 1)},
             answers)
 
 
+def dtype_name(gpu: bool) -> str:
+    """The dtype the chat deployment decodes in here (INFERENCE_CPU_DTYPE on a CPU)."""
+    from deployments.serving.model_loading import generation_dtype
+    from deployments.settings import ServiceSettings
+
+    return str(generation_dtype("cuda" if gpu else "cpu", ServiceSettings())).removeprefix("torch.")
+
+
 def load_chat_model(folder: Path, device: str):
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from deployments.families.chat.decoding import ChatModel
+    from deployments.serving.model_loading import generation_dtype
+    from deployments.settings import ServiceSettings
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = generation_dtype(device, ServiceSettings())  # as the chat deployment picks it
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
     eos = model.generation_config.eos_token_id
     return ChatModel(tokenizer, model, set(eos if isinstance(eos, list) else [eos]), tokenizer.pad_token_id, 4096,
@@ -281,7 +292,7 @@ def mixed(args) -> None:
             results[scheduling], answers[scheduling] = asyncio.run(
                 run_mixed(base_url, args.clients, args.requests, args.short, args.long))
         print("constrained decoding: the listing schema's grammar per token...", flush=True)
-        grammar = grammar_overhead(holder["model"], 300)
+        grammar = inference_executor().submit(grammar_overhead, holder["model"], 300).result()
 
     report_mixed(args, results, answers, grammar, "http")
 
@@ -290,16 +301,20 @@ def report_mixed(args, results: dict, answers: dict, grammar: dict | None, path:
     continuous, static = results["continuous"], results["static"]
     mismatches = sum(answers["continuous"][i] != answers["static"][i] for i in answers["static"])
     ratios = {"tokens_per_second": round(continuous["tokens_per_second"] / static["tokens_per_second"], 2),
-              "short_p50": round(static["short_p50_ms"] / continuous["short_p50_ms"], 2)}
-    print_table(results, {"tok/s": "tokens_per_second", "short p50 ms": "short_p50_ms", "short p99 ms": "short_p99_ms",
+              "short_p50": round(static["short_p50_ms"] / continuous["short_p50_ms"], 2),
+              "short_mean": round(static["short_mean_ms"] / continuous["short_mean_ms"], 2)}
+    print_table(results, {"tok/s": "tokens_per_second", "short p50 ms": "short_p50_ms",
+                          "short mean ms": "short_mean_ms", "short p99 ms": "short_p99_ms",
                           "long p50 ms": "long_p50_ms", "wall s": "wall_s"}, width=14)
     print(f"continuous / static: {ratios['tokens_per_second']}x tokens/s, short requests' p50 "
-          f"{ratios['short_p50']}x sooner; answers differing between the runs: {mismatches}/{args.requests}")
+          f"{ratios['short_p50']}x sooner (mean {ratios['short_mean']}x); answers differing between the runs: "
+          f"{mismatches}/{args.requests}")
     if grammar:
         print(f"constrained decoding: {grammar['per_token_us']} us per token (mask {grammar['mask_us_p50']}, take "
               f"{grammar['take_us_p50']}) = {grammar['overhead_percent_of_a_step']}% of a "
               f"{grammar['decoding_step_ms_p50']} ms decoding step (vocabulary {grammar['vocabulary']})")
-    write_result(args.out, {"workload": "mixed", "path": path, "size": args.size, "clients": args.clients,
+    write_result(args.out, {"workload": "mixed", "path": path, "size": args.size, "dtype": dtype_name(args.gpu),
+                            "clients": args.clients,
                             "requests": args.requests, "short_tokens": args.short, "long_tokens": args.long,
                             "machine": machine("cuda" if args.gpu else "cpu"), "serve": results, "ratios": ratios,
                             "answers_differing_between_runs": mismatches, "constrained_decoding": grammar})
@@ -314,7 +329,8 @@ def mixed_in_process(args) -> None:
         folder = Path(temp) / "model"
         subprocess.run([sys.executable, "-m", "tests.tiny_chat", str(folder), "--size", args.size], cwd=REPO_ROOT,
                        check=True, capture_output=True)
-        chat_model = load_chat_model(folder, device)
+        # loaded on a thread that exits, decoded on the replica's inference thread, as the deployment does
+        chat_model = asyncio.run(run_once(load_chat_model, folder, device))
         results, answers = {}, {}
         for scheduling in ("continuous", "static"):
             print(f"{scheduling} (in process, {device}): {args.requests} requests from {args.clients} clients, "
@@ -323,7 +339,7 @@ def mixed_in_process(args) -> None:
                 chat_model, device, scheduling, args.clients, args.requests, args.short, args.long))
         grammar = None
         try:
-            grammar = grammar_overhead(folder, 300)
+            grammar = inference_executor().submit(grammar_overhead, folder, 300).result()
         except ImportError as missing:  # a device without llguidance
             print(f"constrained decoding not measured: {missing}")
     report_mixed(args, results, answers, grammar, "in-process")

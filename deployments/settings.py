@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
         0, ge=0, description="Torch threads per CPU replica; 0 = every core but one, which is left to "
         "the HTTP proxy and ingress. Ray would otherwise set OMP_NUM_THREADS to the replica's num_cpus.",
     )
+    cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "float32", description="Weights of a chat model on a CPU replica; auto = bfloat16 where the CPU multiplies "
+        "bfloat16 natively (AMX or AVX512-BF16: 2-3x faster decoding, half the memory), else float32.",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Job store on one machine: uploads, job records (SQLite) and result files, on local disk; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -20,6 +21,7 @@ from deployments.errors import InvalidRequest, ModelNotFound
 from deployments.model_cache.manager import get_model_manager
 from deployments.serving.replica_board import get_replica_board
 from deployments.serving.service_metrics import ModelGauges
+from deployments.serving.torch_threads import run_once
 from deployments.settings import ServiceSettings
 from deployments.state.runner import JobRunner
 from deployments.state.store import JobStore
@@ -37,6 +39,21 @@ def pick_device(settings: ServiceSettings) -> str:
         return "cuda"
     torch.set_num_threads(cpu_thread_count(settings))
     return "cpu"
+
+
+def generation_dtype(device: str, settings: ServiceSettings):
+    """The dtype a generative model decodes in: bfloat16 on a GPU; on a CPU, settings.cpu_dtype, whose auto
+    takes bfloat16 only where the CPU has native bfloat16 matrix instructions (elsewhere it is emulated, and
+    slower than float32)."""
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16
+    if settings.cpu_dtype == "auto":
+        capabilities = torch.cpu.get_capabilities()
+        native = capabilities.get("amx_bf16", False) or capabilities.get("avx512_bf16", False)
+        return torch.bfloat16 if native else torch.float32
+    return getattr(torch, settings.cpu_dtype)
 
 
 def cpu_thread_count(settings: ServiceSettings) -> int:
@@ -112,7 +129,7 @@ class LoadedModels:
         while self._max_models and len(self._models) >= self._max_models:  # least recently used goes
             self.unload(min(self._models, key=lambda m: self._last_used.get(m, 0)))
         started, memory = time.monotonic(), MemoryProbe()
-        model = await asyncio.to_thread(self._load, entry, paths)
+        model = await run_once(self._load, entry, paths)  # its OpenMP threads go with it (torch_threads.py)
         self._load_stats[entry.id] = {"load_seconds": round(time.monotonic() - started, 3), **memory.peak()}
         self._gauges.loaded(entry.id, self._load_stats[entry.id])
         self._paths[entry.id] = paths
@@ -175,8 +192,8 @@ class LoadedModels:
             if on_gpu:
                 module.half()
             else:
-                await asyncio.to_thread(torch.ao.quantization.quantize_dynamic, module,
-                                        {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                await run_once(functools.partial(torch.ao.quantization.quantize_dynamic, module, {torch.nn.Linear},
+                                                 dtype=torch.qint8, inplace=True))
         self._optimized[model_id] = "float16" if on_gpu else "dynamic-int8"
         self._report()
 
@@ -302,6 +319,7 @@ class FamilyDeployment:
         replica exists because the model is warm or was just asked for). None: a family pool serving
         models registered at run time, the least recently used unloaded past `pool_max_models`."""
         settings.apply_log_level()
+        self._settings = settings
         self._store = JobStore.from_settings(settings)
         self._catalog = LiveCatalog(catalog, self._store.runtime_models())  # plus models added at run time
         self._model_id = model_id

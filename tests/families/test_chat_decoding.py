@@ -17,10 +17,13 @@ def qwen(tmp_path_factory):
 
     from deployments.families.chat.decoding import ChatModel
     from deployments.families.chat.tools import STYLES
+    from deployments.serving.model_loading import generation_dtype
+    from deployments.settings import ServiceSettings
 
     folder = build_tiny_qwen(tmp_path_factory.mktemp("qwen"))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    # in the dtype the chat deployment picks on this CPU (bfloat16 where it is native)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=generation_dtype("cpu", ServiceSettings())).eval()
     return ChatModel(tokenizer, model, set(model.generation_config.eos_token_id), tokenizer.pad_token_id, 2048,
                      STYLES["hermes"])
 
@@ -135,3 +138,32 @@ def test_with_auto_tools_and_a_response_format_a_call_may_open_the_answer_and_no
     assert began.pick(favouring(brace)) == brace
     began.advance(brace, 1)
     assert began.pick(favouring(calls.trigger)) != calls.trigger and began.text.calls_from is None
+
+
+def test_in_bfloat16_rows_decode_to_their_schemas_in_half_the_memory(qwen):
+    """INFERENCE_CPU_DTYPE=bfloat16 (the fast CPU mode on AMX/AVX512-BF16 cores): the weights take half the
+    bytes, a row's answer repeats with its seed, and grammars still hold every row (they mask float32 logits)."""
+    import dataclasses
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from deployments.families.chat.constraints import json_grammar
+    from deployments.serving.model_loading import generation_dtype
+    from deployments.settings import ServiceSettings
+
+    dtype = generation_dtype("cpu", ServiceSettings(cpu_dtype="bfloat16"))
+    model = AutoModelForCausalLM.from_pretrained(qwen.model.name_or_path, dtype=dtype).eval()
+    halved = dataclasses.replace(qwen, model=model)
+    assert sum(p.nbytes for p in model.parameters()) == 2 * sum(p.numel() for p in model.parameters())
+    assert generation_dtype("cpu", ServiceSettings(cpu_dtype="float32")) == torch.float32
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["n"]}
+    grammar = json_grammar(schema, halved.grammar_tokenizer, "test")
+    rows = lambda: [row(halved, "json", 100, seed, grammar=grammar) for seed in range(3)] + [  # noqa: E731
+        row(halved, "free", 12, 7)]
+    answers = decode(halved, rows(), join_every=2)
+    assert decode(halved, rows(), join_every=2) == answers
+    for text, finish, _ in answers[:3]:
+        assert finish == "stop" and 1 <= json.loads(text)["n"] <= 9
+    assert answers[3][1] in ("stop", "length") and answers[3][0] != answers[0][0]

@@ -40,7 +40,7 @@ from deployments.families.chat.scheduler import Scheduler
 from deployments.families.chat.tools import STYLES, template_messages
 from deployments.families.protocol import new_seed, validation_problems
 from deployments.serving.batching import BatchConfig
-from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.model_loading import FamilyDeployment, generation_dtype
 from deployments.state.runner import JobContext
 from registry import ModelEntry
 
@@ -175,10 +175,9 @@ class ChatDeployment(FamilyDeployment):
         return await self._models.get(self._catalog.models[model_id])
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]) -> ChatModel:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
+        dtype = generation_dtype(self._device, self._settings)
         tokenizer = AutoTokenizer.from_pretrained(paths["weights"], local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(paths["weights"], dtype=dtype, local_files_only=True)
         model = model.to(self._device).eval()

@@ -19,6 +19,7 @@ from typing import Any
 from deployments.errors import ServiceError
 from deployments.families.chat.decoding import Batch, ChatModel, Row
 from deployments.families.chat.protocol import Step
+from deployments.serving.torch_threads import run_inference
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ class Scheduler:
             await self._admit()
             for model_id, batch in list(self._batches.items()):
                 if batch.states:
-                    self._deliver(batch, await self._guarded(batch, batch.step))
-                    batch.leave()
+                    rows = batch.rows
+                    self._deliver(await self._guarded(batch, batch.step), rows)
                 if not batch.states:
                     del self._batches[model_id]
             await asyncio.sleep(0)  # let new requests reach the queue
@@ -90,9 +91,7 @@ class Scheduler:
                 self._fail(rows, error)
                 continue
             batch = self._batches.get(model_id) or self._batches.setdefault(model_id, Batch(chat_model, self._device))
-            steps = await self._guarded(batch, functools.partial(batch.join, rows), rows)
-            self._deliver(batch, steps, rows)
-            batch.leave()
+            self._deliver(await self._guarded(batch, functools.partial(batch.join, rows), rows), rows)
 
     async def _gather(self, config) -> None:
         deadline = time.monotonic() + config.batch_wait_timeout_s
@@ -100,9 +99,16 @@ class Scheduler:
             await asyncio.sleep(min(0.005, config.batch_wait_timeout_s))
 
     async def _guarded(self, batch: Batch, work: Callable[[], list[Step]], rows: list[Row] | None = None) -> list:
-        """`work()` in a thread; if it fails, its rows (all the batch's by default) get the error and leave."""
+        """`work()`, then the finished rows' leaving, on the replica's inference thread (every tensor operation
+        stays on that thread: see torch_threads.py); if it fails, its rows (all the batch's by default) get the
+        error and leave."""
+        def then_leave() -> list[Step]:
+            steps = work()
+            batch.leave()
+            return steps
+
         try:
-            return await asyncio.to_thread(work)
+            return await run_inference(then_leave)
         except Exception as error:  # noqa: BLE001 - handed to the callers
             if not isinstance(error, ServiceError):
                 logger.exception("chat decoding failed for %d requests", len(rows or batch.states))
@@ -113,11 +119,12 @@ class Scheduler:
                     state.done = True
             if rows is None:
                 batch.states = []
+            await run_inference(batch.leave)
             return []
 
     @staticmethod
-    def _deliver(batch: Batch, steps: list[Step], rows: list[Row] | None = None) -> None:
-        for row, step in zip(rows or batch.rows, steps):
+    def _deliver(steps: list[Step], rows: list[Row]) -> None:
+        for row, step in zip(rows, steps):
             if step.finish_reason != "abandoned":
                 row.outbox.put_nowait(step)
 

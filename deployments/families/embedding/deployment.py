@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from ray import serve
 
 from deployments.families.embedding.engines import ENGINES, SentenceEncoder
 from deployments.families.embedding.protocol import Embeddings
 from deployments.serving.batching import raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from deployments.state.runner import JobContext
 from registry import ModelEntry
 
@@ -64,7 +63,7 @@ class EmbeddingDeployment(FamilyDeployment):
         async def encode(group: list[tuple[str, list[str]]]) -> list[Embeddings]:
             model_id = group[0][0]
             encoder: SentenceEncoder = await self._models.get(self._catalog.models[model_id])
-            vectors, counts = await asyncio.to_thread(encoder.encode, [text for _, texts in group for text in texts])
+            vectors, counts = await run_inference(encoder.encode, [text for _, texts in group for text in texts])
             results, start = [], 0
             for _, texts in group:
                 end = start + len(texts)

@@ -28,6 +28,7 @@ from deployments.families.image_generation.protocol import (
 from deployments.media.images import open_image
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from registry import ModelEntry
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class ImageGenerationDeployment(FamilyDeployment):
         """(PIL images, images in the call) per item; one pipeline call per group of equal settings."""
         async def generate(group: list[Canvas]) -> list[tuple[list, int]]:
             engine: Painter = await self._models.get(self._catalog.models[group[0].model])
-            pictures = await asyncio.to_thread(engine.paint, group)
+            pictures = await run_inference(engine.paint, group)
             start, outcomes = 0, []  # (the request's images, the batch size) per request
             for item in group:
                 outcomes.append((pictures[start:start + item.job.num_images], len(pictures)))

@@ -45,6 +45,7 @@ from deployments.media.audio import OUTPUT_FORMATS
 from deployments.model_cache.manager import get_model_manager
 from deployments.serving.batching import raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from deployments.settings import ServiceSettings
 from deployments.state.runner import JobContext
 from registry import AdapterEntry, Catalog, ModelEntry
@@ -235,7 +236,7 @@ class MusicDeployment(FamilyDeployment):
         """One generate call on a model whose adapters are in a known state: a copy tainted by a failed
         adapter switch is reloaded first, and plain prompts that meet a failed switch-off run on a fresh copy."""
         def generate(musicgen: MusicGen):
-            return asyncio.to_thread(musicgen.generate, [p.prompt for p in group], [p.duration for p in group],
+            return run_inference(musicgen.generate, [p.prompt for p in group], [p.duration for p in group],
                                      [p.seed for p in group], adapter, group[0].adapter_path)
 
         try:

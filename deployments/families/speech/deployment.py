@@ -32,6 +32,7 @@ from deployments.families.speech.protocol import (
 from deployments.media.audio import SPEECH_FORMATS, STREAM_FORMATS, pcm16, wav_stream_header
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from deployments.state.runner import JobContext
 from registry import ModelEntry
 
@@ -148,7 +149,7 @@ class SpeechDeployment(FamilyDeployment):
             engines[request.model] = await self._models.get(self._catalog.models[request.model])
 
         async def synthesize(group: list[SpeechRequest]) -> list[tuple[np.ndarray, int]]:
-            audio = await asyncio.to_thread(engines[group[0].model].synthesize, group)
+            audio = await run_inference(engines[group[0].model].synthesize, group)
             return [(clip, len(group)) for clip in audio]
 
         return await run_in_groups(requests, lambda r: (r.model, engines[r.model].batch_key(r)), synthesize,

@@ -41,6 +41,7 @@ from deployments.families.transcription.transcripts import (
 from deployments.media.audio import AudioLimits, BadAudio, audio_header, decode_audio
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from deployments.settings import ServiceSettings
 from deployments.state.runner import JobContext
 from registry import Catalog, ModelEntry
@@ -137,7 +138,7 @@ class TranscriptionDeployment(FamilyDeployment):
         language or all detecting it) go through one; the batch size is what each window reports."""
         async def generate(group: list[Window]) -> list[WindowResult]:
             whisper: WhisperEngine = await self._models.get(self._catalog.models[group[0].model])
-            return await asyncio.to_thread(whisper.transcribe, [w.audio for w in group], group[0].options,
+            return await run_inference(whisper.transcribe, [w.audio for w in group], group[0].options,
                                            self._config.max_new_tokens)
 
         return await run_in_groups(windows, lambda w: (w.model, w.options.task, w.options.temperature,

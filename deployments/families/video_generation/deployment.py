@@ -22,6 +22,7 @@ from deployments.families.video_generation.engines import ENGINES, VideoEngine
 from deployments.families.video_generation.protocol import IMAGE_TO_VIDEO, VideoJob
 from deployments.media.images import open_image
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from deployments.state.runner import JobContext
 from registry import ModelEntry
 
@@ -70,7 +71,7 @@ class VideoGenerationDeployment(FamilyDeployment):
         def on_step(step: int) -> None:
             context.report(0.95 * (step + 1) / steps, f"denoising step {step + 1}/{steps}")
 
-        frames = await asyncio.to_thread(engine.render, params, first_frame, on_step)
+        frames = await run_inference(engine.render, params, first_frame, on_step)
         context.report(0.99, "encoding MP4")
         await asyncio.to_thread(write_mp4, frames, params.fps, context.output_dir / VIDEO_FILE)
         return {"model": entry.id, "file": VIDEO_FILE, "frames": len(frames), "fps": params.fps,

@@ -11,6 +11,7 @@ from typing import Any
 
 from deployments.families.chat.decoding import RowState
 from deployments.families.chat.protocol import Step
+from deployments.serving.torch_threads import inference_executor
 
 
 def decode_turn(model, inputs, state: RowState, emit: Callable[[Step], None]) -> None:
@@ -55,7 +56,7 @@ async def turn_steps(run: Callable[[Callable[[Step], None]], None], state: RowSt
         finally:
             loop.call_soon_threadsafe(items.put_nowait, end)
 
-    loop.run_in_executor(None, work)  # not awaited: abandoned, the thread ends at its next token
+    loop.run_in_executor(inference_executor(), work)  # not awaited: abandoned, it ends at its next token
     try:
         while (item := await items.get()) is not end:
             if isinstance(item, Exception):

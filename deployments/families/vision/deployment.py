@@ -35,6 +35,7 @@ from deployments.families.vision.protocol import (
 from deployments.media.images import open_image
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.torch_threads import run_inference
 from deployments.state.runner import JobContext
 from registry import ModelEntry
 
@@ -137,7 +138,7 @@ class VisionDeployment(FamilyDeployment):
         engine = await self._models.get(entry)
         if not hasattr(engine, "chat_inputs"):
             raise InvalidRequest(f"Model '{entry.id}' describes images but does not chat")
-        inputs = await asyncio.to_thread(engine.chat_inputs, messages, decoded)
+        inputs = await run_inference(engine.chat_inputs, messages, decoded)
         prompt_tokens = int(inputs["input_ids"].shape[1])
         room = engine.chat_model.context_length - prompt_tokens
         if room <= 0 or (params.max_tokens or 0) > room:
@@ -182,7 +183,7 @@ class VisionDeployment(FamilyDeployment):
         """(softmax over the labels, images in the call) per item; one forward pass per model."""
         async def classify(group: list[_Item]) -> list[tuple[list[float], int]]:
             classifier = await self._models.get(self._catalog.models[group[0].model])
-            rows = await asyncio.to_thread(classifier.probabilities, [item.image for item in group])
+            rows = await run_inference(classifier.probabilities, [item.image for item in group])
             return [(row, len(group)) for row in rows]
 
         return await run_in_groups(items, lambda item: item.model, classify, "image classification")
@@ -196,7 +197,7 @@ class VisionDeployment(FamilyDeployment):
             engines[item.model] = await self._models.get(self._catalog.models[item.model])
 
         async def describe(group: list[_Item]) -> list[tuple[str, int, bool, int]]:
-            rows = await asyncio.to_thread(engines[group[0].model].describe, [it.image for it in group],
+            rows = await run_inference(engines[group[0].model].describe, [it.image for it in group],
                                            [it.prompt for it in group], [it.max_tokens for it in group])
             return [(*row, len(group)) for row in rows]
 
