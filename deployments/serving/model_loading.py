@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import os
@@ -192,8 +191,8 @@ class LoadedModels:
             if on_gpu:
                 module.half()
             else:
-                await run_once(functools.partial(torch.ao.quantization.quantize_dynamic, module, {torch.nn.Linear},
-                                                 dtype=torch.qint8, inplace=True))
+                await run_once(torch.ao.quantization.quantize_dynamic, module, {torch.nn.Linear}, dtype=torch.qint8,
+                               inplace=True)
         self._optimized[model_id] = "float16" if on_gpu else "dynamic-int8"
         self._report()
 

@@ -33,10 +33,11 @@ async def run_inference(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_INFERENCE, functools.partial(work, *args, **kwargs))
 
 
-async def run_once(work: Callable[..., T], *args: Any) -> T:
-    """`work(*args)` on a new thread that exits when it is done (a model load: its OpenMP team goes too)."""
+async def run_once(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`work(*args, **kwargs)` on a new thread that exits when it is done (a model load: its OpenMP team goes
+    too)."""
     thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="torch-load")
     try:
-        return await asyncio.get_running_loop().run_in_executor(thread, functools.partial(work, *args))
+        return await asyncio.get_running_loop().run_in_executor(thread, functools.partial(work, *args, **kwargs))
     finally:
         thread.shutdown(wait=False)
