@@ -33,6 +33,8 @@ class Autoscaling(BaseModel):
                                      "down to its min_replicas (zero for a model that is not warm).")
     downscale_to_zero_delay_s: float | None = Field(None, ge=0, description="From one replica to none; "
                                                     "downscale_delay_s when unset.")
+    look_back_period_s: float = Field(30, gt=0, description="Window Serve averages ongoing requests over: a "
+                                      "model's last request counts this long before its downscale delay starts.")
 
 
 class AppArgs(BaseModel):

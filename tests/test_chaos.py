@@ -4,6 +4,7 @@ are killed (crashes, not drains); what the clients see is counted and how soon t
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -78,8 +79,9 @@ class SteadyLoad:
         return [r for r in self.results if r[2] != 200]
 
     def served_again_after(self, moment: float) -> float:
-        """Seconds from `moment` until a request that started after it succeeded."""
-        return min(ended for started, ended, status in self.results if started >= moment and status == 200) - moment
+        """Seconds from `moment` until a request that started after it succeeded; inf if none has."""
+        served = [ended for started, ended, status in self.results if started >= moment and status == 200]
+        return min(served, default=math.inf) - moment
 
     def longest_wait(self) -> float:
         return max(ended - started for started, ended, _ in self.results)
@@ -98,13 +100,18 @@ def wait_until_steady(load: SteadyLoad, successes: int = 20) -> None:
     assert len(load.results) >= successes and not load.failures(), load.errors
 
 
-def steady_until_kill(service: str, deployment: str, after_s: float = 8.0):
+def steady_until_kill(service: str, deployment: str, after_s: float = 8.0, served_within_s: float = 60.0):
+    """Kill a replica of `deployment` under the steady load, which goes on for `after_s`, and then until a
+    request sent after the kill has been served (at most `served_within_s` from the kill): how soon that
+    happens is what the tests bound, so the load must outlast it even on a slow box."""
     with SteadyLoad(service) as load:
         wait_until_steady(load)
         victim = replicas_of(deployment)[0]
         killed_at = time.monotonic()
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         time.sleep(after_s)
+        while load.served_again_after(killed_at) == math.inf and time.monotonic() < killed_at + served_within_s:
+            time.sleep(0.2)
     return load, killed_at
 
 
@@ -132,7 +139,10 @@ def test_the_ingress_killed_under_load_serves_again_and_loses_no_job(service, cl
     # replica serves. The service's default HAProxy mode replays both kinds (the test below: none fail).
     assert len(failed) <= 2 * load.clients, failed
     assert sum(status == 500 for *_, status in failed) <= load.clients, failed
-    assert load.served_again_after(killed_at) < 15.0
+    # Serve starts a new ingress replica, whose handles then find the model's replicas: 5.5 s with this
+    # module run alone; once, on a loaded 2-core CI box, the requests held over the kill were answered only
+    # 12.6 s on (the load, then 12 s long, had stopped before any request sent after the kill was served).
+    assert load.served_again_after(killed_at) < 20.0
     job = client.get(f"/jobs/{queued.json()['job_id']}", params={"wait": 60}).json()
     assert job["status"] == "completed" and len(job["output"]["embeddings"][0]) == 384, job
 

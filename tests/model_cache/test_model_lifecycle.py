@@ -22,8 +22,10 @@ def cold(service):
     from deployments.settings import ServiceSettings
     from registry import load_catalog
 
+    # idle 3 s past a 3 s look-back: gone about 6 s after its last request (Serve's default look-back is 30 s)
     profile = tiny_profile(models=[MODEL], runtime_pools=False,
-                           autoscaling={"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 3})
+                           autoscaling={"max_replicas": 1, "upscale_delay_s": 0, "downscale_delay_s": 3,
+                                        "look_back_period_s": 3})
     settings = ServiceSettings(idle_after_seconds=1)
     serve.run(compose_app(load_catalog(), settings, profile), name="cold", route_prefix="/cold")
     with httpx.Client(base_url=f"{service}/cold", timeout=120) as http:
@@ -62,6 +64,7 @@ def test_an_idle_model_scales_to_zero_and_the_next_request_brings_it_back(cold):
 
     reply = embed(cold)  # no replica: this request starts one, which downloads, loads and answers
     assert reply.status_code == 200, reply.text
+    answered_at = time.monotonic()
     vector = reply.json()["embedding"]
     assert len(vector) == TINY_BGE_DIMENSIONS
     ready = lifecycle(cold)
@@ -71,6 +74,8 @@ def test_an_idle_model_scales_to_zero_and_the_next_request_brings_it_back(cold):
 
     gone, seen = wait_for_state(cold, {"scaled_to_zero"}, timeout=90)
     assert "idle" in seen, seen  # unused past idle_after_seconds before its replica went
+    # the profile's look-back and downscale delay (3 s + 3 s), not Serve's 30 s look-back
+    assert time.monotonic() - answered_at < 20, seen
     assert gone["replicas"] == 0 and gone["loaded_replicas"] == 0
 
     # a caller that will not wait gets a 503 at once, with the state; the start it asked for carries on
