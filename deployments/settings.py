@@ -63,8 +63,9 @@ class ServiceSettings(BaseSettings):
         "the HTTP proxy and ingress. Ray would otherwise set OMP_NUM_THREADS to the replica's num_cpus.",
     )
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "float32", description="Weights of a chat model on a CPU replica; auto = bfloat16 where the CPU multiplies "
-        "bfloat16 natively (AMX or AVX512-BF16: 2-3x faster decoding, half the memory), else float32.",
+        "float32", description="Weights of a chat, captioning or vision-language model on a CPU replica; "
+        "auto = bfloat16 where the CPU multiplies bfloat16 natively (AMX or AVX512-BF16: 2-3x faster decoding, "
+        "half the memory), else float32.",
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,

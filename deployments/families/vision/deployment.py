@@ -34,7 +34,7 @@ from deployments.families.vision.protocol import (
 )
 from deployments.media.images import open_image
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
-from deployments.serving.model_loading import FamilyDeployment
+from deployments.serving.model_loading import FamilyDeployment, generation_dtype
 from deployments.serving.torch_threads import run_inference
 from deployments.state.runner import JobContext
 from registry import ModelEntry
@@ -205,7 +205,8 @@ class VisionDeployment(FamilyDeployment):
                                    describe, "image description")
 
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
-        return load_engine(entry, self._catalog.task_of(entry) == CLASSIFY, paths["weights"], self._device)
+        return load_engine(entry, self._catalog.task_of(entry) == CLASSIFY, paths["weights"], self._device,
+                           generation_dtype(self._device, self._settings))
 
 
 

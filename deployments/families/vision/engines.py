@@ -17,7 +17,7 @@ DEFAULT_PROMPT = "Describe this image."  # what chat models are asked when a req
 class Describer(Protocol):
     """What the vision deployment asks of an image-to-text engine."""
 
-    def __init__(self, path: str, device: str) -> None: ...
+    def __init__(self, path: str, device: str, dtype: Any) -> None: ...
 
     def batch_key(self, prompt: str | None) -> Hashable:
         """Images with equal keys share one generate call."""
@@ -45,21 +45,15 @@ class Classifier:
             return self.model(**inputs).logits.float().softmax(-1).cpu().tolist()
 
 
-def _generation_dtype(device: str):
-    import torch
-
-    return torch.bfloat16 if device == "cuda" else torch.float32
-
-
 class BlipCaptioner:
     """BLIP conditional captioning: a prompt is the caption's first words, and the caption keeps them."""
 
     default_prompt = None  # an unconditional caption
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: str, dtype: Any):
         from transformers import AutoProcessor, BlipForConditionalGeneration
 
-        self.device, self.dtype = device, _generation_dtype(device)
+        self.device, self.dtype = device, dtype
         self.processor = AutoProcessor.from_pretrained(path, backend="pil")
         self.model = BlipForConditionalGeneration.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
         text = self.model.config.text_config
@@ -87,10 +81,10 @@ class ChatDescriber:
 
     default_prompt = DEFAULT_PROMPT
 
-    def __init__(self, path: str, device: str):
+    def __init__(self, path: str, device: str, dtype: Any):
         from transformers import AutoModelForImageTextToText
 
-        self.device, self.dtype = device, _generation_dtype(device)
+        self.device, self.dtype = device, dtype
         self.processor = _chat_processor(path)
         self.processor.tokenizer.padding_side = "left"  # rows of a batch end where generation starts
         self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype).to(device).eval()  # type: ignore[arg-type]
@@ -171,8 +165,9 @@ def _chat_processor(path: str):
 DESCRIBERS: dict[str, type[Describer]] = {"blip": BlipCaptioner, "qwen2_vl": ChatDescriber}
 
 
-def load_engine(entry: ModelEntry, classify: bool, path: str, device: str) -> Any:
-    """The engine for `entry`: a Classifier for image classification, else the describer its config names."""
+def load_engine(entry: ModelEntry, classify: bool, path: str, device: str, dtype: Any) -> Any:
+    """The engine for `entry`: a Classifier for image classification (float32), else the describer its config
+    names, in `dtype` (the chat family's generation dtype: INFERENCE_CPU_DTYPE on a CPU)."""
     if classify:
         return Classifier(path, device)
     from transformers import AutoConfig
@@ -181,4 +176,4 @@ def load_engine(entry: ModelEntry, classify: bool, path: str, device: str) -> An
     if model_type not in DESCRIBERS:
         raise ModelUnavailable(f"Model '{entry.id}' is a '{model_type}' model; this service describes images with "
                                "BLIP and Qwen2-VL models")
-    return DESCRIBERS[model_type](path, device)
+    return DESCRIBERS[model_type](path, device, dtype)
