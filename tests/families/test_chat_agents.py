@@ -13,6 +13,7 @@ import base64
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import httpx
@@ -222,6 +223,28 @@ def test_image_parts_go_to_the_vision_language_model(openai_client, client):
         parts = [{"type": "image_url", "image_url": {"url": body.pop("url", url)}}]
         refused = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": parts}], **body})
         assert refused.status_code == status and message in refused.json()["message"], refused.text
+
+
+def test_concurrent_image_chats_share_a_generate_and_keep_their_answers(client):
+    """Image chats that arrive while one decodes share the next generate (X-Batch-Size), left-padded, each
+    with its own picture, and each answers as it does alone."""
+    def ask(i: int) -> dict:
+        url = "data:image/png;base64," + base64.b64encode(picture(10 + i, size=(64 + 16 * i, 48))).decode()
+        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Describe " * (i + 1)}]
+        return {"model": VISION, "messages": [{"role": "user", "content": content}], "max_tokens": 8 + 4 * i,
+                "seed": i, "temperature": 1.0}
+
+    def answer(i: int) -> tuple[str, int]:
+        reply = client.post("/v1/chat/completions", json=ask(i))
+        assert reply.status_code == 200, reply.text
+        return reply.json()["choices"][0]["message"]["content"], int(reply.headers["X-Batch-Size"])
+
+    alone = [answer(i) for i in range(5)]
+    assert {size for _, size in alone} == {1}
+    with ThreadPoolExecutor(5) as pool:
+        together = list(pool.map(answer, range(5)))
+    assert [text for text, _ in together] == [text for text, _ in alone]
+    assert max(size for _, size in together) > 1, together
 
 
 def test_a_short_request_does_not_wait_for_a_long_one(service):

@@ -50,19 +50,56 @@ def test_a_describer_in_bfloat16_takes_half_the_bytes_and_still_describes(tmp_pa
 def test_a_vision_language_chat_turn_in_bfloat16_answers_to_its_schema(tmp_path):
     from deployments.families.chat.constraints import json_grammar
     from deployments.families.chat.decoding import Row, RowState
-    from deployments.families.vision.chat_turn import decode_turn
+    from deployments.families.vision.chat_turn import Turn, decode_turns
 
     engine = load("qwen2-vl-2b-instruct", build_qwen2_vl(tmp_path / "qwen2-vl"), "bfloat16")
     schema = {"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
               "required": ["colour"]}
     grammar = json_grammar(schema, engine.chat_model.grammar_tokenizer, "test")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which colour?"}]}]
-    inputs = engine.chat_inputs(messages, pictures(1))
+    inputs = engine.chat_inputs([messages], pictures(1))
     assert inputs["pixel_values"].dtype == engine.model.dtype
     row = Row(model="qwen2-vl-2b-instruct", prompt_ids=inputs["input_ids"][0].tolist(), max_tokens=40,
               temperature=1.0, top_p=1.0, top_k=0, seed=3, stop=[], grammar=grammar)
-    state, steps = RowState(row, engine.chat_model), []
-    decode_turn(engine.model, inputs, state, steps.append)
+    steps: list = []
+    decode_turns(engine, [Turn(messages, pictures(1), RowState(row, engine.chat_model), steps.append)])
     text = "".join(step.text for step in steps)
     assert steps[-1].finish_reason == "stop", text
     assert json.loads(text)["colour"] in {"red", "green", "blue"}
+
+
+def test_chat_turns_sharing_a_generate_answer_as_they_do_alone(tmp_path):
+    """Turns of different images, prompt lengths, seeds and limits, decoded in one left-padded generate:
+    each row's answer is the one it gets alone, each Step tells the batch's size, and a row that ends early
+    (max_tokens 3) stops there while the others go on."""
+    from deployments.families.chat.decoding import Row, RowState
+    from deployments.families.vision.chat_turn import Turn, decode_turns
+
+    engine = load("qwen2-vl-2b-instruct", build_qwen2_vl(tmp_path / "qwen2-vl"), "float32")
+    images = pictures(4)
+    asks = [([images[0]], "What is this?", 12, 1), ([images[1], images[2]], "Compare these two, please.", 3, 2),
+            ([], "No picture at all this time.", 10, 3), ([images[3]], "Colours?", 16, 4)]
+
+    def turns(outboxes: list[list]) -> list[Turn]:
+        made = []
+        for (pictured, text, limit, seed), outbox in zip(asks, outboxes):
+            parts = [{"type": "image"}] * len(pictured) + [{"type": "text", "text": text}]
+            messages = [{"role": "user", "content": parts}]
+            prompt = engine.chat_inputs([messages], pictured)["input_ids"][0].tolist()
+            row = Row(model="qwen2-vl-2b-instruct", prompt_ids=prompt, max_tokens=limit, temperature=1.0,
+                      top_p=1.0, top_k=0, seed=seed, stop=[])
+            made.append(Turn(messages, pictured, RowState(row, engine.chat_model), outbox.append))
+        return made
+
+    alone: list[list] = [[] for _ in asks]
+    for turn in turns(alone):
+        decode_turns(engine, [turn])
+    together: list[list] = [[] for _ in asks]
+    decode_turns(engine, turns(together))
+    text = lambda steps: "".join(step.text for step in steps)  # noqa: E731
+    assert [text(steps) for steps in together] == [text(steps) for steps in alone]
+    assert [steps[-1].finish_reason for steps in together] == [steps[-1].finish_reason for steps in alone]
+    sizes = lambda answers: {step.batch_size for steps in answers for step in steps}  # noqa: E731
+    assert sizes(together) == {4} and sizes(alone) == {1}
+    assert len(together[1]) == 3 and together[1][-1].finish_reason == "length"
+    assert max(len(steps) for steps in together) > 3

@@ -3,7 +3,8 @@
 Images are decoded here in the replica with Pillow, before a request joins a batch, so an unreadable
 image fails only its own request. Requests that arrive together share a model call (`@serve.batch`):
 classification is one forward pass per model; description is one `generate` per model (per prompt
-for BLIP, whose prompt is a text prefix that every row of a call shares).
+for BLIP, whose prompt is a text prefix that every row of a call shares). Vision-language chat turns
+that arrive while one decodes share the next `generate` (chat_turn.TurnBatcher).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from pydantic import Field, ValidationError
@@ -23,7 +25,7 @@ from deployments.families.chat.decoding import Row, RowState
 from deployments.families.chat.protocol import ChatOptions, Completion, Started, Step, tool_models
 from deployments.families.protocol import new_seed, validation_problems
 from deployments.families.vision import protocol
-from deployments.families.vision.chat_turn import decode_turn, turn_steps
+from deployments.families.vision.chat_turn import TurnBatcher, turn_steps
 from deployments.families.vision.engines import load_engine
 from deployments.families.vision.protocol import (
     CLASSIFY,
@@ -36,8 +38,9 @@ from deployments.media.images import open_image
 from deployments.serving.batching import BatchConfig, raise_failed, run_in_groups
 from deployments.serving.model_loading import FamilyDeployment, generation_dtype
 from deployments.serving.torch_threads import run_inference
+from deployments.settings import ServiceSettings
 from deployments.state.runner import JobContext
-from registry import ModelEntry
+from registry import Catalog, ModelEntry
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +53,6 @@ class VisionConfig(BatchConfig):
     default_batch, default_wait_s, largest_batch = 8, 0.01, MAX_BATCH_SIZE
     default_max_tokens: int = Field(256, ge=1, le=protocol.MAX_NEW_TOKENS, description="Tokens a description may "
                                     "generate when the request sets no max_tokens.")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -82,6 +69,10 @@ class _Item:
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH_SIZE, health_check_period_s=5)
 class VisionDeployment(FamilyDeployment):
     config_class, batched_methods = VisionConfig, ("_classify_batch", "_describe_batch")
+
+    def __init__(self, catalog: Catalog, settings: ServiceSettings, model_id: str | None = None):
+        super().__init__(catalog, settings, model_id)
+        self._turns = TurnBatcher()  # vision-language chat turns waiting for a generate
 
     async def classify(self, image: bytes, top_k: int = 5, name: str = "image", *,
                        model: str | None = None) -> Classification:
@@ -138,7 +129,7 @@ class VisionDeployment(FamilyDeployment):
         engine = await self._models.get(entry)
         if not hasattr(engine, "chat_inputs"):
             raise InvalidRequest(f"Model '{entry.id}' describes images but does not chat")
-        inputs = await run_inference(engine.chat_inputs, messages, decoded)
+        inputs = await run_inference(engine.chat_inputs, [messages], decoded)  # alone: its own length
         prompt_tokens = int(inputs["input_ids"].shape[1])
         room = engine.chat_model.context_length - prompt_tokens
         if room <= 0 or (params.max_tokens or 0) > room:
@@ -153,9 +144,9 @@ class VisionDeployment(FamilyDeployment):
         row = Row(model=entry.id, prompt_ids=inputs["input_ids"][0].tolist(), seed=seed, stop=params.stop,
                   max_tokens=min(params.max_tokens or self._config.default_max_tokens, room),
                   temperature=params.temperature or 0.0, top_p=params.top_p or 1.0, top_k=0, grammar=grammar)
-        state = RowState(row, engine.chat_model)
         yield Started(entry.id, prompt_tokens, seed)
-        async for step in turn_steps(lambda emit: decode_turn(engine.model, inputs, state, emit), state):
+        submit = partial(self._turns.submit, engine, max_batch=self._config.max_batch_size)
+        async for step in turn_steps(messages, decoded, RowState(row, engine.chat_model), submit):
             yield step
 
     async def run_job(self, job_id: str) -> str:
@@ -207,15 +198,3 @@ class VisionDeployment(FamilyDeployment):
     def _load(self, entry: ModelEntry, paths: dict[str, str]):
         return load_engine(entry, self._catalog.task_of(entry) == CLASSIFY, paths["weights"], self._device,
                            generation_dtype(self._device, self._settings))
-
-
-
-
-
-
-
-
-
-
-
-

@@ -120,11 +120,12 @@ class ChatDescriber:
         return ChatModel(self.processor.tokenizer, self.model, set(self.stop), min(self.stop),
                          getattr(text, "max_position_embeddings", None) or 32768, None)
 
-    def chat_inputs(self, messages: list[dict], images: list):
-        """The processor's tensors for a chat turn over `messages` (content parts {'type': 'text'} and
-        {'type': 'image'}, `images` in their order), ready for generate."""
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = self.processor(images=images or None, text=[text], return_tensors="pt")
+    def chat_inputs(self, conversations: list[list[dict]], images: list):
+        """The processor's tensors for a chat turn over each of `conversations` (messages whose content parts
+        are {'type': 'text'} and {'type': 'image'}), left-padded into one batch ready for generate; `images`:
+        every turn's images in the order of their parts."""
+        texts = [self.processor.apply_chat_template(messages, add_generation_prompt=True) for messages in conversations]
+        inputs = self.processor(images=images or None, text=texts, padding=True, return_tensors="pt")
         return inputs.to(self.device).to(self.dtype)
 
 
