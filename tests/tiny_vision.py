@@ -109,7 +109,10 @@ def build_blip(folder: Path, seed: int = 2) -> Path:
     return folder
 
 
-def build_qwen2_vl(folder: Path, seed: int = 3) -> Path:
+def build_qwen2_vl(folder: Path, seed: int = 3, full: bool = False) -> Path:
+    """`full`: Qwen2-VL-2B's real sizes (2.2B parameters, its 151936-row vocabulary; the tokenizer stays the
+    byte-level one, so the rows past it decode to nothing), saved in bfloat16, for benchmarks."""
+    import torch
     from transformers import (
         GenerationConfig,
         Qwen2TokenizerFast,
@@ -125,15 +128,19 @@ def build_qwen2_vl(folder: Path, seed: int = 3) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
     tokenizer.chat_template = QWEN_TEMPLATE
     ids = dict(zip(QWEN_SPECIAL, tokenizer.convert_tokens_to_ids(QWEN_SPECIAL)))
+    text_sizes = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+                  "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32768,
+                  "tie_word_embeddings": True, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                                                   "mrope_section": [16, 24, 24]}} if full else {
+        "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}}
+    vision_sizes = {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16} if full else {
+        "depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4}
     config = Qwen2VLConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
-                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                     "max_position_embeddings": 2048,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        text_config={**text_sizes, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
                      "pad_token_id": ids["<|endoftext|>"]},
-        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, "patch_size": 14,
-                       "spatial_merge_size": 2, "temporal_patch_size": 2},
+        vision_config={**vision_sizes, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
@@ -143,9 +150,9 @@ def build_qwen2_vl(folder: Path, seed: int = 3) -> Path:
         pad_token_id=ids["<|endoftext|>"], do_sample=False,
         suppress_tokens=[b for b in range(256) if not 32 <= b < 127],  # readable gibberish: printable ASCII only
     )
-    model.save_pretrained(folder)
+    (model.to(torch.bfloat16) if full else model).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112).save_pretrained(folder)
+    Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=(448 if full else 112) ** 2).save_pretrained(folder)
     return folder
 
 
