@@ -237,7 +237,7 @@ class MusicDeployment(FamilyDeployment):
         adapter switch is reloaded first, and plain prompts that meet a failed switch-off run on a fresh copy."""
         def generate(musicgen: MusicGen):
             return run_inference(musicgen.generate, [p.prompt for p in group], [p.duration for p in group],
-                                     [p.seed for p in group], adapter, group[0].adapter_path)
+                                 [p.seed for p in group], adapter, group[0].adapter_path)
 
         try:
             return await generate(await self._untainted(model_id))

@@ -139,7 +139,7 @@ class TranscriptionDeployment(FamilyDeployment):
         async def generate(group: list[Window]) -> list[WindowResult]:
             whisper: WhisperEngine = await self._models.get(self._catalog.models[group[0].model])
             return await run_inference(whisper.transcribe, [w.audio for w in group], group[0].options,
-                                           self._config.max_new_tokens)
+                                       self._config.max_new_tokens)
 
         return await run_in_groups(windows, lambda w: (w.model, w.options.task, w.options.temperature,
                                                        w.options.language is None, w.options.word_timestamps),

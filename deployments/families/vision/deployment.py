@@ -189,7 +189,7 @@ class VisionDeployment(FamilyDeployment):
 
         async def describe(group: list[_Item]) -> list[tuple[str, int, bool, int]]:
             rows = await run_inference(engines[group[0].model].describe, [it.image for it in group],
-                                           [it.prompt for it in group], [it.max_tokens for it in group])
+                                       [it.prompt for it in group], [it.max_tokens for it in group])
             return [(*row, len(group)) for row in rows]
 
         return await run_in_groups(items, lambda item: (item.model, engines[item.model].batch_key(item.prompt)),
